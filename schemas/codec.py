@@ -1,0 +1,182 @@
+"""Bytes to events and back, with orjson. Errors are data, not exceptions.
+
+A Kafka message value may hold:
+- one event: ``{"event_id": ..., ...}``;
+- a batch as a JSON array: ``[{...}, {...}]``;
+- a batch envelope object: ``{"envelope": "tokenyield/1", "events": [{...}, ...]}``
+  (``envelope`` is optional; other envelope keys are ignored);
+- any of the above with OpenTelemetry GenAI attribute names (see ``otel.py``).
+
+One bad event in a batch is reported with its index and reason; the good ones are kept.
+A message that is not JSON at all (or not UTF-8, or nested too deep) is one error with
+index ``None``.
+
+Speed: a well-formed batch is validated in one pass in pydantic's Rust core; only a
+batch that fails falls back to validating item by item to find the bad ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from schemas.events import ModelCall, Outcome
+from schemas.otel import from_otel, looks_like_otel
+
+ENVELOPE_VERSION = "tokenyield/1"
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_EVENTS_PER_MESSAGE = 20_000
+
+E = TypeVar("E", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """Why one item (``index``) of a message, or the whole message (``None``), was rejected."""
+
+    index: int | None
+    kind: str
+    reason: str
+    raw: bytes
+    event_id: str | None = None
+    work_unit_id: str | None = None
+
+
+@dataclass(slots=True)
+class Decoded(Generic[E]):
+    """The events that passed (with their position in the message) and the ones that did not."""
+
+    events: list[E] = field(default_factory=list)
+    indexes: list[int] = field(default_factory=list)
+    errors: list[DecodeError] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.events) + len(self.errors)
+
+
+def explain(error: ValidationError) -> str:
+    """A one-line, field-by-field account of a validation failure."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        location = ".".join(str(p) for p in item["loc"]) or "event"
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{location}: {message}")
+    return "; ".join(parts)
+
+
+class EventCodec(Generic[E]):
+    """Decoder and encoder for one event type (one topic)."""
+
+    def __init__(self, model: type[E]) -> None:
+        self.model = model
+        self._one = TypeAdapter(model)
+        self._many = TypeAdapter(list[model])  # type: ignore[valid-type]
+
+    # -- decoding -----------------------------------------------------------------
+    def decode(self, data: bytes) -> Decoded[E]:
+        """Decode one Kafka message value; never raises on bad data."""
+        result: Decoded[E] = Decoded()
+        if len(data) > MAX_MESSAGE_BYTES:
+            result.errors.append(
+                DecodeError(None, "size_limit", f"message is {len(data)} bytes, over the "
+                            f"{MAX_MESSAGE_BYTES}-byte limit", data[:4096])
+            )
+            return result
+        first = data.lstrip()[:1]
+        if first == b"[" and self._fast_batch(data, result):
+            return result
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            result.errors.append(DecodeError(None, "malformed_json", f"not JSON: {exc}", data))
+            return result
+        items, whole = self._items(parsed)
+        if items is None:
+            result.errors.append(DecodeError(None, "invalid_envelope", whole, data))
+            return result
+        if len(items) > MAX_EVENTS_PER_MESSAGE:
+            result.errors.append(
+                DecodeError(None, "size_limit", f"{len(items)} events in one message, over "
+                            f"the limit of {MAX_EVENTS_PER_MESSAGE}", data[:4096])
+            )
+            return result
+        for index, item in enumerate(items):
+            self._decode_item(index, item, result)
+        return result
+
+    def _fast_batch(self, data: bytes, result: Decoded[E]) -> bool:
+        try:
+            events = self._many.validate_json(data)
+        except ValidationError:
+            return False
+        if len(events) > MAX_EVENTS_PER_MESSAGE:
+            return False
+        result.events.extend(events)
+        result.indexes.extend(range(len(events)))
+        return True
+
+    @staticmethod
+    def _items(parsed: Any) -> tuple[list[Any] | None, str]:
+        if isinstance(parsed, list):
+            return parsed, ""
+        if isinstance(parsed, dict):
+            if "events" in parsed and "event_id" not in parsed:
+                events = parsed["events"]
+                if not isinstance(events, list):
+                    return None, "envelope 'events' must be a JSON array"
+                version = parsed.get("envelope", ENVELOPE_VERSION)
+                if version != ENVELOPE_VERSION:
+                    return None, f"unsupported envelope {version!r}; expected {ENVELOPE_VERSION!r}"
+                return events, ""
+            return [parsed], ""
+        return None, f"expected a JSON object or array, got {type(parsed).__name__}"
+
+    def _decode_item(self, index: int, item: Any, result: Decoded[E]) -> None:
+        if not isinstance(item, dict):
+            result.errors.append(
+                DecodeError(index, "invalid_event", f"expected a JSON object, got "
+                            f"{type(item).__name__}", _dump(item))
+            )
+            return
+        candidate = from_otel(item) if looks_like_otel(item) else item
+        try:
+            event = self._one.validate_python(candidate)
+        except ValidationError as exc:
+            result.errors.append(
+                DecodeError(index, "invalid_event", explain(exc), _dump(item),
+                            _text(candidate.get("event_id")), _text(candidate.get("work_unit_id")))
+            )
+            return
+        result.events.append(event)
+        result.indexes.append(index)
+
+    # -- encoding -----------------------------------------------------------------
+    def encode(self, event: E) -> bytes:
+        return self._one.dump_json(event, exclude_none=True)
+
+    def encode_batch(self, events: list[E]) -> bytes:
+        return self._many.dump_json(events, exclude_none=True)
+
+
+def _dump(item: Any) -> bytes:
+    try:
+        return orjson.dumps(item)
+    except TypeError:
+        return repr(item).encode(errors="replace")
+
+
+def _text(value: Any) -> str | None:
+    return value[:256] if isinstance(value, str) else None
+
+
+call_codec: EventCodec[ModelCall] = EventCodec(ModelCall)
+outcome_codec: EventCodec[Outcome] = EventCodec(Outcome)
+
+
+def encode_models(models: list[Any]) -> bytes:
+    """Encode output models (attributions, windows, alerts...) as one JSON array."""
+    return b"[" + b",".join(m.__pydantic_serializer__.to_json(m) for m in models) + b"]"

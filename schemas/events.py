@@ -1,0 +1,203 @@
+"""What services publish: model calls and business outcomes, keyed by work unit.
+
+Contract rules (also in docs/EVENTS.md):
+- Every event is frozen and validated on the way in; a violation names the field and
+  the reason, and the event goes to the dead-letter topic instead of the engine.
+- Unknown fields are accepted and ignored, so a publisher on a newer contract version
+  does not break an older engine (forward compatibility). Nothing unknown is stored.
+- ``occurred_at`` is event time: it must carry a timezone and is normalised to UTC.
+- Money is ``Decimal``: JSON numbers or decimal strings are both accepted ("0.0125"),
+  NaN and infinities are not.
+- ``input_tokens`` counts every prompt token; cache reads (``cached_input_tokens``) and
+  cache writes (``cache_write_tokens``) are parts of it. ``reasoning_tokens`` are a
+  part of ``output_tokens``. This is the OpenTelemetry GenAI convention.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+CONTRACT_VERSION = "1"
+MAX_ID_LENGTH = 256
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_KEY_LENGTH = 64
+MAX_ATTRIBUTE_VALUE_LENGTH = 256
+MAX_TOKENS = 1_000_000_000
+MAX_MONEY = Decimal("1000000000")
+
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _to_utc(value: datetime) -> datetime:
+    # A timestamp far outside this century is nearly always a unit mistake
+    # (seconds sent as milliseconds, or a zero default); reject it loudly.
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError("must fall between 2000-01-01 and 2100-01-01 (check the time unit)")
+    return value.astimezone(UTC)
+
+
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
+Dimension = Annotated[str, StringConstraints(max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")]
+RequiredDimension = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+EventTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
+Money = Annotated[Decimal, Field(ge=0, le=MAX_MONEY, allow_inf_nan=False)]
+SignedMoney = Annotated[Decimal, Field(ge=-MAX_MONEY, le=MAX_MONEY, allow_inf_nan=False)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Share = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE_KEY_LENGTH)]
+AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE_LENGTH)]
+Attributes = Annotated[dict[AttributeKey, AttributeValue], Field(max_length=MAX_ATTRIBUTES)]
+
+CallStatus = Literal["ok", "error", "timeout", "cancelled"]
+OutcomeStatus = Literal[
+    "accepted", "resolved", "completed", "rejected", "escalated", "abandoned", "failed"
+]
+ValueDimension = Literal["revenue", "cost_avoided", "risk_avoided", "capacity", "strategic"]
+
+#: Outcome statuses that count as the work having produced what was asked for.
+ACCEPTING_STATUSES: frozenset[str] = frozenset({"accepted", "resolved", "completed"})
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=False)
+
+    event_id: Identifier = Field(description="Unique per event; the idempotency key.")
+    work_unit_id: Identifier = Field(description="The unit of work this event belongs to.")
+    occurred_at: EventTime = Field(description="Event time, timezone-aware; stored in UTC.")
+    schema_version: Literal["1"] = Field(
+        default=CONTRACT_VERSION, description="Contract major version."
+    )
+
+
+class ModelCall(_Event):
+    """One call to a model, with its token usage and the dimensions that own its cost."""
+
+    provider: RequiredDimension
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    input_tokens: TokenCount = 0
+    output_tokens: TokenCount = 0
+    cached_input_tokens: TokenCount = Field(0, description="Cache reads; a part of input.")
+    cache_write_tokens: TokenCount = Field(0, description="Cache writes; a part of input.")
+    reasoning_tokens: TokenCount = Field(0, description="A part of output.")
+    latency_ms: Annotated[int, Field(ge=0, le=86_400_000, strict=True)] | None = None
+    status: CallStatus = "ok"
+    attempt: Annotated[int, Field(ge=1, le=10_000, strict=True)] = Field(
+        1, description="1 is the first try; above 1 is a retry."
+    )
+    team: RequiredDimension
+    owner: Dimension = ""
+    workflow: RequiredDimension
+    task_type: Dimension = ""
+    agent: Dimension | None = None
+    service: Dimension = ""
+    environment: Dimension = ""
+    reported_cost: Money | None = Field(
+        None, description="The provider's own figure; wins over the computed cost."
+    )
+    currency: Currency | None = None
+    system_prompt_tokens: TokenCount | None = None
+    context_tokens: TokenCount | None = None
+    attributes: Attributes = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_parts(self) -> ModelCall:
+        problems = []
+        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
+            problems.append(
+                "cached_input_tokens + cache_write_tokens "
+                f"({self.cached_input_tokens} + {self.cache_write_tokens}) "
+                f"exceed input_tokens ({self.input_tokens})"
+            )
+        if self.reasoning_tokens > self.output_tokens:
+            problems.append(
+                f"reasoning_tokens ({self.reasoning_tokens}) exceed "
+                f"output_tokens ({self.output_tokens})"
+            )
+        overhead = (self.system_prompt_tokens or 0) + (self.context_tokens or 0)
+        if overhead > self.input_tokens:
+            problems.append(
+                f"system_prompt_tokens + context_tokens ({overhead}) exceed "
+                f"input_tokens ({self.input_tokens})"
+            )
+        if self.reported_cost is not None and self.currency is None:
+            problems.append("reported_cost needs a currency")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def is_retry(self) -> bool:
+        return self.attempt > 1
+
+
+class Outcome(_Event):
+    """What a unit of work produced, and what it was worth."""
+
+    team: RequiredDimension
+    workflow: RequiredDimension
+    status: OutcomeStatus
+    value: SignedMoney | None = Field(None, description="Money the outcome was worth.")
+    currency: Currency | None = None
+    value_dimension: ValueDimension | None = None
+    human_review_minutes: Annotated[
+        Decimal, Field(ge=0, le=Decimal(1_000_000), allow_inf_nan=False)
+    ] = Decimal(0)
+    review_rate: Money | None = Field(
+        None, description="Money per hour of review; defaults per team from settings."
+    )
+    quality_score: Share | None = None
+    baseline_cost: Money | None = Field(
+        None, description="What this outcome costs without AI."
+    )
+    evidence_confidence: Share | None = None
+    is_final: Annotated[bool, Field(strict=True)] = Field(
+        True, description="False when more outcomes may follow for the same work unit."
+    )
+
+    @model_validator(mode="after")
+    def _check_money(self) -> Outcome:
+        problems = []
+        money_fields = ("value", "review_rate", "baseline_cost")
+        if self.currency is None and any(getattr(self, f) is not None for f in money_fields):
+            given = [f for f in money_fields if getattr(self, f) is not None]
+            problems.append(f"{', '.join(given)} need a currency")
+        if self.value_dimension is not None and self.value is None:
+            problems.append("value_dimension without a value")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dimension(cls, data: object) -> object:
+        # A value with no stated dimension is read as revenue, the plainest case.
+        if isinstance(data, dict) and data.get("value") is not None:
+            if data.get("value_dimension") is None:
+                return {**data, "value_dimension": "revenue"}
+        return data
+
+    @property
+    def accepted(self) -> bool:
+        return self.status in ACCEPTING_STATUSES
+
+
+Event = ModelCall | Outcome

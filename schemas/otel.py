@@ -1,0 +1,73 @@
+"""OpenTelemetry GenAI attribute names mapped onto the ``ModelCall`` contract.
+
+A publisher that already emits OTel GenAI span attributes can send them as they are:
+a flat JSON object with ``gen_ai.*`` keys (or a span-like object whose ``attributes``
+hold them). tokenyield's own fields may appear bare (``team``) or prefixed
+(``tokenyield.team``). ``gen_ai.response.model`` (the model that answered) wins over
+``gen_ai.request.model``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# OTel semantic conventions for GenAI (Development status), v1.37+ names, plus the
+# older aliases still emitted by common instrumentations.
+OTEL_FIELDS: dict[str, str] = {
+    "gen_ai.provider.name": "provider",
+    "gen_ai.system": "provider",
+    "gen_ai.usage.input_tokens": "input_tokens",
+    "gen_ai.usage.prompt_tokens": "input_tokens",
+    "gen_ai.usage.output_tokens": "output_tokens",
+    "gen_ai.usage.completion_tokens": "output_tokens",
+    "gen_ai.usage.cache_read.input_tokens": "cached_input_tokens",
+    "gen_ai.usage.cache_creation.input_tokens": "cache_write_tokens",
+    "gen_ai.usage.reasoning.output_tokens": "reasoning_tokens",
+    "gen_ai.agent.name": "agent",
+    "gen_ai.operation.name": "task_type",
+    "gen_ai.conversation.id": "work_unit_id",
+    "service.name": "service",
+    "deployment.environment.name": "environment",
+    "deployment.environment": "environment",
+    "span_id": "event_id",
+    "start_time": "occurred_at",
+}
+_MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model")
+_PREFIX = "tokenyield."
+
+
+def looks_like_otel(item: Any) -> bool:
+    """True when ``item`` is an object using GenAI attribute names."""
+    if not isinstance(item, dict):
+        return False
+    attributes = item.get("attributes")
+    keys = list(item)
+    if isinstance(attributes, dict):
+        keys.extend(attributes)
+    return any(isinstance(k, str) and k.startswith("gen_ai.") for k in keys)
+
+
+def from_otel(item: dict[str, Any]) -> dict[str, Any]:
+    """Rename OTel GenAI keys to ``ModelCall`` fields; explicit native fields win."""
+    flat: dict[str, Any] = {}
+    attributes = item.get("attributes")
+    if isinstance(attributes, dict):
+        flat.update(attributes)
+    flat.update({k: v for k, v in item.items() if k != "attributes"})
+
+    native: dict[str, Any] = {}
+    mapped: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key in OTEL_FIELDS:
+            mapped.setdefault(OTEL_FIELDS[key], value)
+        elif key.startswith(_PREFIX):
+            native[key[len(_PREFIX) :]] = value
+        elif not key.startswith("gen_ai."):
+            native[key] = value
+    for key in _MODEL_KEYS:
+        if flat.get(key) is not None:
+            mapped["model"] = flat[key]
+            break
+    if "error.type" in flat and "status" not in native:
+        mapped["status"] = "timeout" if str(flat["error.type"]) == "timeout" else "error"
+    return {**mapped, **native}

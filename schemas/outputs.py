@@ -1,0 +1,195 @@
+"""What the engine emits. Defined beside the input events so the contract is one place.
+
+Every output has a deterministic id and a revision: a replay after a crash re-emits
+the same ids, and a consumer that keeps the highest revision per id (ClickHouse's
+ReplacingMergeTree does) counts nothing twice.
+
+Ratios (yield, ROI, coverage, shares) are Decimals rounded to 9 places; money is an
+exact Decimal in ``currency``. A ratio whose denominator is zero is ``None``, never
+infinity and never zero.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AttributionState = Literal["attributed", "unattributed", "revised"]
+AlertKind = Literal[
+    "spend_spike",
+    "token_spike",
+    "budget_soft",
+    "budget_hard",
+    "runaway_work_unit",
+    "retry_storm",
+    "context_bloat",
+    "prompt_sprawl",
+    "model_mismatch",
+    "cost_per_outcome_regression",
+]
+AlertStatus = Literal["firing", "resolved"]
+Severity = Literal["info", "warning", "critical"]
+
+#: The ``model`` of a window row that totals all models and carries the outcome figures.
+ALL_MODELS = "*"
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class WorkUnitAttribution(_Output):
+    """A work unit's spend joined to what it produced. The latest revision is current."""
+
+    attribution_id: str
+    work_unit_id: str
+    revision: int = Field(description="Grows with every event applied and with expiry.")
+    state: AttributionState
+    partition: int
+    team: str
+    workflow: str
+    owner: str = ""
+    task_type: str = ""
+    service: str = ""
+    environment: str = ""
+    agent: str = ""
+    models: list[str] = Field(default_factory=list)
+    primary_model: str = ""
+    providers: list[str] = Field(default_factory=list)
+    first_event_at: datetime
+    last_event_at: datetime
+    calls: int = 0
+    retries: int = 0
+    failed_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    system_prompt_tokens: int = 0
+    context_tokens: int = 0
+    currency: str
+    model_cost: Decimal = Field(description="Reported cost where given, else computed.")
+    computed_cost: Decimal
+    reported_cost: Decimal | None = None
+    unpriced_calls: int = Field(0, description="Calls whose cost is unknown (not zero).")
+    human_review_minutes: Decimal = Decimal(0)
+    human_cost: Decimal = Decimal(0)
+    fully_loaded_cost: Decimal
+    outcomes: int = 0
+    outcome_status: str | None = None
+    accepted: bool = False
+    is_final: bool = False
+    value: Decimal | None = None
+    value_dimension: str | None = None
+    quality_score: float | None = None
+    baseline_cost: Decimal | None = None
+    evidence_confidence: float | None = None
+    cost_per_outcome: Decimal | None = None
+    yield_ratio: Decimal | None = Field(None, description="value / fully_loaded_cost")
+    net_value: Decimal | None = Field(None, description="value - fully_loaded_cost")
+    roi: Decimal | None = Field(
+        None, description="(baseline_cost - fully_loaded_cost) / fully_loaded_cost"
+    )
+    price_book_version: str
+
+
+class CostPerOutcomeWindow(_Output):
+    """One tumbling event-time window of one source partition, by team, workflow, model.
+
+    Rows with ``model == "*"`` total every model and carry the outcome figures; rows
+    per model carry spend-side figures only. Partitions are summed downstream (the
+    ClickHouse view ``cost_per_outcome`` does it).
+    """
+
+    window_id: str
+    window_start: datetime
+    window_end: datetime
+    window_seconds: int
+    team: str
+    workflow: str
+    model: str
+    partition: int
+    revision: int
+    final: bool
+    currency: str
+    calls: int = 0
+    retries: int = 0
+    failed_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    overhead_tokens: int = Field(0, description="system prompt + context tokens")
+    spend: Decimal = Decimal(0)
+    unpriced_calls: int = 0
+    work_units: int = 0
+    outcomes: int = 0
+    accepted_outcomes: int = 0
+    value: Decimal = Decimal(0)
+    human_cost: Decimal = Decimal(0)
+    fully_loaded_cost: Decimal = Decimal(0)
+    linked_spend: Decimal = Field(Decimal(0), description="Spend linked to an outcome.")
+    unlinked_spend: Decimal = Field(Decimal(0), description="Spend past its deadline, no outcome.")
+    cost_per_accepted_outcome: Decimal | None = None
+    acceptance_rate: Decimal | None = None
+    yield_ratio: Decimal | None = None
+    attribution_coverage: Decimal | None = None
+    retry_share: Decimal | None = None
+    context_share: Decimal | None = None
+
+
+class Alert(_Output):
+    """A detector's finding. ``alert_id`` is stable for one episode of one signal."""
+
+    alert_id: str
+    kind: AlertKind
+    status: AlertStatus
+    severity: Severity
+    subject: dict[str, str]
+    observed: Decimal
+    expected: Decimal | None = None
+    threshold: Decimal | None = None
+    unit: str
+    window_start: datetime
+    window_end: datetime
+    occurred_at: datetime = Field(description="Event time at which the detector decided.")
+    message: str
+    details: dict[str, str] = Field(default_factory=dict)
+
+
+class DeadLetter(_Output):
+    """An input the engine could not use, with everything needed to fix and replay it."""
+
+    dead_letter_id: str
+    source_topic: str
+    partition: int
+    offset: int
+    index: int | None = Field(None, description="Position in a batch envelope.")
+    error_kind: str
+    reason: str
+    raw: str = Field(description="The rejected bytes, base64.")
+    raw_preview: str = Field(description="The first bytes as text, for people.")
+    event_id: str | None = None
+    work_unit_id: str | None = None
+    rejected_at: datetime = Field(description="Wall-clock time of rejection.")
+
+
+class LateEvent(_Output):
+    """A valid event that arrived after its window closed; counted, never applied."""
+
+    late_id: str
+    source_topic: str
+    partition: int
+    offset: int
+    index: int | None = None
+    event_kind: Literal["model_call", "outcome"]
+    event_id: str
+    work_unit_id: str
+    occurred_at: datetime
+    watermark: datetime
+    lateness_seconds: float
+    event: str = Field(description="The event as JSON.")

@@ -1,0 +1,369 @@
+"""The price book, and pricing as a pure function with an exact Decimal result.
+
+Prices are per million tokens. A call is priced at the entry in force at its
+``occurred_at`` (the latest ``effective_from`` not after it). An entry names a model
+exactly, or by a regular expression (``model_pattern``, matched in full, case-
+insensitive); exact names win over patterns. A model with no entry is *unpriced*:
+its cost is ``None`` and flagged, never zero.
+
+Token arithmetic follows the OpenTelemetry convention (see ``events.py``):
+uncached input = input - cache reads - cache writes, and reasoning is a part of output.
+``long_context`` holds optional tiers: once a call's input tokens exceed a tier's
+threshold (or reach it, for an ``inclusive`` tier), every token of that call is priced
+at the rates of the highest such tier, which is how the providers bill it. A rate a
+tier leaves out is the entry's own; a missing cache rate is the tier's input rate.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from datetime import UTC, datetime
+from decimal import Context, Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from schemas.errors import PriceBookError
+from schemas.events import ModelCall
+
+MONEY = Context(prec=38)
+MILLION = Decimal(1_000_000)
+COST_QUANTUM = Decimal("1e-18")
+DEFAULT_CATALOG = Path(__file__).parent / "catalog" / "default_prices.json"
+
+Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class LongContextTier(BaseModel):
+    """Rates that apply to a whole call once its input exceeds ``above_input_tokens``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    above_input_tokens: int = Field(gt=0)
+    inclusive: bool = Field(False, description="Apply at exactly the threshold too.")
+    input_per_mtok: Rate | None = None
+    output_per_mtok: Rate | None = None
+    cached_input_per_mtok: Rate | None = None
+    cache_write_per_mtok: Rate | None = None
+    reasoning_per_mtok: Rate | None = None
+
+
+class PriceEntry(BaseModel):
+    """One model's prices from a date on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str = Field(min_length=1, max_length=128)
+    model: str | None = Field(None, min_length=1, max_length=256)
+    model_pattern: str | None = Field(None, min_length=1, max_length=512)
+    effective_from: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    input_per_mtok: Rate
+    output_per_mtok: Rate
+    cached_input_per_mtok: Rate | None = Field(None, description="Default: the input rate.")
+    cache_write_per_mtok: Rate | None = Field(None, description="Default: the input rate.")
+    reasoning_per_mtok: Rate | None = Field(None, description="Default: the output rate.")
+    long_context: list[LongContextTier] = Field(default_factory=list)
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _one_name(self) -> PriceEntry:
+        if (self.model is None) == (self.model_pattern is None):
+            raise ValueError("give exactly one of model and model_pattern")
+        if self.model_pattern is not None:
+            try:
+                re.compile(self.model_pattern)
+            except re.error as exc:
+                raise ValueError(f"model_pattern is not a regular expression: {exc}") from exc
+        if self.effective_from.tzinfo is None:
+            raise ValueError("effective_from needs a timezone")
+        thresholds = [t.above_input_tokens for t in self.long_context]
+        if thresholds != sorted(set(thresholds)):
+            raise ValueError("long_context tiers must have distinct, ascending thresholds")
+        return self
+
+    @property
+    def key(self) -> str:
+        """Stable identity: the compacted ``prices`` topic is keyed by it."""
+        name = self.model if self.model is not None else f"~{self.model_pattern}"
+        return f"{self.provider.lower()}/{name}@{self.effective_from.isoformat()}"
+
+
+class PriceBreakdown(BaseModel):
+    """Cost of each kind of token, in the entry's currency."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: Decimal = Decimal(0)
+    cached_input: Decimal = Decimal(0)
+    cache_write: Decimal = Decimal(0)
+    output: Decimal = Decimal(0)
+    reasoning: Decimal = Decimal(0)
+
+
+class PricedCall(BaseModel):
+    """The result of pricing one call. ``cost`` is None when nothing prices it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cost: Decimal | None
+    computed_cost: Decimal | None
+    reported_cost: Decimal | None
+    currency: str
+    unpriced: bool
+    long_context: bool = False
+    breakdown: PriceBreakdown | None = None
+    price_key: str | None = None
+
+
+class PriceCatalog(BaseModel):
+    """A catalog file: entries plus where they came from and as of when."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    catalog: str = "custom"
+    version: str = "1"
+    as_of: str = ""
+    currency: str = "USD"
+    source: str = ""
+    entries: list[PriceEntry]
+
+
+class PriceBook:
+    """Immutable lookup over price entries. Build a new one to change prices."""
+
+    def __init__(self, entries: list[PriceEntry], version: str = "custom") -> None:
+        self.entries = tuple(sorted(entries, key=lambda e: (e.key,)))
+        self._exact: dict[tuple[str, str], list[PriceEntry]] = {}
+        self._patterns: dict[tuple[str, str], tuple[re.Pattern[str], list[PriceEntry]]] = {}
+        for entry in self.entries:
+            provider = entry.provider.lower()
+            if entry.model is not None:
+                self._exact.setdefault((provider, entry.model.lower()), []).append(entry)
+            else:
+                pattern = entry.model_pattern or ""
+                compiled = re.compile(pattern, re.IGNORECASE)
+                self._patterns.setdefault((provider, pattern), (compiled, []))[1].append(entry)
+        for bucket in [*self._exact.values(), *(p[1] for p in self._patterns.values())]:
+            bucket.sort(key=lambda e: e.effective_from)
+        self._resolved: dict[tuple[str, str], tuple[list[float], list[PriceEntry]]] = {}
+        self.base_version = version
+
+    @cached_property
+    def version(self) -> str:
+        """``<catalog version>#<content hash>``: equal books have equal versions."""
+        digest = hashlib.sha256()
+        for entry in self.entries:
+            digest.update(orjson.dumps(entry.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS))
+        return f"{self.base_version}#{digest.hexdigest()[:12]}"
+
+    def with_entries(self, entries: list[PriceEntry], removed: set[str] = frozenset()) -> PriceBook:
+        """A new book where ``entries`` replace those with the same key."""
+        merged = {e.key: e for e in self.entries if e.key not in removed}
+        merged.update({e.key: e for e in entries})
+        return PriceBook(list(merged.values()), self.base_version)
+
+    def _candidates(self, provider: str, model: str) -> tuple[list[float], list[PriceEntry]]:
+        cache_key = (provider, model)
+        found = self._resolved.get(cache_key)
+        if found is not None:
+            return found
+        p, m = provider.lower(), model.lower()
+        entries = self._exact.get((p, m))
+        if entries is None and "/" in m:
+            entries = self._exact.get((p, m.split("/", 1)[1]))
+        if entries is None:
+            for (pattern_provider, _), (compiled, bucket) in self._patterns.items():
+                if pattern_provider == p and compiled.fullmatch(model):
+                    entries = bucket
+                    break
+        entries = entries or []
+        found = ([e.effective_from.timestamp() for e in entries], entries)
+        if len(self._resolved) < 100_000:  # bounded: model names come from publishers
+            self._resolved[cache_key] = found
+        return found
+
+    def entry_for(self, provider: str, model: str, at: datetime) -> PriceEntry | None:
+        """The entry in force for ``provider``/``model`` at ``at``, if any."""
+        starts, entries = self._candidates(provider, model)
+        i = bisect.bisect_right(starts, at.timestamp())
+        return entries[i - 1] if i else None
+
+    @classmethod
+    def from_catalog(cls, catalog: PriceCatalog) -> PriceBook:
+        return cls(list(catalog.entries), catalog.version)
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> PriceBook:
+        return cls.from_catalog(load_catalog(path))
+
+
+_catalog_adapter = TypeAdapter(PriceCatalog)
+
+
+def load_catalog(path: Path | str | None = None) -> PriceCatalog:
+    """Read a catalog file (the shipped default when ``path`` is None)."""
+    target = Path(path) if path is not None else DEFAULT_CATALOG
+    try:
+        return _catalog_adapter.validate_json(target.read_bytes())
+    except FileNotFoundError as exc:
+        raise PriceBookError(f"no price catalog at {target}", path=str(target)) from exc
+    except ValueError as exc:
+        raise PriceBookError(f"price catalog {target} is invalid: {exc}", path=str(target)) from exc
+
+
+RateTuple = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
+
+
+class _Rates:
+    """Per-token rates of one entry, resolved once (defaults filled in, divided by 1e6)."""
+
+    __slots__ = ("base", "tiers")
+
+    def __init__(self, entry: PriceEntry) -> None:
+        self.base = _per_token_rates(entry, entry)
+        # Highest threshold first: the first tier a call crosses is the one that applies.
+        self.tiers = [
+            (t.above_input_tokens, t.inclusive, _per_token_rates(t, entry))
+            for t in reversed(entry.long_context)
+        ]
+
+    def for_input(self, input_tokens: int) -> tuple[RateTuple, bool]:
+        for threshold, inclusive, rates in self.tiers:
+            if input_tokens > threshold or (inclusive and input_tokens == threshold):
+                return rates, True
+        return self.base, False
+
+
+def _per_token_rates(rates: PriceEntry | LongContextTier, entry: PriceEntry) -> RateTuple:
+    input_rate = _first(rates.input_per_mtok, entry.input_per_mtok)
+    output_rate = _first(rates.output_per_mtok, entry.output_per_mtok)
+    chosen = (
+        input_rate,
+        _first(rates.cached_input_per_mtok, entry.cached_input_per_mtok, input_rate),
+        _first(rates.cache_write_per_mtok, entry.cache_write_per_mtok, input_rate),
+        output_rate,
+        _first(rates.reasoning_per_mtok, entry.reasoning_per_mtok, output_rate),
+    )
+    # Dividing by 10**6 only moves the exponent: exact.
+    return tuple(MONEY.divide(r, MILLION) for r in chosen)  # type: ignore[return-value]
+
+
+_rates_cache: dict[int, tuple[PriceEntry, _Rates]] = {}
+
+
+def _rates(entry: PriceEntry) -> _Rates:
+    found = _rates_cache.get(id(entry))
+    if found is not None and found[0] is entry:
+        return found[1]
+    rates = _Rates(entry)
+    if len(_rates_cache) > 50_000:
+        _rates_cache.clear()
+    _rates_cache[id(entry)] = (entry, rates)
+    return rates
+
+
+def _parts(
+    entry: PriceEntry, input_tokens: int, output_tokens: int, cached: int, written: int,
+    reasoning: int,
+) -> tuple[tuple[Decimal, ...], bool]:
+    r, use_tier = _rates(entry).for_input(input_tokens)
+    mul = MONEY.multiply
+    parts = (
+        mul(r[0], Decimal(input_tokens - cached - written)),
+        mul(r[1], Decimal(cached)),
+        mul(r[2], Decimal(written)),
+        mul(r[3], Decimal(output_tokens - reasoning)),
+        mul(r[4], Decimal(reasoning)),
+    )
+    return parts, use_tier
+
+
+def price_tokens(
+    entry: PriceEntry,
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reasoning_tokens: int = 0,
+) -> tuple[Decimal, PriceBreakdown, bool]:
+    """Exact cost of one call's tokens under ``entry``: (total, breakdown, long-context?)."""
+    parts, use_tier = _parts(
+        entry, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
+        reasoning_tokens,
+    )
+    breakdown = PriceBreakdown(
+        input=parts[0], cached_input=parts[1], cache_write=parts[2], output=parts[3],
+        reasoning=parts[4],
+    )
+    return _sum(parts), breakdown, use_tier
+
+
+def _sum(parts: tuple[Decimal, ...]) -> Decimal:
+    total = Decimal(0)
+    for part in parts:
+        total = MONEY.add(total, part)
+    return total
+
+
+def _first(*rates: Decimal | None) -> Decimal:
+    for rate in rates:
+        if rate is not None:
+            return rate
+    raise PriceBookError("a price entry has no input or output rate")
+
+
+def cost_of_call(book: PriceBook, call: ModelCall) -> tuple[Decimal | None, Decimal | None, bool]:
+    """The hot-path price of a call: (cost, computed cost, long-context tier used?).
+
+    ``cost`` is the provider's reported cost when given, else the computed one; both
+    are None when no entry prices the model and nothing was reported.
+    """
+    entry = book.entry_for(call.provider, call.model, call.occurred_at)
+    computed = None
+    use_tier = False
+    if entry is not None:
+        parts, use_tier = _parts(
+            entry, call.input_tokens, call.output_tokens, call.cached_input_tokens,
+            call.cache_write_tokens, call.reasoning_tokens,
+        )
+        computed = _sum(parts)
+    cost = call.reported_cost if call.reported_cost is not None else computed
+    return cost, computed, use_tier
+
+
+def price_call(book: PriceBook, call: ModelCall, currency: str = "USD") -> PricedCall:
+    """Price one call with its breakdown. The provider's ``reported_cost`` wins; both kept."""
+    entry = book.entry_for(call.provider, call.model, call.occurred_at)
+    computed: Decimal | None = None
+    breakdown = None
+    long_context = False
+    if entry is not None:
+        computed, breakdown, long_context = price_tokens(
+            entry,
+            call.input_tokens,
+            call.output_tokens,
+            call.cached_input_tokens,
+            call.cache_write_tokens,
+            call.reasoning_tokens,
+        )
+    cost = call.reported_cost if call.reported_cost is not None else computed
+    if call.reported_cost is not None and call.currency:
+        cost_currency = call.currency
+    else:
+        cost_currency = entry.currency if entry is not None else currency
+    return PricedCall(
+        cost=cost,
+        computed_cost=computed,
+        reported_cost=call.reported_cost,
+        currency=cost_currency,
+        unpriced=cost is None,
+        long_context=long_context,
+        breakdown=breakdown,
+        price_key=entry.key if entry is not None else None,
+    )

@@ -1,0 +1,116 @@
+"""ClickHouse through clickhouse-connect: embedded chdb or a server, one code path.
+
+``chdb:///abs/path`` opens an on-disk ClickHouse inside this process (one process per
+path: a second one gets a lock error, see ``sql_via_worker``); ``http(s)://...`` talks
+to a server. Migrations in ``deploy/clickhouse/migrations`` are applied in order, once
+each, and recorded in ``schema_migrations``: ``tokenyield db migrate`` and worker
+start-up both run them, and running them again changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from schemas.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse" / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def connect(dsn: str, *, username: str | None = None, password: str | None = None) -> Client:
+    """A client for ``dsn``; errors name the target without its credentials."""
+    try:
+        if dsn.startswith("chdb://"):
+            path = dsn[len("chdb://"):]
+            if path not in ("", "memory") and not path.startswith("/"):
+                raise StorageError(f"chdb paths must be absolute, got {path!r}", dsn=_safe(dsn))
+            if path.startswith("/"):
+                Path(path).mkdir(parents=True, exist_ok=True)
+            return clickhouse_connect.get_client(dsn=dsn)
+        parsed = urlparse(dsn)
+        kwargs: dict[str, Any] = {"dsn": dsn, "connect_timeout": 10, "send_receive_timeout": 120}
+        if username and not parsed.username:
+            kwargs["username"] = username
+        if password and not parsed.password:
+            kwargs["password"] = password
+        return clickhouse_connect.get_client(**kwargs)
+    except StorageError:
+        raise
+    except Exception as exc:  # the driver raises many types; callers need one
+        raise StorageError(f"cannot open ClickHouse at {_safe(dsn)}: {_scrub(str(exc), dsn)}",
+                           dsn=_safe(dsn)) from exc
+
+
+def _safe(dsn: str) -> str:
+    if "@" in dsn and "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return dsn
+
+
+def _scrub(text: str, dsn: str) -> str:
+    parsed = urlparse(dsn)
+    if parsed.password:
+        text = text.replace(parsed.password, "***")
+    return text
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a migration file on ``;`` at line ends, dropping comment-only chunks."""
+    statements = []
+    for chunk in re.split(r";\s*(?:\n|$)", sql):
+        body = "\n".join(
+            line for line in chunk.splitlines() if not line.strip().startswith("--")
+        ).strip()
+        if body:
+            statements.append(chunk.strip())
+    return statements
+
+
+def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise StorageError(f"migration file name {path.name} is not NNNN_name.sql")
+        found.append((match.group(1), path))
+    versions = [v for v, _ in found]
+    if len(set(versions)) != len(versions):
+        raise StorageError("two migrations share a version number", versions=versions)
+    return found
+
+
+def migrate(client: Client, database: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations; return the versions applied now."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+        "(version String, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {row[0] for row in client.query(
+        f"SELECT version FROM {database}.schema_migrations FINAL").result_rows}
+    applied = []
+    for version, path in migrations(directory):
+        if version in done:
+            continue
+        for statement in split_statements(path.read_text()):
+            try:
+                client.command(statement.replace("{db}", database))
+            except Exception as exc:
+                raise StorageError(f"migration {path.name} failed: {exc}",
+                                   migration=path.name) from exc
+        client.insert(f"{database}.schema_migrations", [[version, path.stem]],
+                      column_names=["version", "name"])
+        applied.append(version)
+        log.info("applied ClickHouse migration %s", path.name)
+    return applied

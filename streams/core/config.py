@@ -1,0 +1,52 @@
+"""What the pure core needs to know, built once from the settings and passed in."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.errors import ConfigurationError
+
+
+class EngineConfig(BaseModel):
+    """Event-time rules of the join and the windows. All durations in seconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    partitions: int = Field(4, ge=1)
+    window_seconds: tuple[int, ...] = (60, 3600)
+    allowed_lateness_seconds: int = Field(300, ge=0)
+    deadline_seconds: int = Field(86_400, gt=0)
+    retention_seconds: int = Field(3_600, ge=0)
+    max_future_skew_seconds: int = Field(3_600, ge=0)
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    fx_rates: dict[str, Decimal] = Field(
+        default_factory=dict, description="Units of `currency` per unit of the key currency."
+    )
+    review_rate_per_hour: Decimal = Field(Decimal(60), ge=0)
+    review_rates_by_team: dict[str, Decimal] = Field(default_factory=dict)
+    runaway_max_calls: int = Field(200, ge=1)
+    runaway_max_tokens: int = Field(2_000_000, ge=1)
+    runaway_max_cost: Decimal = Field(Decimal(25), gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineConfig:
+        sizes = self.window_seconds
+        if not sizes or sorted(sizes) != list(sizes) or len(set(sizes)) != len(sizes):
+            raise ConfigurationError("window sizes must be distinct and ascending", sizes=sizes)
+        if any(s % 60 for s in sizes):
+            raise ConfigurationError("window sizes must be whole minutes", sizes=sizes)
+        if any(s % sizes[0] for s in sizes):
+            raise ConfigurationError("every window size must be a multiple of the smallest")
+        if self.retention_seconds < self.allowed_lateness_seconds:
+            raise ConfigurationError(
+                "retention must be at least the allowed lateness, or a late event could "
+                "reopen a unit that was already evicted",
+                retention_seconds=self.retention_seconds,
+                allowed_lateness_seconds=self.allowed_lateness_seconds,
+            )
+        return self
+
+    def review_rate(self, team: str) -> Decimal:
+        return self.review_rates_by_team.get(team, self.review_rate_per_hour)
