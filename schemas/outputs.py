@@ -98,11 +98,13 @@ class WorkUnitAttribution(_Output):
 
 
 class CostPerOutcomeWindow(_Output):
-    """One tumbling event-time window of one source partition, by team, workflow, model.
+    """One tumbling event-time window, by team, workflow and model.
 
-    Rows with ``model == "*"`` total every model and carry the outcome figures; rows
-    per model carry spend-side figures only. Partitions are summed downstream (the
-    ClickHouse view ``cost_per_outcome`` does it).
+    Rows with ``model == "*"`` and no ``agent`` total every model and carry the outcome
+    figures (and the cost per accepted outcome, acceptance rate and yield); rows per
+    model carry spend-side figures; rows with an ``agent`` (and ``model == "*"``)
+    carry one agent's calls, tokens and spend. ``final`` rows come once the event-time clock of every active
+    partition has passed the window's end; earlier rows are running updates.
     """
 
     window_id: str
@@ -112,7 +114,7 @@ class CostPerOutcomeWindow(_Output):
     team: str
     workflow: str
     model: str
-    partition: int
+    agent: str = ""
     revision: int
     final: bool
     currency: str
@@ -124,6 +126,7 @@ class CostPerOutcomeWindow(_Output):
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
     overhead_tokens: int = Field(0, description="system prompt + context tokens")
+    system_prompt_tokens: int = 0
     spend: Decimal = Decimal(0)
     unpriced_calls: int = 0
     work_units: int = 0

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1)
     app_id: str = "tokenyield"
+    rebalance_timeout_seconds: float | None = Field(
+        None, gt=0, description="Consumer-group rebalance timeout; empty = 3 s on the "
+                                "embedded broker (which holds every join that long), 30 s else")
 
     # -- state and storage -----------------------------------------------------------
     data_dir: Path = Path(".tokenyield")
@@ -157,6 +160,11 @@ class Settings(BaseSettings):
             scheme, rest = target.split("://", 1)
             return f"{scheme}://***@{rest.split('@', 1)[1]}"
         return target
+
+    def rebalance_timeout(self) -> float:
+        if self.rebalance_timeout_seconds is not None:
+            return self.rebalance_timeout_seconds
+        return 3.0 if self.embedded else 30.0
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(

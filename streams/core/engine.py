@@ -35,7 +35,6 @@ from schemas.events import ACCEPTING_STATUSES, ModelCall, Outcome
 from schemas.outputs import (
     ALL_MODELS,
     Alert,
-    CostPerOutcomeWindow,
     DeadLetter,
     LateEvent,
     WorkUnitAttribution,
@@ -88,7 +87,6 @@ class Outputs:
     """Everything one step produced, in order."""
 
     attributions: list[WorkUnitAttribution] = field(default_factory=list)
-    windows: list[CostPerOutcomeWindow] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late: list[LateEvent] = field(default_factory=list)
@@ -213,7 +211,8 @@ class PartitionEngine:
         self.ledger = Ledger()
         self.dirty_units: set[str] = set()
         self.removed_units: set[str] = set()
-        self.dirty_rows: set[CellKey] = set()
+        self.dirty_cells: set[CellKey] = set()  # changed since the last partial_updates()
+        self.closed_cells: list[tuple[CellKey, int, list[int]]] = []
         self.removed_cells: set[CellKey] = set()
         self.applied_offsets: dict[str, int] = {}
         self._lateness_ms = config.allowed_lateness_seconds * 1000
@@ -258,12 +257,19 @@ class PartitionEngine:
         self._emit_attributions(touched, out)
         return out
 
-    def window_updates(self) -> list[CostPerOutcomeWindow]:
-        """Running rows for every window row changed since the last call."""
-        rows = [self._row(key, final=False) for key in sorted(self.dirty_rows)
-                if key in self.cells or key[4] == ALL_MODELS]
-        self.dirty_rows.clear()
-        return [r for r in rows if r is not None]
+    def partial_updates(self) -> list[tuple[CellKey, int, list[int]]]:
+        """This partition's window cells changed since the last call, closed ones included.
+
+        The rollup stage sums them over partitions into the global window rows.
+        """
+        updates = self.closed_cells
+        self.closed_cells = []
+        for key in sorted(self.dirty_cells):
+            cell = self.cells.get(key)
+            if cell is not None:
+                updates.append((key, cell.revision, list(cell.v)))
+        self.dirty_cells.clear()
+        return updates
 
     def open_units(self) -> int:
         return len(self.units)
@@ -370,10 +376,19 @@ class PartitionEngine:
             v[cf.CACHED] += call.cached_input_tokens
             v[cf.REASONING] += call.reasoning_tokens
             v[cf.OVERHEAD] += (call.system_prompt_tokens or 0) + (call.context_tokens or 0)
+            v[cf.SYSTEM] += call.system_prompt_tokens or 0
             if cost_atto is None:
                 v[cf.UNPRICED] += 1
             else:
                 v[cf.SPEND] += cost_atto
+            if call.agent:
+                a = self._cell((size, start, team, workflow, cf.AGENT_SERIES + call.agent)).v
+                a[cf.CALLS] += 1
+                a[cf.INPUT] += call.input_tokens
+                a[cf.OUTPUT] += call.output_tokens
+                a[cf.SPEND] += cost
+                if call.attempt > 1:
+                    a[cf.RETRIES] += 1
             if not seen_model:
                 v[cf.WORK_UNITS] += 1
             if not seen_all:
@@ -437,6 +452,17 @@ class PartitionEngine:
             unit.expired_ms = None
         if unit.link_ms is None or t_ms < unit.link_ms:
             self._relink(unit, t_ms)
+        if outcome.is_final and not unit.mix_posted and unit.calls:
+            # Once per unit, for the model-mismatch detector: which primary model served
+            # this task type, at what cost, and was it accepted. Approximate by design
+            # (later calls of the unit are not reflected); never part of the ledger.
+            unit.mix_posted = True
+            hour = 3_600_000
+            mix = self._cell((hour, t_ms - t_ms % hour, unit.task_type or "-", "",
+                              cf.MIX_SERIES + unit.primary_model())).v
+            mix[cf.OUTCOMES] += 1
+            mix[cf.ACCEPTED] += 1 if outcome.status in ACCEPTING_STATUSES else 0
+            mix[cf.SPEND] += unit.cost
         self._schedule(unit)
         touched[unit.unit_id] = unit
         out.outcomes.append(OutcomeRecord(
@@ -609,57 +635,29 @@ class PartitionEngine:
                 heapq.heappush(self.window_heap, (start + size, size, start))
         cell.revision += 1
         cell.dirty = True
-        self.dirty_rows.add(key)
-        self.dirty_rows.add((*key[:4], ALL_MODELS))
+        self.dirty_cells.add(key)
         return cell
 
     def _post(self, key: CellKey, index: int, amount: int) -> None:
         if amount:
             self._cell(key).v[index] += amount
 
-    def _row(self, key: CellKey, final: bool) -> CostPerOutcomeWindow | None:
-        size, start, team, workflow, model = key
-        if model == ALL_MODELS:
-            values = [0] * cf.CELL_FIELDS
-            revision = 0
-            for m in self.groups.get((size, start, team, workflow), ()):
-                cell = self.cells.get((size, start, team, workflow, m))
-                if cell is None:
-                    continue
-                revision += cell.revision
-                for i, x in enumerate(cell.v):
-                    if i != cf.WORK_UNITS or m == ALL_MODELS:
-                        values[i] += x
-            if not revision:
-                return None
-        else:
-            cell = self.cells.get(key)
-            if cell is None:
-                return None
-            values, revision = cell.v, cell.revision
-        return window_row(key, values, revision, final, self.partition, self.config.currency)
-
-    def _close_windows(self, out: Outputs) -> None:
+    def _close_windows(self) -> None:
+        """Drop cells of windows the clock has passed, keeping unsent changes for the
+        rollup stage (which closes the global window once every partition has)."""
         clock = self.clock_ms
         heap = self.window_heap
         while heap and heap[0][0] <= clock:
-            end, size, start = heapq.heappop(heap)
+            _, size, start = heapq.heappop(heap)
             self.open_windows.discard((size, start))
-            groups = [g for g in self.groups if g[0] == size and g[1] == start]
-            for group in sorted(groups):
-                all_key = (*group, ALL_MODELS)
-                models = self.groups[group]
-                rows = [self._row((*group, m), final=True) for m in sorted(models)
-                        if m != ALL_MODELS]
-                rows.append(self._row(all_key, final=True))
-                out.windows.extend(r for r in rows if r is not None)
-                del self.groups[group]
-                for m in models:
-                    key = (*group, m)
-                    self.cells.pop(key, None)
+            for group in [g for g in self.groups if g[0] == size and g[1] == start]:
+                for model in self.groups.pop(group):
+                    key = (*group, model)
+                    cell = self.cells.pop(key, None)
                     self.removed_cells.add(key)
-                    self.dirty_rows.discard(key)
-                self.dirty_rows.discard(all_key)
+                    if key in self.dirty_cells and cell is not None:
+                        self.closed_cells.append((key, cell.revision, list(cell.v)))
+                        self.dirty_cells.discard(key)
 
     # -- clock-driven work --------------------------------------------------------------
     def _next_due(self, unit: UnitState) -> int:
@@ -714,7 +712,7 @@ class PartitionEngine:
                         # Changed in this step (say, just expired): say so before it goes.
                         self._emit_attributions({uid: unit}, out)
                     self._evict(unit)
-        self._close_windows(out)
+        self._close_windows()
 
     def _evict(self, unit: UnitState) -> None:
         if unit.has_outcome:
@@ -817,52 +815,6 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
         net_value=from_atto(unit.value - loaded_atto) if unit.value is not None else None,
         roi=ratio(unit.baseline - loaded_atto, loaded_atto) if unit.baseline is not None else None,
         price_book_version=price_book_version,
-    )
-
-
-def window_row(key: CellKey, v: list[int], revision: int, final: bool, partition: int,
-               currency: str) -> CostPerOutcomeWindow:
-    """A window row from its additive figures (shared by the engine and the rollup)."""
-    size, start, team, workflow, model = key
-    loaded = v[cf.SPEND] + v[cf.HUMAN]
-    resolved = v[cf.LINKED] + v[cf.UNLINKED]
-    is_total = model == ALL_MODELS
-    return CostPerOutcomeWindow(
-        window_id=f"{size // 1000}:{start}:{team}:{workflow}:{model}:{partition}",
-        window_start=_dt(start),
-        window_end=_dt(start + size),
-        window_seconds=size // 1000,
-        team=team,
-        workflow=workflow,
-        model=model,
-        partition=partition,
-        revision=revision,
-        final=final,
-        currency=currency,
-        calls=v[cf.CALLS],
-        retries=v[cf.RETRIES],
-        failed_calls=v[cf.FAILED],
-        input_tokens=v[cf.INPUT],
-        output_tokens=v[cf.OUTPUT],
-        cached_input_tokens=v[cf.CACHED],
-        reasoning_tokens=v[cf.REASONING],
-        overhead_tokens=v[cf.OVERHEAD],
-        spend=from_atto(v[cf.SPEND]),
-        unpriced_calls=v[cf.UNPRICED],
-        work_units=v[cf.WORK_UNITS],
-        outcomes=v[cf.OUTCOMES],
-        accepted_outcomes=v[cf.ACCEPTED],
-        value=from_atto(v[cf.VALUE]),
-        human_cost=from_atto(v[cf.HUMAN]),
-        fully_loaded_cost=from_atto(loaded),
-        linked_spend=from_atto(v[cf.LINKED]),
-        unlinked_spend=from_atto(v[cf.UNLINKED]),
-        cost_per_accepted_outcome=per(loaded, v[cf.ACCEPTED]) if is_total else None,
-        acceptance_rate=ratio(v[cf.ACCEPTED], v[cf.OUTCOMES]) if is_total else None,
-        yield_ratio=ratio(v[cf.VALUE], loaded) if is_total else None,
-        attribution_coverage=ratio(v[cf.LINKED], resolved) if resolved > 0 else None,
-        retry_share=ratio(v[cf.RETRIES], v[cf.CALLS]),
-        context_share=ratio(v[cf.OVERHEAD], v[cf.INPUT]),
     )
 
 

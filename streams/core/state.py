@@ -43,6 +43,7 @@ class UnitState:
         "input_tokens",
         "last_ms",
         "link_ms",
+        "mix_posted",
         "outcome_team",
         "outcome_workflow",
         "outcomes",
@@ -111,6 +112,7 @@ class UnitState:
         self.revision = 0
         self.emitted = False
         self.runaway_alerted = False
+        self.mix_posted = False
 
     # -- derived ------------------------------------------------------------------
     @property
@@ -147,7 +149,7 @@ class UnitState:
                  self.failed, self.input_tokens, self.output_tokens, self.cached_tokens,
                  self.write_tokens, self.reasoning_tokens, self.system_tokens,
                  self.context_tokens, self.unpriced, self.outcomes, self.revision,
-                 int(self.emitted), int(self.runaway_alerted)],
+                 int(self.emitted), int(self.runaway_alerted), int(self.mix_posted)],
                 [str(self.cost), str(self.computed), _opt(self.reported), _opt(self.value),
                  str(self.human_cost), _opt(self.baseline), str(self.review_minutes)],
                 self.providers,
@@ -170,9 +172,10 @@ class UnitState:
         (unit.first_ms, unit.last_ms, unit.events, unit.calls, unit.retries, unit.failed,
          unit.input_tokens, unit.output_tokens, unit.cached_tokens, unit.write_tokens,
          unit.reasoning_tokens, unit.system_tokens, unit.context_tokens, unit.unpriced,
-         unit.outcomes, unit.revision, emitted, runaway) = counts
+         unit.outcomes, unit.revision, emitted, runaway, mix) = counts
         unit.emitted = bool(emitted)
         unit.runaway_alerted = bool(runaway)
+        unit.mix_posted = bool(mix)
         unit.cost = int(money[0])
         unit.computed = int(money[1])
         unit.reported = _int_or_none(money[2])
@@ -200,7 +203,17 @@ def _int_or_none(value: str | None) -> int | None:
 # Cell fields, by index into ``Cell.v`` (a plain list: compact and quick to add to).
 CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD = range(8)
 SPEND, UNPRICED, WORK_UNITS, OUTCOMES, ACCEPTED, VALUE, HUMAN, LINKED, UNLINKED = range(8, 17)
-CELL_FIELDS = 17
+SYSTEM = 17
+CELL_FIELDS = 18
+
+# What a cell key's last element (its "series") means:
+#   a model name        spend-side figures of that model;
+#   ALL_MODELS ("*")    outcome figures, and distinct work units over all models;
+#   "agent:<name>"      spend-side figures of one agent (spike detection per agent);
+#   "mix:<model>"       units finalised with that primary model; the key's team slot
+#                       holds the task type (model-mismatch detection).
+AGENT_SERIES = "agent:"
+MIX_SERIES = "mix:"
 
 
 class Cell:
@@ -222,4 +235,5 @@ class Cell:
         cell = cls()
         cell.revision = revision
         cell.v = [int(x) for x in values]
+        cell.v.extend([0] * (CELL_FIELDS - len(cell.v)))
         return (size, start, team, workflow, model), cell

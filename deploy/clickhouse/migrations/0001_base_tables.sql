@@ -152,6 +152,7 @@ CREATE TABLE IF NOT EXISTS {db}.cost_per_outcome_windows
     team LowCardinality(String),
     workflow LowCardinality(String),
     model LowCardinality(String) COMMENT '* = all models, with the outcome figures',
+    agent LowCardinality(String) COMMENT 'set on per-agent spend rows (model = *)',
     revision UInt64,
     final UInt8,
     version UInt64 COMMENT 'final rows outrank running ones',
@@ -164,6 +165,7 @@ CREATE TABLE IF NOT EXISTS {db}.cost_per_outcome_windows
     cached_input_tokens UInt64,
     reasoning_tokens UInt64,
     overhead_tokens UInt64,
+    system_prompt_tokens UInt64,
     spend Decimal(38, 18),
     unpriced_calls UInt64,
     work_units UInt64,
@@ -184,7 +186,7 @@ CREATE TABLE IF NOT EXISTS {db}.cost_per_outcome_windows
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (window_seconds, window_start, team, workflow, model)
+ORDER BY (window_seconds, window_start, team, workflow, model, agent)
 TTL toDateTime(window_start) + INTERVAL 400 DAY
 SETTINGS non_replicated_deduplication_window = 1000, ttl_only_drop_parts = 1;
 

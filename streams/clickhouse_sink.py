@@ -1,0 +1,351 @@
+"""Batched, idempotent inserts of the engine's results into ClickHouse.
+
+The worker hands each checkpoint's rows to ``write``; offsets of the messages that
+produced them are acknowledged only after it returns, so a row is never lost. While
+ClickHouse is down ``write`` retries with exponential backoff (the partition simply
+stops advancing) until it succeeds or the worker stops; nothing is dropped.
+
+Nothing is counted twice either: every table is a ReplacingMergeTree keyed by the row's
+identity (event id, attribution id and revision, ...), and each insert carries a
+deduplication token built from the topic, partition and offset range it covers, so
+an identical retry of a batch is discarded by ClickHouse itself.
+
+clickhouse-connect is synchronous and chdb runs in-process, so inserts run on one
+dedicated thread: the event loop (and Kafka heartbeats) keep going meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from clickhouse_connect.driver.client import Client
+
+from schemas.outputs import Alert, CostPerOutcomeWindow, DeadLetter, LateEvent, WorkUnitAttribution
+from schemas.pricing import PriceEntry
+from streams.core.engine import CallRecord, OutcomeRecord
+
+log = logging.getLogger(__name__)
+
+FINAL_BIT = 1 << 62
+
+
+@dataclass(slots=True)
+class SinkBatch:
+    """Rows to insert together, and the offset ranges they came from."""
+
+    calls: list[CallRecord] = field(default_factory=list)
+    outcomes: list[OutcomeRecord] = field(default_factory=list)
+    attributions: list[WorkUnitAttribution] = field(default_factory=list)
+    windows: list[CostPerOutcomeWindow] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    late: list[LateEvent] = field(default_factory=list)
+    prices: list[tuple[PriceEntry, str]] = field(default_factory=list)
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def cover(self, topic: str, partition: int, offset: int) -> None:
+        key = f"{topic}[{partition}]"
+        first, last = self.ranges.get(key, (offset, offset))
+        self.ranges[key] = (min(first, offset), max(last, offset))
+
+    def __len__(self) -> int:
+        return (len(self.calls) + len(self.outcomes) + len(self.attributions)
+                + len(self.windows) + len(self.alerts) + len(self.dead_letters)
+                + len(self.late) + len(self.prices))
+
+    def token(self, table: str) -> str:
+        spans = ",".join(f"{k}:{a}-{b}" for k, (a, b) in sorted(self.ranges.items()))
+        return f"{table}|{spans}"
+
+
+def _ts(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def attribution_version(a: WorkUnitAttribution) -> int:
+    """Later events outrank earlier ones, then the revision breaks ties."""
+    return (int(a.last_event_at.timestamp()) << 32) | min(a.revision, 0xFFFFFFFF)
+
+
+def window_version(w: CostPerOutcomeWindow) -> int:
+    return (FINAL_BIT if w.final else 0) | min(w.revision, FINAL_BIT - 1)
+
+
+def _columns(rows: Iterable[Any], spec: list[tuple[str, Callable[[Any], Any]]]
+             ) -> tuple[list[str], list[list[Any]]]:
+    names = [name for name, _ in spec]
+    data: list[list[Any]] = [[] for _ in spec]
+    getters = [getter for _, getter in spec]
+    for row in rows:
+        for column, getter in zip(data, getters, strict=True):
+            column.append(getter(row))
+    return names, data
+
+
+def _attr(name: str) -> Callable[[Any], Any]:
+    return lambda row: getattr(row, name)
+
+
+def _call(name: str) -> Callable[[CallRecord], Any]:
+    return lambda record: getattr(record.call, name)
+
+
+def _outcome(name: str) -> Callable[[OutcomeRecord], Any]:
+    return lambda record: getattr(record.outcome, name)
+
+
+CALL_COLUMNS: list[tuple[str, Callable[[CallRecord], Any]]] = [
+    ("event_id", _call("event_id")),
+    ("work_unit_id", _call("work_unit_id")),
+    ("occurred_at", lambda r: r.call.occurred_at),
+    ("provider", _call("provider")),
+    ("model", _call("model")),
+    ("team", _call("team")),
+    ("owner", _call("owner")),
+    ("workflow", _call("workflow")),
+    ("task_type", _call("task_type")),
+    ("agent", lambda r: r.call.agent or ""),
+    ("service", _call("service")),
+    ("environment", _call("environment")),
+    ("status", _call("status")),
+    ("attempt", _call("attempt")),
+    ("input_tokens", _call("input_tokens")),
+    ("output_tokens", _call("output_tokens")),
+    ("cached_input_tokens", _call("cached_input_tokens")),
+    ("cache_write_tokens", _call("cache_write_tokens")),
+    ("reasoning_tokens", _call("reasoning_tokens")),
+    ("system_prompt_tokens", lambda r: r.call.system_prompt_tokens or 0),
+    ("context_tokens", lambda r: r.call.context_tokens or 0),
+    ("latency_ms", _call("latency_ms")),
+    ("cost", lambda r: r.cost),
+    ("computed_cost", lambda r: r.computed_cost),
+    ("reported_cost", _call("reported_cost")),
+    ("currency", lambda r: r.call.currency or "USD"),
+    ("price_book_version", lambda r: r.price_book_version),
+    ("attributes", _call("attributes")),
+    ("kafka_partition", lambda r: r.partition),
+    ("kafka_offset", lambda r: r.offset),
+]
+
+OUTCOME_COLUMNS: list[tuple[str, Callable[[OutcomeRecord], Any]]] = [
+    ("event_id", _outcome("event_id")),
+    ("work_unit_id", _outcome("work_unit_id")),
+    ("occurred_at", lambda r: r.outcome.occurred_at),
+    ("team", _outcome("team")),
+    ("workflow", _outcome("workflow")),
+    ("status", _outcome("status")),
+    ("accepted", lambda r: int(r.outcome.accepted)),
+    ("value", lambda r: r.value),
+    ("original_value", _outcome("value")),
+    ("original_currency", lambda r: r.outcome.currency or ""),
+    ("value_dimension", lambda r: r.outcome.value_dimension or ""),
+    ("human_review_minutes", _outcome("human_review_minutes")),
+    ("human_cost", lambda r: r.human_cost),
+    ("quality_score", _outcome("quality_score")),
+    ("baseline_cost", _outcome("baseline_cost")),
+    ("evidence_confidence", _outcome("evidence_confidence")),
+    ("is_final", lambda r: int(r.outcome.is_final)),
+    ("kafka_partition", lambda r: r.partition),
+    ("kafka_offset", lambda r: r.offset),
+]
+
+_ATTRIBUTION_FIELDS = [
+    "attribution_id", "work_unit_id", "revision", "state", "team", "workflow", "owner",
+    "task_type", "service", "environment", "agent", "models", "primary_model", "providers",
+    "first_event_at", "last_event_at", "calls", "retries", "failed_calls", "input_tokens",
+    "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
+    "system_prompt_tokens", "context_tokens", "currency", "model_cost", "computed_cost",
+    "reported_cost", "unpriced_calls", "human_review_minutes", "human_cost",
+    "fully_loaded_cost", "outcomes", "value", "quality_score", "baseline_cost",
+    "evidence_confidence", "cost_per_outcome", "yield_ratio", "net_value", "roi",
+    "price_book_version",
+]
+ATTRIBUTION_COLUMNS: list[tuple[str, Callable[[WorkUnitAttribution], Any]]] = [
+    *((name, _attr(name)) for name in _ATTRIBUTION_FIELDS),
+    ("version", attribution_version),
+    ("outcome_status", lambda a: a.outcome_status or ""),
+    ("accepted", lambda a: int(a.accepted)),
+    ("is_final", lambda a: int(a.is_final)),
+    ("value_dimension", lambda a: a.value_dimension or ""),
+    ("kafka_partition", _attr("partition")),
+]
+
+_WINDOW_FIELDS = [
+    "window_id", "window_start", "window_end", "window_seconds", "team", "workflow", "model",
+    "agent", "system_prompt_tokens", "revision", "currency", "calls", "retries", "failed_calls", "input_tokens",
+    "output_tokens", "cached_input_tokens", "reasoning_tokens", "overhead_tokens", "spend",
+    "unpriced_calls", "work_units", "outcomes", "accepted_outcomes", "value", "human_cost",
+    "fully_loaded_cost", "linked_spend", "unlinked_spend", "cost_per_accepted_outcome",
+    "acceptance_rate", "yield_ratio", "attribution_coverage", "retry_share", "context_share",
+]
+WINDOW_COLUMNS: list[tuple[str, Callable[[CostPerOutcomeWindow], Any]]] = [
+    *((name, _attr(name)) for name in _WINDOW_FIELDS),
+    ("final", lambda w: int(w.final)),
+    ("version", window_version),
+]
+
+ALERT_COLUMNS: list[tuple[str, Callable[[Alert], Any]]] = [
+    (name, _attr(name)) for name in [
+        "alert_id", "kind", "status", "severity", "subject", "observed", "expected",
+        "threshold", "unit", "window_start", "window_end", "occurred_at", "message", "details",
+    ]
+]
+
+DEAD_LETTER_COLUMNS: list[tuple[str, Callable[[DeadLetter], Any]]] = [
+    ("dead_letter_id", _attr("dead_letter_id")),
+    ("source_topic", _attr("source_topic")),
+    ("kafka_partition", _attr("partition")),
+    ("kafka_offset", _attr("offset")),
+    ("item_index", _attr("index")),
+    ("error_kind", _attr("error_kind")),
+    ("reason", _attr("reason")),
+    ("raw", _attr("raw")),
+    ("raw_preview", _attr("raw_preview")),
+    ("event_id", _attr("event_id")),
+    ("work_unit_id", _attr("work_unit_id")),
+    ("rejected_at", _attr("rejected_at")),
+]
+
+LATE_COLUMNS: list[tuple[str, Callable[[LateEvent], Any]]] = [
+    ("late_id", _attr("late_id")),
+    ("source_topic", _attr("source_topic")),
+    ("kafka_partition", _attr("partition")),
+    ("kafka_offset", _attr("offset")),
+    ("event_kind", _attr("event_kind")),
+    ("event_id", _attr("event_id")),
+    ("work_unit_id", _attr("work_unit_id")),
+    ("occurred_at", _attr("occurred_at")),
+    ("watermark", _attr("watermark")),
+    ("lateness_seconds", _attr("lateness_seconds")),
+    ("event", _attr("event")),
+]
+
+PRICE_COLUMNS: list[tuple[str, Callable[[tuple[PriceEntry, str]], Any]]] = [
+    ("price_key", lambda p: p[0].key),
+    ("provider", lambda p: p[0].provider),
+    ("model", lambda p: p[0].model or ""),
+    ("model_pattern", lambda p: p[0].model_pattern or ""),
+    ("effective_from", lambda p: p[0].effective_from),
+    ("currency", lambda p: p[0].currency),
+    ("input_per_mtok", lambda p: p[0].input_per_mtok),
+    ("output_per_mtok", lambda p: p[0].output_per_mtok),
+    ("cached_input_per_mtok", lambda p: p[0].cached_input_per_mtok),
+    ("cache_write_per_mtok", lambda p: p[0].cache_write_per_mtok),
+    ("reasoning_per_mtok", lambda p: p[0].reasoning_per_mtok),
+    ("long_context", lambda p: orjson.dumps(
+        [t.model_dump(mode="json") for t in p[0].long_context]).decode()),
+    ("price_book_version", lambda p: p[1]),
+    ("source", lambda p: p[0].source),
+]
+
+TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
+    ("calls", "model_calls", CALL_COLUMNS),
+    ("outcomes", "outcomes", OUTCOME_COLUMNS),
+    ("attributions", "attributions", ATTRIBUTION_COLUMNS),
+    ("windows", "cost_per_outcome_windows", WINDOW_COLUMNS),
+    ("alerts", "alerts", ALERT_COLUMNS),
+    ("dead_letters", "dead_letters", DEAD_LETTER_COLUMNS),
+    ("late", "late_events", LATE_COLUMNS),
+    ("prices", "prices", PRICE_COLUMNS),
+]
+
+
+class ClickHouseSink:
+    """Writes batches to ClickHouse on its own thread, retrying until they land."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Client],
+        database: str,
+        *,
+        retry_max_seconds: float = 30.0,
+        reconnect_on_error: bool = True,
+        on_error: Callable[[str, BaseException], None] | None = None,
+        on_written: Callable[[str, int, float], None] | None = None,
+    ) -> None:
+        self._factory = client_factory
+        self._client: Client | None = None
+        self.database = database
+        self.retry_max_seconds = retry_max_seconds
+        self.reconnect_on_error = reconnect_on_error
+        self.on_error = on_error
+        self.on_written = on_written
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.failures = 0
+        self.rows_written = 0
+
+    def client(self) -> Client:
+        """The sink's client (opened on its thread's first use)."""
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    async def call(self, fn: Callable[[Client], Any]) -> Any:
+        """Run ``fn(client)`` on the sink thread (chdb is not thread-safe)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self.client()))
+
+    async def write(self, batch: SinkBatch) -> None:
+        """Insert every table's rows of ``batch``; retries until success or ``stop``."""
+        if not len(batch):
+            return
+        delay = 0.2
+        while True:
+            try:
+                await self.call(lambda client: self._insert_all(client, batch))
+                return
+            except Exception as exc:
+                self.failures += 1
+                if self.on_error is not None:
+                    self.on_error("insert", exc)
+                if self._stopping:
+                    raise
+                log.warning("ClickHouse insert failed (%s); retrying in %.1fs",
+                            type(exc).__name__, delay)
+                if self.reconnect_on_error:
+                    self._client = None  # a server client may be broken; chdb's is not
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+
+    def _insert_all(self, client: Client, batch: SinkBatch) -> None:
+        with self._lock:
+            for attribute, table, spec in TABLES:
+                rows = getattr(batch, attribute)
+                if not rows:
+                    continue
+                started = time.perf_counter()
+                names, data = _columns(rows, spec)
+                client.insert(
+                    f"{self.database}.{table}", data, column_names=names,
+                    column_oriented=True,
+                    settings={"insert_deduplication_token": batch.token(table)},
+                )
+                self.rows_written += len(rows)
+                if self.on_written is not None:
+                    self.on_written(table, len(rows), time.perf_counter() - started)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None,
+              settings: dict[str, Any] | None = None) -> Any:
+        """Run a query synchronously on the caller's thread (tools, tests)."""
+        return self.client().query(sql, parameters=parameters, settings=settings)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._executor.shutdown(wait=True)
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+

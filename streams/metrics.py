@@ -1,0 +1,56 @@
+"""Prometheus metrics of a worker, served at ``/metrics`` on its web port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """One registry per worker (tests run several workers in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "tokenyield_events_in_total", "Events received, by topic", ["topic"], registry=r)
+        self.messages_in = Counter(
+            "tokenyield_messages_in_total", "Kafka messages received, by topic", ["topic"],
+            registry=r)
+        self.events_rejected = Counter(
+            "tokenyield_events_rejected_total", "Events sent to dead-letter, by topic and kind",
+            ["topic", "kind"], registry=r)
+        self.events_late = Counter(
+            "tokenyield_events_late_total", "Events past the allowed lateness", ["topic"],
+            registry=r)
+        self.events_duplicate = Counter(
+            "tokenyield_events_duplicate_total", "Events seen before (same event_id)",
+            registry=r)
+        self.events_out = Counter(
+            "tokenyield_events_out_total", "Records emitted, by topic", ["topic"], registry=r)
+        self.consumer_lag = Gauge(
+            "tokenyield_consumer_lag", "Messages not yet processed, by topic and partition",
+            ["topic", "partition"], registry=r)
+        self.open_work_units = Gauge(
+            "tokenyield_open_work_units", "Work units held in state", ["partition"], registry=r)
+        self.attribution_latency = Histogram(
+            "tokenyield_attribution_latency_seconds",
+            "From an outcome's publish time to its attribution being emitted",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)
+        self.checkpoints = Counter(
+            "tokenyield_checkpoints_total", "State checkpoints written", ["partition"],
+            registry=r)
+        self.checkpoint_seconds = Histogram(
+            "tokenyield_checkpoint_seconds", "Time to write a checkpoint (sink + state)",
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30), registry=r)
+        self.sink_rows = Counter(
+            "tokenyield_clickhouse_rows_total", "Rows inserted into ClickHouse", ["table"],
+            registry=r)
+        self.sink_errors = Counter(
+            "tokenyield_clickhouse_errors_total", "Failed ClickHouse operations", ["operation"],
+            registry=r)
+        self.alerts = Counter(
+            "tokenyield_alerts_total", "Alerts emitted, by kind and status", ["kind", "status"],
+            registry=r)
+        self.webhook_failures = Counter(
+            "tokenyield_webhook_failures_total", "Alert webhooks given up after retries",
+            registry=r)

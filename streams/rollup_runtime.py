@@ -1,0 +1,132 @@
+"""The rollup stage's state, checkpoints and alerting, free of Faust.
+
+Its state is small (the open windows' cells per partition, and the detectors'
+baselines), so a checkpoint is a full snapshot with the input offset it covers. The
+snapshot's records are keyed by checkpoint number and the meta record naming them goes
+last, so a crash mid-write leaves the previous snapshot intact; the previous records
+are deleted only after the new meta is durable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+import orjson
+
+from schemas.outputs import Alert, CostPerOutcomeWindow
+from streams.clickhouse_sink import ClickHouseSink, SinkBatch
+from streams.core.alerts import AlertEngine
+from streams.core.rollup import CellKey, WindowRollup
+from streams.partition_runtime import StateStore
+
+META_KEY = b"rollup/meta"
+CHUNK_BYTES = 512 * 1024
+
+
+class RollupRuntime:
+    def __init__(self, sink: ClickHouseSink, alerts: AlertEngine, *, currency: str,
+                 idle_seconds: float, interval_seconds: float, topic: str) -> None:
+        self.sink = sink
+        self.alerts = alerts
+        self.currency = currency
+        self.idle_seconds = idle_seconds
+        self.interval = interval_seconds
+        self.topic = topic
+        self.rollup = WindowRollup(currency, idle_seconds)
+        self.restored = False
+        self.applied_offset = -1
+        self.first_offset: int | None = None
+        self.held: list[Callable[[], object]] = []
+        self.last_checkpoint = time.monotonic()
+        self.seq = 0
+        self.chunks = 0
+        self.notify: Callable[[list[Alert]], None] = lambda alerts: None
+
+    def reset(self) -> None:
+        self.__init__(self.sink, self.alerts.fresh(), currency=self.currency,  # type: ignore[misc]
+                      idle_seconds=self.idle_seconds, interval_seconds=self.interval,
+                      topic=self.topic)
+
+    def restore(self, store: StateStore) -> None:
+        self.restored = True
+        meta = store.get(META_KEY)
+        if meta is None:
+            return
+        decoded = orjson.loads(meta)
+        self.seq = decoded["seq"]
+        data = b"".join(store.get(_chunk_key(self.seq, i)) or b""
+                        for i in range(decoded["chunks"]))
+        state = orjson.loads(data)
+        now = _now_ms()
+        self.rollup.load(orjson.dumps(state["rollup"]), now)
+        self.alerts.load(state["alerts"])
+        self.applied_offset = decoded["offset"]
+        self.chunks = decoded["chunks"]
+
+    def already_applied(self, offset: int) -> bool:
+        return offset <= self.applied_offset
+
+    def apply(self, partition: int, clock_ms: int, cells: list[tuple[CellKey, list[int]]],
+              offset: int) -> None:
+        self.rollup.apply(partition, clock_ms, cells, _now_ms())
+        if self.first_offset is None:
+            self.first_offset = offset
+        self.applied_offset = offset
+
+    def hold(self, ack: Callable[[], object]) -> None:
+        self.held.append(ack)
+
+    def checkpoint_pending(self) -> bool:
+        """Unacknowledged input, or rows to emit or windows to close."""
+        return bool(self.held) or self.rollup.has_pending(_now_ms())
+
+    def checkpoint_due(self) -> bool:
+        return bool(self.held) and time.monotonic() - self.last_checkpoint >= self.interval
+
+    async def checkpoint(
+        self,
+        store: StateStore,
+        emit: Callable[[list[CostPerOutcomeWindow], list[Alert]], Awaitable[None]],
+        flush_producer: Callable[[], Awaitable[None]],
+    ) -> list[CostPerOutcomeWindow]:
+        now = _now_ms()
+        running = self.rollup.updates()
+        finals = self.rollup.close(now)
+        alerts = self.alerts.observe(running, finals, self.rollup.mix(), now)
+        await emit(running + finals, alerts)
+        await flush_producer()
+        batch = SinkBatch(windows=running + finals, alerts=alerts)
+        if self.first_offset is not None:
+            batch.cover(self.topic, 0, self.first_offset)
+            batch.cover(self.topic, 0, self.applied_offset)
+        await self.sink.write(batch)
+        self.notify(alerts)
+        snapshot = orjson.dumps({
+            "rollup": orjson.Fragment(self.rollup.dump()),
+            "alerts": orjson.Fragment(self.alerts.dump()),
+        })
+        chunks = [snapshot[i:i + CHUNK_BYTES] for i in range(0, len(snapshot), CHUNK_BYTES)]
+        previous = [_chunk_key(self.seq, i) for i in range(self.chunks)]
+        self.seq += 1
+        for index, chunk in enumerate(chunks):
+            store.set(_chunk_key(self.seq, index), chunk)
+        self.chunks = len(chunks)
+        store.set(META_KEY, orjson.dumps(
+            {"offset": self.applied_offset, "seq": self.seq, "chunks": len(chunks)}))
+        await flush_producer()
+        for key in previous:
+            store.delete(key)  # durable with the next flush; the new meta no longer names it
+        held, self.held = self.held, []
+        for ack in held:
+            ack()
+        self.first_offset = None
+        self.last_checkpoint = time.monotonic()
+        return running + finals
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _chunk_key(seq: int, index: int) -> bytes:
+    return f"rollup/{seq}/{index}".encode()

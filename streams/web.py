@@ -1,0 +1,95 @@
+"""The worker's HTTP endpoints (Faust's web server, bound to ``TOKENYIELD_WEB_HOST``).
+
+- ``GET /health/``: JSON status; 503 when ClickHouse inserts keep failing.
+- ``GET /metrics/``: Prometheus text format.
+- ``POST /sql/`` with ``{"sql": "SELECT ..."}``: a read-only query against the worker's
+  ClickHouse. With embedded chdb only the worker may open the data directory, so
+  ``tokenyield sql`` routes through here while a worker runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.faust_app import Services
+
+READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def run_read_only(services: Services, sql: str) -> dict[str, Any]:
+    """Run one read-only statement; return columns, types and rows as JSON values."""
+    if not READ_ONLY.match(sql) or ";" in sql.strip().rstrip(";"):
+        raise ValueError("only one SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or EXISTS statement")
+    result = services.sink.client().query(sql.strip().rstrip(";"))
+    return {
+        "columns": list(result.column_names),
+        "types": [t.name for t in result.column_types],
+        "rows": [[to_jsonable(v) for v in row] for row in result.result_rows],
+    }
+
+
+def register_views(app: faust.App, services: Services) -> None:
+    @app.page("/health/")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            runtimes = services.runtimes
+            now = time.monotonic()
+            status = {
+                "status": "ok",
+                "uptime_seconds": round(time.time() - services.started_at, 1),
+                "partitions": sorted(runtimes),
+                "open_work_units": sum(len(r.engine.units) for r in runtimes.values()),
+                "seconds_since_checkpoint": {
+                    str(p): round(now - r.last_checkpoint, 1) for p, r in runtimes.items()},
+                "clickhouse_failures": services.sink.failures,
+                "price_book_version": services.prices.current().version,
+            }
+            healthy = services.sink.failures == 0 or services.sink.rows_written > 0
+            if not healthy:
+                status["status"] = "degraded"
+            return self.json(status, status=200 if healthy else 503)
+
+    @app.page("/metrics/")
+    class PrometheusMetrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(services.metrics.registry),
+                              content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/sql/")
+    class Sql(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = json.loads(await request.read())
+                sql = str(body["sql"])
+            except (ValueError, KeyError, TypeError):
+                return self.json({"error": 'send {"sql": "SELECT ..."}'}, status=400)
+            try:
+                result = await services.sink.call(lambda _client: run_read_only(services, sql))
+            except ValueError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            except Exception as exc:
+                return self.json({"error": f"{type(exc).__name__}: {exc}"}, status=422)
+            return self.json(result)

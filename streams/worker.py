@@ -1,0 +1,177 @@
+"""Start a worker: broker, topics, ClickHouse schema, the Faust app, then run it.
+
+With ``TOKENYIELD_KAFKA_BOOTSTRAP`` empty, the worker starts the embedded broker and
+wipes its Faust state first: that broker keeps nothing across a restart, and a state
+store remembering offsets the new broker never had would stall recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streams.clickhouse_client import connect, migrate
+from streams.clickhouse_sink import ClickHouseSink, SinkBatch
+from streams.core.alerts import AlertConfig, AlertEngine, BudgetRule
+from streams.faust_app import Services, build_app
+from streams.kafka_topics import Topics, ensure_topics
+from streams.metrics import Metrics
+from streams.prices import PriceBookHolder, follow_prices
+from streams.rollup_runtime import RollupRuntime
+from streams.settings import Settings
+from streams.tansu_broker import EmbeddedBroker, free_port, write_broker_file
+from streams.web import register_views
+
+log = logging.getLogger(__name__)
+
+
+def worker_file(data_dir: Path) -> Path:
+    return data_dir / "worker.json"
+
+
+def running_worker(data_dir: Path) -> dict[str, Any] | None:
+    """Details of a live worker using ``data_dir``, if one is running."""
+    try:
+        info = json.loads(worker_file(data_dir).read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return info
+
+
+def alert_config(settings: Settings) -> AlertConfig:
+    return AlertConfig(
+        warmup_windows=settings.alert_warmup_windows,
+        min_calls=settings.alert_min_calls,
+        spike_threshold=settings.spike_threshold,
+        spike_min_ratio=settings.spike_min_ratio,
+        retry_storm_share=settings.retry_storm_share,
+        context_bloat_share=settings.context_bloat_share,
+        prompt_sprawl_growth=settings.prompt_sprawl_growth,
+        cpo_regression_ratio=settings.cpo_regression_ratio,
+        model_mismatch_min_units=settings.model_mismatch_min_units,
+        model_mismatch_max_gap=settings.model_mismatch_max_gap,
+        model_mismatch_min_cost_ratio=settings.model_mismatch_min_cost_ratio,
+        cooldown_seconds=settings.alert_cooldown_seconds,
+        detection_window_seconds=settings.window_seconds[0],
+        budgets=tuple(BudgetRule(**b.model_dump()) for b in settings.budgets),
+    )
+
+
+def make_sink(settings: Settings, metrics: Metrics | None = None) -> ClickHouseSink:
+    target = settings.clickhouse_target()
+    password = settings.clickhouse_password.get_secret_value() \
+        if settings.clickhouse_password else None
+
+    def factory() -> Any:
+        return connect(target, username=settings.clickhouse_username, password=password)
+
+    return ClickHouseSink(
+        factory, settings.clickhouse_database,
+        retry_max_seconds=settings.sink_retry_max_seconds,
+        reconnect_on_error=not target.startswith("chdb://"),
+        on_error=(lambda op, exc: metrics.sink_errors.labels(op).inc()) if metrics else None,
+        on_written=(lambda table, n, _s: metrics.sink_rows.labels(table).inc(n))
+        if metrics else None,
+    )
+
+
+class WorkerProcess:
+    """Everything one ``tokenyield worker`` process owns."""
+
+    def __init__(self, settings: Settings, bootstrap: str | None = None) -> None:
+        self.settings = settings
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap = bootstrap or settings.kafka_bootstrap
+        self.web_port = settings.web_port or free_port()
+
+    def prepare(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.bootstrap:
+            self.broker = EmbeddedBroker(log_path=settings.data_dir / "broker.log").start()
+            self.bootstrap = self.broker.bootstrap
+            write_broker_file(settings.data_dir, self.broker)
+            # The new broker has no topics and no offsets: stale local state must go.
+            shutil.rmtree(settings.data_dir / "faust", ignore_errors=True)
+            log.info("embedded broker listening on %s", self.bootstrap)
+        topics = Topics(settings.topic_prefix, settings.partitions)
+        created = asyncio.run(ensure_topics(settings.kafka(self.bootstrap), topics,
+                                            settings.replication_factor))
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        client = connect(settings.clickhouse_target(), username=settings.clickhouse_username,
+                         password=settings.clickhouse_password.get_secret_value()
+                         if settings.clickhouse_password else None)
+        applied = migrate(client, settings.clickhouse_database)
+        if applied:
+            log.info("applied ClickHouse migrations %s", ", ".join(applied))
+        if settings.clickhouse_target().startswith("chdb://"):
+            self._shared_client = client  # chdb: one engine per process, reuse it
+        else:
+            client.close()
+            self._shared_client = None
+
+    def build(self) -> faust.App:
+        settings = self.settings
+        metrics = Metrics()
+        sink = make_sink(settings, metrics)
+        if getattr(self, "_shared_client", None) is not None:
+            sink._client = self._shared_client
+        prices = PriceBookHolder.from_catalog(settings.price_catalog)
+        alerts = AlertEngine(alert_config(settings), settings.currency)
+        topics = Topics(settings.topic_prefix, settings.partitions)
+        rollup = RollupRuntime(sink, alerts, currency=settings.currency,
+                               idle_seconds=max(30.0, 10 * settings.checkpoint_interval_seconds),
+                               interval_seconds=settings.checkpoint_interval_seconds,
+                               topic=topics.window_partials)
+        services = Services(settings, sink, prices, metrics, rollup)
+        settings_for_web = settings.model_copy(update={"web_port": self.web_port})
+        services.settings = settings_for_web
+        app = build_app(settings_for_web, self.bootstrap, services)
+        register_views(app, services)
+        connection = settings.kafka(self.bootstrap, client_id=f"{settings.app_id}-prices")
+
+        @app.task
+        async def price_feed() -> None:
+            await follow_prices(connection, topics.prices, prices)
+
+        @app.task
+        async def publish_catalog() -> None:
+            book = prices.current()
+            await sink.write(SinkBatch(prices=[(e, book.version) for e in book.entries]))
+
+        self.services = services
+        return app
+
+    def run(self) -> None:
+        try:
+            self.prepare()
+            app = self.build()
+            worker_file(self.settings.data_dir).write_text(json.dumps({
+                "pid": os.getpid(), "web_port": self.web_port, "bootstrap": self.bootstrap,
+                "clickhouse": self.settings.clickhouse_display(), "started_at": time.time()}))
+            faust.Worker(app, loglevel=self.settings.log_level, quiet=True
+                         ).execute_from_commandline()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        services = getattr(self, "services", None)
+        if services is not None:
+            services.sink.stop()
+        with contextlib.suppress(FileNotFoundError):
+            info = json.loads(worker_file(self.settings.data_dir).read_text())
+            if info.get("pid") == os.getpid():
+                worker_file(self.settings.data_dir).unlink()
+        if self.broker is not None:
+            self.broker.stop()
