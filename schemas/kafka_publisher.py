@@ -48,7 +48,8 @@ class Publisher:
         max_batch_bytes: int = 512 * 1024,
         linger_ms: int = 20,
         max_pending_batches: int = 64,
-        validate: bool = True,
+        request_timeout_ms: int = 30_000,
+        expected_partitions: int | None = None,
     ) -> None:
         if isinstance(connection, str):
             connection = KafkaConnection(bootstrap=connection)
@@ -59,7 +60,8 @@ class Publisher:
         self.max_batch_bytes = max_batch_bytes
         self.linger = linger_ms / 1000
         self.max_pending_batches = max_pending_batches
-        self.validate = validate
+        self.request_timeout_ms = request_timeout_ms
+        self.expected_partitions = expected_partitions
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
         self._buffers: dict[tuple[str, int], list[bytes]] = {}
@@ -77,6 +79,7 @@ class Publisher:
             max_batch_size=1024 * 1024,
             max_request_size=8 * 1024 * 1024,
             acks="all",
+            request_timeout_ms=self.request_timeout_ms,
         )
         try:
             await producer.start()
@@ -162,6 +165,13 @@ class Publisher:
             found = await producer.partitions_for(topic)
             if not found:
                 raise PublishError(f"topic {topic} does not exist", topic=topic)
+            if self.expected_partitions is not None and len(found) != self.expected_partitions:
+                # Most brokers create unknown topics on first use, with their default
+                # partition count: keying would then not match the engine's partitions.
+                raise PublishError(
+                    f"topic {topic} has {len(found)} partitions, expected "
+                    f"{self.expected_partitions} (TOKENYIELD_PARTITIONS): is the worker "
+                    "running with the same topic prefix?", topic=topic, partitions=len(found))
             count = self._partitions[topic] = len(found)
         return count
 

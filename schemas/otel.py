@@ -37,14 +37,16 @@ _PREFIX = "tokenyield."
 
 
 def looks_like_otel(item: Any) -> bool:
-    """True when ``item`` is an object using GenAI attribute names."""
+    """True when ``item`` uses GenAI attribute names: at the top level, or in a span's
+    ``attributes`` when there is no native ``model`` field (a native event may well
+    carry ``gen_ai.*`` keys in its own string map of attributes)."""
     if not isinstance(item, dict):
         return False
+    if any(isinstance(k, str) and k.startswith("gen_ai.") for k in item):
+        return True
     attributes = item.get("attributes")
-    keys = list(item)
-    if isinstance(attributes, dict):
-        keys.extend(attributes)
-    return any(isinstance(k, str) and k.startswith("gen_ai.") for k in keys)
+    return "model" not in item and isinstance(attributes, dict) and any(
+        isinstance(k, str) and k.startswith("gen_ai.") for k in attributes)
 
 
 def from_otel(item: dict[str, Any]) -> dict[str, Any]:

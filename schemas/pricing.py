@@ -318,6 +318,14 @@ def _first(*rates: Decimal | None) -> Decimal:
     raise PriceBookError("a price entry has no input or output rate")
 
 
+def plain(amount: Decimal) -> str:
+    """A Decimal as plain positional text without trailing zeros ("0.00725", "0")."""
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
 def cost_of_call(book: PriceBook, call: ModelCall) -> tuple[Decimal | None, Decimal | None, bool]:
     """The hot-path price of a call: (cost, computed cost, long-context tier used?).
 

@@ -1,0 +1,44 @@
+"""The ``tokenyield`` command line. Every command has ``--help``.
+
+Settings come from ``TOKENYIELD_*`` environment variables (or ``.env``); see
+docs/CONFIGURATION.md. Commands that need Kafka use TOKENYIELD_KAFKA_BOOTSTRAP, or the
+embedded broker of a running ``tokenyield worker``/``demo`` on the same data dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from schemas.errors import TokenyieldError
+from streams.cli import data, prices, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokenyield",
+        description="Outcome attribution for AI spend: cost per accepted outcome, yield, "
+                    "waste alerts, live.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run.register(sub)
+    data.register(sub)
+    prices.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int | None] = args.handler
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code = handler(args)
+    except TokenyieldError as exc:
+        print(f"tokenyield: {exc.message}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code or 0)

@@ -1,0 +1,41 @@
+"""Helpers shared by the commands: settings, finding the broker and the worker."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from schemas.errors import ConfigurationError
+from streams.settings import Settings
+from streams.tansu_broker import running_broker
+
+
+def load_settings() -> Settings:
+    return Settings()
+
+
+def bootstrap_for(settings: Settings) -> str:
+    """Configured Kafka, else the embedded broker of a running worker or demo."""
+    if not settings.embedded:
+        return settings.kafka_bootstrap
+    found = running_broker(settings.data_dir)
+    if found is None:
+        raise ConfigurationError(
+            f"no Kafka: set TOKENYIELD_KAFKA_BOOTSTRAP, or start `tokenyield worker` (or "
+            f"`tokenyield demo`) with the same data dir ({settings.data_dir})")
+    return found
+
+
+def worker_sql(web_port: int, sql: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Run a read-only query through a running worker's /sql/ endpoint."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{web_port}/sql/", data=json.dumps({"sql": sql}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        raise ConfigurationError(f"query failed: {body.get('error', exc)}") from exc

@@ -1,0 +1,183 @@
+"""Data commands: publish NDJSON, migrate and query ClickHouse, export schemas, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas.errors import ConfigurationError, StorageError
+from schemas.json_schema import SCHEMA_DIR, export
+from schemas.kafka_publisher import Publisher
+from streams.cli.common import bootstrap_for, load_settings, worker_sql
+from streams.clickhouse_client import connect, migrate
+from streams.settings import Settings
+from streams.web import to_jsonable
+from streams.worker import running_worker
+
+
+def register(sub: Any) -> None:
+    publish = sub.add_parser(
+        "publish", help="publish NDJSON events (a file or stdin) onto the right topic")
+    publish.add_argument("file", nargs="?", default="-", help="NDJSON file, or - for stdin")
+    publish.add_argument("--kind", choices=["auto", "model_call", "outcome"], default="auto",
+                         help="auto: a line's 'kind' field, else outcome if it has 'status' "
+                              "and no 'model'")
+    publish.set_defaults(handler=publish_command)
+
+    db = sub.add_parser("db", help="ClickHouse schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    migrate_parser = db_commands.add_parser("migrate", help="apply pending migrations")
+    migrate_parser.set_defaults(handler=migrate_command)
+
+    sql = sub.add_parser("sql", help="run a read-only query against the configured ClickHouse")
+    sql.add_argument("query", help='for example "SELECT count() FROM tokenyield.model_calls"')
+    sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    sql.set_defaults(handler=sql_command)
+
+    schemas = sub.add_parser("schemas", help="JSON Schema files of the event contract")
+    schema_commands = schemas.add_subparsers(dest="schemas_command", required=True,
+                                             metavar="ACTION")
+    exp = schema_commands.add_parser("export", help=f"write them (default {SCHEMA_DIR})")
+    exp.add_argument("-o", "--output", type=Path, default=SCHEMA_DIR)
+    exp.set_defaults(handler=export_command)
+
+    config = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    config.set_defaults(handler=config_command)
+
+
+def _kind(line: dict[str, Any], forced: str) -> str:
+    if forced != "auto":
+        return forced
+    kind = line.get("kind")
+    if kind in ("model_call", "outcome"):
+        return str(kind)
+    if "model" in line or any(str(k).startswith("gen_ai.") for k in line):
+        return "model_call"
+    return "outcome"
+
+
+def publish_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    bootstrap = bootstrap_for(settings)
+    stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    counts = {"model_call": 0, "outcome": 0, "skipped": 0}
+
+    async def send() -> None:
+        async with Publisher(settings.kafka(bootstrap, "tokenyield-publish"),
+                             topic_prefix=settings.topic_prefix,
+                             expected_partitions=settings.partitions) as publisher:
+            for number, raw in enumerate(stream, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    # Still published: the worker dead-letters it with the reason, so
+                    # nothing disappears between here and there.
+                    print(f"line {number}: not JSON; sent to calls for dead-lettering",
+                          file=sys.stderr)
+                    line = {}
+                kind = _kind(line, args.kind) if isinstance(line, dict) else "model_call"
+                topic = publisher.calls_topic if kind == "model_call" else \
+                    publisher.outcomes_topic
+                unit = line.get("work_unit_id") if isinstance(line, dict) else None
+                await publisher.publish_raw(topic, str(unit or f"line-{number}"), raw.strip())
+                counts[kind] += 1
+
+    try:
+        asyncio.run(send())
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    print(f"published {counts['model_call']} model calls and {counts['outcome']} outcomes")
+    return 0
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if running_worker(settings.data_dir) and settings.clickhouse_target().startswith("chdb://"):
+        print("a worker is running on this data dir and migrated it at start-up")
+        return 0
+    client = connect(settings.clickhouse_target(), username=settings.clickhouse_username,
+                     password=_password(settings))
+    applied = migrate(client, settings.clickhouse_database)
+    print(f"applied {', '.join(applied)}" if applied else "schema is up to date",
+          f"({settings.clickhouse_display()}, database {settings.clickhouse_database})")
+    return 0
+
+
+def _password(settings: Settings) -> str | None:
+    return settings.clickhouse_password.get_secret_value() if settings.clickhouse_password \
+        else None
+
+
+def query(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
+    """Run a read-only query, through the running worker when it owns the chdb path."""
+    worker = running_worker(settings.data_dir)
+    if worker is not None and settings.clickhouse_target().startswith("chdb://"):
+        result = worker_sql(int(worker["web_port"]), sql)
+        return result["columns"], result["rows"]
+    try:
+        client = connect(settings.clickhouse_target(), username=settings.clickhouse_username,
+                         password=_password(settings))
+        result = client.query(sql, settings={"readonly": 1} if not settings.clickhouse_target()
+                              .startswith("chdb://") else None)
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(f"query failed: {exc}") from exc
+    rows = [[to_jsonable(v) for v in row] for row in result.result_rows]
+    return list(result.column_names), rows
+
+
+def sql_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    columns, rows = query(settings, args.query)
+    if args.format == "json":
+        print(orjson.dumps([dict(zip(columns, r, strict=True)) for r in rows],
+                           option=orjson.OPT_INDENT_2).decode())
+    elif args.format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        print(out.getvalue(), end="")
+    else:
+        print(render_table(columns, rows))
+    return 0
+
+
+def render_table(columns: list[str], rows: list[list[Any]]) -> str:
+    cells = [[_text(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, rule, *body, f"({len(rows)} row{'s' if len(rows) != 1 else ''})"])
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def export_command(args: argparse.Namespace) -> int:
+    for path in export(args.output):
+        print(path)
+    return 0
+
+
+def config_command(args: argparse.Namespace) -> int:
+    print(orjson.dumps(load_settings().public(), option=orjson.OPT_INDENT_2,
+                       default=str).decode())
+    return 0

@@ -1,0 +1,121 @@
+"""``tokenyield prices``: import LiteLLM maps, quote a call, publish prices live."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from schemas.errors import ConfigurationError
+from schemas.events import ModelCall
+from schemas.litellm_import import CHAT_MODES, dump_catalog, import_litellm_file
+from schemas.pricing import PriceBook, load_catalog, plain, price_call
+from streams.cli.common import bootstrap_for, load_settings
+from streams.prices import encode_price
+
+
+def register(sub: Any) -> None:
+    prices = sub.add_parser("prices", help="price catalogs: import, quote, publish")
+    commands = prices.add_subparsers(dest="prices_command", required=True, metavar="ACTION")
+
+    imp = commands.add_parser(
+        "import-litellm", help="convert LiteLLM's model_prices_and_context_window.json")
+    imp.add_argument("file", type=Path, help="LiteLLM price map (JSON)")
+    imp.add_argument("-o", "--output", type=Path, required=True, help="catalog to write")
+    imp.add_argument("--provider", action="append", dest="providers",
+                     help="keep only this litellm_provider (repeatable)")
+    imp.add_argument("--all-modes", action="store_true",
+                     help="also import embedding, image and audio models")
+    imp.add_argument("--version", default=None, help="catalog version (default: today)")
+    imp.set_defaults(handler=import_command)
+
+    quote = commands.add_parser("quote", help="price one call; prints JSON")
+    quote.add_argument("--catalog", type=Path, default=None,
+                       help="catalog file (default: the shipped catalog)")
+    quote.add_argument("--provider", required=True)
+    quote.add_argument("--model", required=True)
+    quote.add_argument("--input-tokens", type=int, required=True)
+    quote.add_argument("--output-tokens", type=int, required=True)
+    quote.add_argument("--cached-input-tokens", type=int, default=0)
+    quote.add_argument("--cache-write-tokens", type=int, default=0)
+    quote.add_argument("--reasoning-tokens", type=int, default=0)
+    quote.add_argument("--at", default=None, help="ISO date or time the call happened "
+                                                  "(default: now)")
+    quote.set_defaults(handler=quote_command)
+
+    publish = commands.add_parser(
+        "publish", help="publish a catalog to the compacted prices topic (live update)")
+    publish.add_argument("catalog", type=Path)
+    publish.set_defaults(handler=publish_command)
+
+
+def import_command(args: argparse.Namespace) -> int:
+    version = args.version or datetime.now(UTC).date().isoformat()
+    catalog = import_litellm_file(
+        args.file, providers=set(args.providers) if args.providers else None,
+        modes=None if args.all_modes else CHAT_MODES, version=version, as_of=version)
+    args.output.write_bytes(dump_catalog(catalog))
+    print(f"wrote {len(catalog.entries)} entries to {args.output}")
+    return 0
+
+
+def _moment(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"--at must be an ISO date or time, got {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def quote_command(args: argparse.Namespace) -> int:
+    book = PriceBook.load(args.catalog)
+    call = ModelCall(
+        event_id="quote", work_unit_id="quote", occurred_at=_moment(args.at),
+        provider=args.provider, model=args.model, input_tokens=args.input_tokens,
+        output_tokens=args.output_tokens, cached_input_tokens=args.cached_input_tokens,
+        cache_write_tokens=args.cache_write_tokens, reasoning_tokens=args.reasoning_tokens,
+        team="-", workflow="-")
+    priced = price_call(book, call)
+    result = {
+        "provider": args.provider,
+        "model": args.model,
+        "at": call.occurred_at.isoformat(),
+        "cost": plain(priced.cost) if priced.cost is not None else "unknown",
+        "currency": priced.currency,
+        "unpriced": priced.unpriced,
+        "long_context": priced.long_context,
+        "price_key": priced.price_key,
+        "breakdown": {k: plain(v) for k, v in priced.breakdown.model_dump().items()}
+        if priced.breakdown else None,
+        "catalog_version": book.version,
+    }
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return 0 if not priced.unpriced else 1
+
+
+def publish_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    catalog = load_catalog(args.catalog)
+    bootstrap = bootstrap_for(settings)
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**settings.kafka(bootstrap).aiokafka_kwargs(), acks="all")
+        await producer.start()
+        try:
+            for entry in catalog.entries:
+                key, value = encode_price(entry)
+                await producer.send(settings.topic("prices"), value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    print(f"published {len(catalog.entries)} prices to {settings.topic('prices')}")
+    return 0

@@ -1,0 +1,291 @@
+"""The price book: exact costs, dates, patterns, tiers, unpriced models, and LiteLLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from importlib.resources import files
+from pathlib import Path
+
+import orjson
+import pytest
+
+from schemas.events import ModelCall
+from schemas.litellm_import import import_litellm, import_litellm_file
+from schemas.pricing import (
+    LongContextTier,
+    PriceBook,
+    PriceEntry,
+    cost_of_call,
+    load_catalog,
+    price_call,
+    price_tokens,
+)
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def at(day: int) -> datetime:
+    return datetime(2026, 11, day, tzinfo=UTC)
+
+
+def call(model: str = "m", provider: str = "acme", when: datetime | None = None,
+         **tokens: int | Decimal | str) -> ModelCall:
+    fields = {"input_tokens": 1_000_000, "output_tokens": 1_000_000, **tokens}
+    return ModelCall(event_id="e", work_unit_id="w", occurred_at=when or at(15),
+                     provider=provider, model=model, team="t", workflow="f", **fields)
+
+
+def entry(**overrides: object) -> PriceEntry:
+    base: dict[str, object] = {"provider": "acme", "model": "m", "input_per_mtok": "2",
+                               "output_per_mtok": "8"}
+    base.update(overrides)
+    return PriceEntry.model_validate(base)
+
+
+def test_cost_is_exact_and_broken_down_by_token_kind() -> None:
+    book = PriceBook([entry(cached_input_per_mtok="0.5", cache_write_per_mtok="2.5",
+                            reasoning_per_mtok="12")])
+    priced = price_call(book, call(input_tokens=1_000_000, cached_input_tokens=300_000,
+                                   cache_write_tokens=100_000, output_tokens=500_000,
+                                   reasoning_tokens=200_000))
+    assert priced.breakdown is not None
+    assert priced.breakdown.input == Decimal("1.2")  # 600k uncached x 2/M
+    assert priced.breakdown.cached_input == Decimal("0.15")
+    assert priced.breakdown.cache_write == Decimal("0.25")
+    assert priced.breakdown.output == Decimal("2.4")  # 300k non-reasoning x 8/M
+    assert priced.breakdown.reasoning == Decimal("2.4")
+    assert priced.cost == Decimal("6.4")
+    assert not priced.unpriced
+
+
+def test_missing_cache_and_reasoning_rates_fall_back_to_input_and_output() -> None:
+    book = PriceBook([entry()])
+    cost, _, _ = cost_of_call(book, call(input_tokens=100, cached_input_tokens=40,
+                                         output_tokens=10, reasoning_tokens=5))
+    assert cost == Decimal(100 * 2 + 10 * 8) / 1_000_000
+
+
+def test_tiny_costs_are_not_rounded_away() -> None:
+    book = PriceBook([entry(input_per_mtok="0.0375", output_per_mtok="0")])
+    cost, _, _ = cost_of_call(book, call(input_tokens=1, output_tokens=0))
+    assert cost == Decimal("0.0000000375")
+
+
+def test_the_price_in_force_at_the_call_time_applies() -> None:
+    book = PriceBook([
+        entry(effective_from=at(1), input_per_mtok="3"),
+        entry(effective_from=at(10), input_per_mtok="2"),
+        entry(effective_from=at(20), input_per_mtok="1"),
+    ])
+    tokens = {"input_tokens": 1_000_000, "output_tokens": 0}
+    assert cost_of_call(book, call(when=at(5), **tokens))[0] == Decimal(3)
+    assert cost_of_call(book, call(when=at(10), **tokens))[0] == Decimal(2)
+    assert cost_of_call(book, call(when=at(25), **tokens))[0] == Decimal(1)
+    before_any = cost_of_call(book, call(when=datetime(2026, 10, 1, tzinfo=UTC), **tokens))
+    assert before_any[0] is None
+
+
+def test_exact_names_win_over_patterns_and_patterns_match_in_full() -> None:
+    book = PriceBook([
+        entry(model=None, model_pattern=r"gpt-4o(-\d{4}-\d{2}-\d{2})?", input_per_mtok="5"),
+        entry(model="gpt-4o-2024-08-06", input_per_mtok="1"),
+    ])
+    tokens = {"input_tokens": 1_000_000, "output_tokens": 0}
+    assert cost_of_call(book, call("GPT-4o-2024-05-13", **tokens))[0] == Decimal(5)
+    assert cost_of_call(book, call("gpt-4o-2024-08-06", **tokens))[0] == Decimal(1)
+    assert cost_of_call(book, call("gpt-4o-mini", **tokens))[0] is None
+
+
+def test_a_provider_prefix_in_the_model_name_is_understood() -> None:
+    book = PriceBook([entry(model="gpt-4o")])
+    assert cost_of_call(book, call("acme/gpt-4o"))[0] == Decimal(10)
+
+
+def test_long_context_tiers_price_the_whole_call_at_the_highest_crossed_tier() -> None:
+    book = PriceBook([entry(long_context=[
+        LongContextTier(above_input_tokens=200_000, input_per_mtok=Decimal(4),
+                        output_per_mtok=Decimal(16)),
+        LongContextTier(above_input_tokens=500_000, input_per_mtok=Decimal(6)),
+    ])])
+    def cost(n: int) -> Decimal | None:
+        return cost_of_call(book, call(input_tokens=n, output_tokens=1_000_000))[0]
+    assert cost(200_000) == Decimal("0.4") + 8
+    assert cost(200_001) == Decimal(200_001 * 4) / 1_000_000 + 16
+    # The 500k tier names no output rate: the entry's own applies, not the 200k tier's.
+    assert cost(600_000) == Decimal("3.6") + 8
+    inclusive = PriceBook([entry(long_context=[LongContextTier(
+        above_input_tokens=100, inclusive=True, input_per_mtok=Decimal(4))])])
+    assert price_call(inclusive, call(input_tokens=100, output_tokens=0)).long_context
+
+
+def test_an_unpriced_model_costs_unknown_never_zero() -> None:
+    priced = price_call(PriceBook([entry()]), call("unknown-model"))
+    assert priced.cost is None
+    assert priced.unpriced
+    assert priced.breakdown is None
+
+
+def test_the_reported_cost_wins_and_both_figures_are_kept() -> None:
+    priced = price_call(PriceBook([entry()]), call(reported_cost="0.42", currency="USD"))
+    assert priced.cost == Decimal("0.42")
+    assert priced.computed_cost == Decimal(10)
+    assert priced.reported_cost == Decimal("0.42")
+    unpriced = price_call(PriceBook([]), call(reported_cost="0.42", currency="USD"))
+    assert unpriced.cost == Decimal("0.42") and not unpriced.unpriced
+
+
+def test_price_entries_must_name_one_model_and_valid_tiers() -> None:
+    with pytest.raises(ValueError, match="exactly one of model and model_pattern"):
+        entry(model_pattern="x")
+    with pytest.raises(ValueError, match="not a regular expression"):
+        entry(model=None, model_pattern="(")
+    with pytest.raises(ValueError, match="ascending"):
+        entry(long_context=[{"above_input_tokens": 5, "input_per_mtok": "1"},
+                            {"above_input_tokens": 2, "input_per_mtok": "1"}])
+
+
+def test_book_versions_follow_content() -> None:
+    one = PriceBook([entry()], "v1")
+    assert one.version == PriceBook([entry()], "v1").version
+    changed = one.with_entries([entry(input_per_mtok="3")])
+    assert changed.version != one.version
+    assert cost_of_call(changed, call(output_tokens=0))[0] == Decimal(3)
+
+
+def test_the_shipped_catalog_covers_the_main_providers() -> None:
+    catalog = load_catalog()
+    assert catalog.as_of == "2026-09-29"
+    providers = {e.provider for e in catalog.entries}
+    assert {"openai", "anthropic", "gemini", "mistral", "xai", "deepseek"} <= providers
+    book = PriceBook.from_catalog(catalog)
+    for provider, model in [("openai", "gpt-4o"), ("openai", "gpt-5"),
+                            ("anthropic", "claude-sonnet-4-5"),
+                            ("gemini", "gemini-2.5-pro")]:
+        assert book.entry_for(provider, model, at(1)) is not None, model
+
+
+LITELLM_PROVIDERS = {"openai", "anthropic", "gemini", "vertex_ai-language-models", "mistral",
+                     "deepseek", "xai", "bedrock", "azure"}
+
+
+def litellm_map() -> tuple[bytes, dict[str, dict[str, object]]]:
+    raw = files("litellm").joinpath("model_prices_and_context_window_backup.json").read_bytes()
+    return raw, orjson.loads(raw)
+
+
+def test_imported_prices_match_litellm_cost_per_token_on_200_cases() -> None:
+    litellm = pytest.importorskip("litellm")  # a test-only dependency, always installed
+    from litellm import Usage
+
+    raw, spec = litellm_map()
+    catalog = import_litellm(raw, providers=LITELLM_PROVIDERS)
+    # Off-peak (time-of-day) prices are not imported; LiteLLM applies them by clock.
+    entries = [e for e in catalog.entries
+               if "off_peak_pricing" not in spec[e.source.split(":", 1)[1]]]
+    rng = random.Random(20261122)
+    checked = with_cache = with_tier = 0
+    mismatches = []
+    tiered = [e for e in entries if e.long_context]
+    cases = [(e, None) for e in rng.sample(entries, 160)]
+    # And 40 calls past a long-context threshold, where tier rules are easiest to get wrong.
+    cases += [(e, e.long_context[0].above_input_tokens + rng.randint(1, 50_000))
+              for e in rng.choices(tiered, k=40)]
+    for priced_entry, forced_prompt in cases:
+        prompt = forced_prompt or rng.choice([rng.randint(0, 8000),
+                                              rng.randint(120_000, 320_000)])
+        cached = rng.randint(0, prompt // 2) if rng.random() < 0.6 else 0
+        written = rng.randint(0, (prompt - cached) // 3) if rng.random() < 0.4 else 0
+        completion = rng.randint(0, 4000)
+        # xAI bills reasoning at the output rate whatever the map says (a LiteLLM quirk).
+        reasoning = rng.randint(0, completion // 2) \
+            if rng.random() < 0.4 and priced_entry.provider != "xai" else 0
+        usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
+                      total_tokens=prompt + completion,
+                      prompt_tokens_details={"cached_tokens": cached,
+                                             "cache_creation_tokens": written},
+                      completion_tokens_details={"reasoning_tokens": reasoning}
+                      if reasoning else None)
+        expected = sum(litellm.cost_per_token(
+            model=priced_entry.model, custom_llm_provider=priced_entry.provider,
+            usage_object=usage))
+        ours, _, tier = price_tokens(priced_entry, prompt, completion, cached, written,
+                                     reasoning)
+        checked += 1
+        with_cache += bool(cached or written)
+        with_tier += tier
+        if abs(float(ours) - expected) > 1e-9:
+            mismatches.append((priced_entry.source, prompt, cached, written, completion,
+                               reasoning, str(ours), expected))
+    assert mismatches == []
+    assert checked == 200
+    assert with_cache >= 50 and with_tier >= 40
+    assert len({e.provider for e in entries}) >= 8
+
+
+def test_import_litellm_prefers_the_provider_prefixed_entry() -> None:
+    spec = {
+        "deepseek-chat": {"litellm_provider": "deepseek", "mode": "chat",
+                          "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
+        "deepseek/deepseek-chat": {"litellm_provider": "deepseek", "mode": "chat",
+                                   "input_cost_per_token": 3e-7, "output_cost_per_token": 2e-6,
+                                   "cache_creation_input_token_cost": 0.0},
+        "text-embedding-3-small": {"litellm_provider": "openai", "mode": "embedding",
+                                   "input_cost_per_token": 2e-8, "output_cost_per_token": 0},
+        "sample_spec": {"mode": "chat"},
+    }
+    catalog = import_litellm(orjson.dumps(spec))
+    assert [(e.provider, e.model) for e in catalog.entries] == [("deepseek", "deepseek-chat")]
+    only = catalog.entries[0]
+    assert only.input_per_mtok == Decimal("0.3")
+    assert only.cache_write_per_mtok == Decimal(0)  # an explicit zero stays zero
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=120)
+
+
+def test_cli_import_litellm_then_quote(tmp_path: Path) -> None:
+    raw, spec = litellm_map()
+    source = tmp_path / "litellm.json"
+    source.write_bytes(raw)
+    output = tmp_path / "catalog.json"
+    result = cli("prices", "import-litellm", str(source), "-o", str(output),
+                 "--provider", "openai", "--provider", "anthropic")
+    assert result.returncode == 0, result.stderr
+    imported = import_litellm_file(output.parent / "litellm.json",
+                                   providers={"openai", "anthropic"})
+    assert len(load_catalog(output).entries) == len(imported.entries) > 50
+
+    quoted = cli("prices", "quote", "--catalog", str(output), "--provider", "openai",
+                 "--model", "gpt-4o", "--input-tokens", "1000", "--output-tokens", "500",
+                 "--cached-input-tokens", "200", "--at", "2026-11-01")
+    assert quoted.returncode == 0, quoted.stderr
+    answer = json.loads(quoted.stdout)
+    gpt4o = spec["gpt-4o"]
+    expected = (Decimal(repr(gpt4o["input_cost_per_token"])) * 800
+                + Decimal(repr(gpt4o["cache_read_input_token_cost"])) * 200
+                + Decimal(repr(gpt4o["output_cost_per_token"])) * 500)
+    assert Decimal(answer["cost"]) == expected
+    assert set(answer["breakdown"]) == {"input", "cached_input", "cache_write", "output",
+                                        "reasoning"}
+    assert Decimal(answer["breakdown"]["cached_input"]) == \
+        Decimal(repr(gpt4o["cache_read_input_token_cost"])) * 200
+
+
+def test_cli_quote_defaults_to_the_shipped_catalog_and_flags_unpriced_models() -> None:
+    known = cli("prices", "quote", "--provider", "anthropic", "--model", "claude-sonnet-4-5",
+                "--input-tokens", "1000000", "--output-tokens", "0")
+    assert json.loads(known.stdout)["cost"] == "3"
+    unknown = cli("prices", "quote", "--provider", "acme", "--model", "nope",
+                  "--input-tokens", "1", "--output-tokens", "1")
+    answer = json.loads(unknown.stdout)
+    assert (answer["cost"], answer["unpriced"], unknown.returncode) == ("unknown", True, 1)

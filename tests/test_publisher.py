@@ -1,0 +1,114 @@
+"""The Python publisher against the real embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from schemas.codec import call_codec, outcome_codec
+from schemas.errors import PublishError
+from schemas.kafka_options import KafkaConnection
+from schemas.kafka_publisher import Publisher, SyncPublisher
+from schemas.partitioner import partition_for
+from streams.kafka_topics import Topics, ensure_topics
+from streams.tansu_broker import EmbeddedBroker
+
+pytestmark = pytest.mark.broker
+
+
+async def read_all(bootstrap: str, topic: str, expected_events: int,
+                   timeout: float = 30.0) -> list[tuple[int, bytes]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    messages: list[tuple[int, bytes]] = []
+    codec = call_codec if topic.endswith("calls") else outcome_codec
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        events = 0
+        while events < expected_events and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    messages.append((record.partition, record.value))
+                    events += len(codec.decode(record.value).events)
+    finally:
+        await consumer.stop()
+    return messages
+
+
+async def test_one_line_publishing_keys_by_work_unit_with_murmur2(
+        broker: EmbeddedBroker, prefix: str) -> None:
+    await ensure_topics(KafkaConnection(bootstrap=broker.bootstrap), Topics(prefix, 4))
+    async with Publisher(broker.bootstrap, topic_prefix=prefix, linger_ms=5) as publisher:
+        for unit in range(40):
+            await publisher.call(work_unit_id=f"unit-{unit}", provider="openai", model="gpt-4o",
+                                 input_tokens=10, output_tokens=2, team="t", workflow="w")
+            await publisher.outcome(work_unit_id=f"unit-{unit}", team="t", workflow="w",
+                                    status="accepted")
+    for topic, codec in [(f"{prefix}calls", call_codec), (f"{prefix}outcomes", outcome_codec)]:
+        messages = await read_all(broker.bootstrap, topic, 40)
+        seen = []
+        for partition, value in messages:
+            for event in codec.decode(value).events:
+                assert partition == partition_for(event.work_unit_id, 4)
+                seen.append(event.work_unit_id)
+        assert sorted(seen) == sorted(f"unit-{u}" for u in range(40))
+
+
+async def test_events_are_batched_into_envelopes_and_none_is_lost(
+        broker: EmbeddedBroker, prefix: str) -> None:
+    await ensure_topics(KafkaConnection(bootstrap=broker.bootstrap), Topics(prefix, 4))
+    async with Publisher(broker.bootstrap, topic_prefix=prefix, max_batch_events=250,
+                         linger_ms=50) as publisher:
+        for i in range(5000):
+            await publisher.call(event_id=f"e{i}", work_unit_id=f"u{i % 700}",
+                                 provider="openai", model="gpt-4o", team="t", workflow="w")
+        await publisher.flush()
+        assert publisher.events_sent == 5000
+        assert publisher.messages_sent < 5000 / 50
+    messages = await read_all(broker.bootstrap, f"{prefix}calls", 5000)
+    ids = Counter(e.event_id for _, value in messages
+                  for e in call_codec.decode(value).events)
+    assert len(ids) == 5000 and set(ids.values()) == {1}
+    assert len(messages) == publisher.messages_sent
+
+
+def test_the_sync_publisher_delivers_on_exit(broker: EmbeddedBroker, prefix: str) -> None:
+    asyncio.run(ensure_topics(KafkaConnection(bootstrap=broker.bootstrap), Topics(prefix, 4)))
+    with SyncPublisher(broker.bootstrap, topic_prefix=prefix) as publisher:
+        sent = publisher.call(work_unit_id="sync-1", provider="openai", model="gpt-4o",
+                              team="t", workflow="w")
+    messages = asyncio.run(read_all(broker.bootstrap, f"{prefix}calls", 1))
+    assert [e.event_id for _, v in messages for e in call_codec.decode(v).events] == \
+        [sent.event_id]
+
+
+async def test_a_topic_with_the_wrong_partition_count_is_a_clear_error(
+        broker: EmbeddedBroker, prefix: str) -> None:
+    await ensure_topics(KafkaConnection(bootstrap=broker.bootstrap), Topics(prefix, 2))
+    async with Publisher(broker.bootstrap, topic_prefix=prefix,
+                         expected_partitions=4) as publisher:
+        with pytest.raises(PublishError, match="has 2 partitions, expected 4"):
+            await publisher.call(work_unit_id="x", provider="p", model="m", team="t",
+                                 workflow="w")
+
+
+async def test_delivery_failures_are_raised_not_dropped(prefix: str) -> None:
+    own = EmbeddedBroker().start()
+    try:
+        await ensure_topics(KafkaConnection(bootstrap=own.bootstrap), Topics(prefix, 2))
+        publisher = Publisher(own.bootstrap, topic_prefix=prefix, linger_ms=10_000,
+                              request_timeout_ms=2000)
+        await publisher.start()
+        await publisher.call(work_unit_id="a", provider="p", model="m", team="t", workflow="w")
+        await publisher.flush()
+        own.stop()  # the broker goes away with an event still buffered
+        await publisher.call(work_unit_id="b", provider="p", model="m", team="t", workflow="w")
+        with pytest.raises(PublishError, match="not delivered"):
+            await publisher.stop()
+    finally:
+        own.stop()
