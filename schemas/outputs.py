@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,20 @@ ALL_MODELS = "*"
 
 class _Output(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """Build from values the engine already validated, skipping validation.
+
+        Every field must be given. The hot path emits thousands of these per second,
+        where pydantic's ``model_construct`` alone would cost more than the join.
+        """
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "__dict__", values)
+        object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+        object.__setattr__(obj, "__pydantic_extra__", None)
+        object.__setattr__(obj, "__pydantic_private__", None)
+        return obj
 
 
 class WorkUnitAttribution(_Output):

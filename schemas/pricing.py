@@ -220,10 +220,17 @@ def load_catalog(path: Path | str | None = None) -> PriceCatalog:
 RateTuple = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
 
 
-class _Rates:
-    """Per-token rates of one entry, resolved once (defaults filled in, divided by 1e6)."""
+SCALE = 18
+_ATTO = Decimal(10) ** SCALE
 
-    __slots__ = ("base", "tiers")
+
+class _Rates:
+    """Per-token rates of one entry, resolved once (defaults filled in, divided by 1e6),
+    also as integers of 10^-18 currency units per token when that is exact (it is for
+    any price with at most 12 decimals per million tokens) so the hot path can price
+    with integer arithmetic."""
+
+    __slots__ = ("base", "tiers", "scaled_base", "scaled_tiers")
 
     def __init__(self, entry: PriceEntry) -> None:
         self.base = _per_token_rates(entry, entry)
@@ -232,12 +239,27 @@ class _Rates:
             (t.above_input_tokens, t.inclusive, _per_token_rates(t, entry))
             for t in reversed(entry.long_context)
         ]
+        self.scaled_base = _scaled(self.base)
+        self.scaled_tiers = [(t, i, _scaled(r)) for t, i, r in self.tiers]
 
     def for_input(self, input_tokens: int) -> tuple[RateTuple, bool]:
         for threshold, inclusive, rates in self.tiers:
             if input_tokens > threshold or (inclusive and input_tokens == threshold):
                 return rates, True
         return self.base, False
+
+    def scaled_for_input(self, input_tokens: int) -> tuple[int, ...] | None:
+        for threshold, inclusive, rates in self.scaled_tiers:
+            if input_tokens > threshold or (inclusive and input_tokens == threshold):
+                return rates
+        return self.scaled_base
+
+
+def _scaled(rates: RateTuple) -> tuple[int, ...] | None:
+    scaled = [r * _ATTO for r in rates]
+    if any(x != x.to_integral_value() for x in scaled):
+        return None  # more than 18 decimals per token: price with Decimals instead
+    return tuple(int(x) for x in scaled)
 
 
 def _per_token_rates(rates: PriceEntry | LongContextTier, entry: PriceEntry) -> RateTuple:
@@ -324,6 +346,29 @@ def plain(amount: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
+
+
+def scaled_cost_of_call(book: PriceBook, call: ModelCall) -> int | None:
+    """The computed cost of a call in integer 10^-18 units, exactly; None if unpriced.
+
+    The engine's hot path: integer arithmetic, no Decimal.
+    """
+    entry = book.entry_for(call.provider, call.model, call.occurred_at)
+    if entry is None:
+        return None
+    input_tokens = call.input_tokens
+    rates = _rates(entry).scaled_for_input(input_tokens)
+    if rates is None:
+        total, _, _ = price_tokens(entry, input_tokens, call.output_tokens,
+                                   call.cached_input_tokens, call.cache_write_tokens,
+                                   call.reasoning_tokens)
+        return int(total.scaleb(SCALE).to_integral_value())
+    cached = call.cached_input_tokens
+    written = call.cache_write_tokens
+    reasoning = call.reasoning_tokens
+    return ((input_tokens - cached - written) * rates[0] + cached * rates[1]
+            + written * rates[2] + (call.output_tokens - reasoning) * rates[3]
+            + reasoning * rates[4])
 
 
 def cost_of_call(book: PriceBook, call: ModelCall) -> tuple[Decimal | None, Decimal | None, bool]:

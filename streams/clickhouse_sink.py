@@ -20,7 +20,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,27 +80,46 @@ def window_version(w: CostPerOutcomeWindow) -> int:
     return (FINAL_BIT if w.final else 0) | min(w.revision, FINAL_BIT - 1)
 
 
-def _columns(rows: Iterable[Any], spec: list[tuple[str, Callable[[Any], Any]]]
+def _columns(rows: Sequence[Any], spec: list[tuple[str, Callable[[Any], Any]]]
              ) -> tuple[list[str], list[list[Any]]]:
+    """Column-oriented data: one pass per column (a comprehension, no per-cell call
+    overhead for plain attributes)."""
     names = [name for name, _ in spec]
-    data: list[list[Any]] = [[] for _ in spec]
-    getters = [getter for _, getter in spec]
-    for row in rows:
-        for column, getter in zip(data, getters, strict=True):
-            column.append(getter(row))
+    data = []
+    for _, getter in spec:
+        path = getattr(getter, "path", None)
+        if path is None:
+            data.append([getter(row) for row in rows])
+        elif len(path) == 1:
+            data.append([getattr(row, path[0]) for row in rows])
+        else:
+            outer, inner = path
+            data.append([getattr(getattr(row, outer), inner) for row in rows])
     return names, data
 
 
+class _Path:
+    """A getter that is only attribute access, so ``_columns`` can inline it."""
+
+    def __init__(self, *path: str) -> None:
+        self.path = path
+
+    def __call__(self, row: Any) -> Any:
+        for name in self.path:
+            row = getattr(row, name)
+        return row
+
+
 def _attr(name: str) -> Callable[[Any], Any]:
-    return lambda row: getattr(row, name)
+    return _Path(name)
 
 
 def _call(name: str) -> Callable[[CallRecord], Any]:
-    return lambda record: getattr(record.call, name)
+    return _Path("call", name)
 
 
 def _outcome(name: str) -> Callable[[OutcomeRecord], Any]:
-    return lambda record: getattr(record.outcome, name)
+    return _Path("outcome", name)
 
 
 CALL_COLUMNS: list[tuple[str, Callable[[CallRecord], Any]]] = [
@@ -126,8 +145,8 @@ CALL_COLUMNS: list[tuple[str, Callable[[CallRecord], Any]]] = [
     ("system_prompt_tokens", lambda r: r.call.system_prompt_tokens or 0),
     ("context_tokens", lambda r: r.call.context_tokens or 0),
     ("latency_ms", _call("latency_ms")),
-    ("cost", lambda r: r.cost),
-    ("computed_cost", lambda r: r.computed_cost),
+    ("cost", _attr("cost")),
+    ("computed_cost", _attr("computed_cost")),
     ("reported_cost", _call("reported_cost")),
     ("currency", lambda r: r.call.currency or "USD"),
     ("price_book_version", lambda r: r.price_book_version),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from schemas.outputs import (
     WorkUnitAttribution,
 )
 from schemas.partitioner import partition_for
-from schemas.pricing import PriceBook, cost_of_call
+from schemas.pricing import PriceBook, scaled_cost_of_call
 from streams.core import state as cf
 from streams.core.config import EngineConfig
 from streams.core.money import ATTO, from_atto, per, ratio, to_atto
@@ -64,11 +65,19 @@ class CallRecord:
     """A validated, priced call for the ``model_calls`` table."""
 
     call: ModelCall
-    cost: Decimal | None
-    computed_cost: Decimal | None
+    cost_atto: int | None  # reporting currency, 10^-18 units (the sink converts)
+    computed_atto: int | None
     price_book_version: str
     partition: int
     offset: int
+
+    @property
+    def cost(self) -> Decimal | None:
+        return from_atto(self.cost_atto) if self.cost_atto is not None else None
+
+    @property
+    def computed_cost(self) -> Decimal | None:
+        return from_atto(self.computed_atto) if self.computed_atto is not None else None
 
 
 @dataclass(slots=True)
@@ -212,6 +221,7 @@ class PartitionEngine:
         self.dirty_units: set[str] = set()
         self.removed_units: set[str] = set()
         self.dirty_cells: set[CellKey] = set()  # changed since the last partial_updates()
+        self._changed: set[CellKey] = set()  # changed by the message being applied
         self.closed_cells: list[tuple[CellKey, int, list[int]]] = []
         self.removed_cells: set[CellKey] = set()
         self.applied_offsets: dict[str, int] = {}
@@ -223,7 +233,6 @@ class PartitionEngine:
         self._base_ms = self._sizes_ms[0]
         self._fx = {c: to_atto(r) for c, r in config.fx_rates.items()}
         self._runaway_cost = to_atto(config.runaway_max_cost)
-        self._interned: dict[str, str] = {}
 
     # -- public API -----------------------------------------------------------------
     @property
@@ -237,6 +246,8 @@ class PartitionEngine:
         codec: EventCodec[Any] = call_codec if kind == "calls" else outcome_codec
         decoded: Decoded[Any] = codec.decode(value)
         self.ledger.received += decoded.total
+        self._book = self.prices()
+        self._book_version = self._book.version
         for error in decoded.errors:
             self._reject(error, source, out)
         touched: dict[str, UnitState] = {}
@@ -245,6 +256,7 @@ class PartitionEngine:
         for index, event in zip(decoded.indexes, decoded.events, strict=True):
             apply(event, index, source, now_ms, touched, out)
         self.applied_offsets[source.topic] = source.offset
+        self._mark_changed()
         self._advance(touched, out)
         self._emit_attributions(touched, out)
         return out
@@ -300,17 +312,21 @@ class PartitionEngine:
         unit = self._admit(call, "calls", t_ms, source, out)
         if unit is None:
             return
-        book = self.prices()
         if unit.calls == 0:
-            unit.team, unit.workflow = self._intern(call.team), self._intern(call.workflow)
-            unit.owner, unit.task_type = self._intern(call.owner), self._intern(call.task_type)
-            unit.service = self._intern(call.service)
-            unit.environment = self._intern(call.environment)
-            unit.agent = self._intern(call.agent or "")
-        self._touch_time(unit, t_ms)
+            unit.team, unit.workflow = _intern(call.team), _intern(call.workflow)
+            unit.owner, unit.task_type = _intern(call.owner), _intern(call.task_type)
+            unit.service = _intern(call.service)
+            unit.environment = _intern(call.environment)
+            unit.agent = _intern(call.agent or "")
+        if t_ms < unit.first_ms or unit.events == 0:
+            unit.first_ms = t_ms
+        if t_ms > unit.last_ms:
+            unit.last_ms = t_ms
+        self.dirty_units.add(unit.unit_id)
         unit.events += 1
         unit.calls += 1
-        if call.attempt > 1:
+        retry = call.attempt > 1
+        if retry:
             unit.retries += 1
         if call.status != "ok":
             unit.failed += 1
@@ -319,11 +335,12 @@ class PartitionEngine:
         unit.cached_tokens += call.cached_input_tokens
         unit.write_tokens += call.cache_write_tokens
         unit.reasoning_tokens += call.reasoning_tokens
-        unit.system_tokens += call.system_prompt_tokens or 0
-        unit.context_tokens += call.context_tokens or 0
-        provider = self._intern(call.provider)
-        if provider not in unit.providers:
-            unit.providers.append(provider)
+        if call.system_prompt_tokens:
+            unit.system_tokens += call.system_prompt_tokens
+        if call.context_tokens:
+            unit.context_tokens += call.context_tokens
+        if call.provider not in unit.providers:
+            unit.providers.append(_intern(call.provider))
         if cost_atto is None:
             unit.unpriced += 1
         else:
@@ -332,77 +349,100 @@ class PartitionEngine:
             unit.computed += computed_atto
         if call.reported_cost is not None:
             unit.reported = (unit.reported or 0) + (cost_atto or 0)
-        team, workflow = self._intern(call.team), self._intern(call.workflow)
-        model = self._intern(call.model)
-        self._book_call(unit, call, t_ms, team, workflow, model, cost_atto)
+        self._book_call(unit, call, t_ms, _intern(call.team), _intern(call.workflow),
+                        _intern(call.model), cost_atto, retry)
         if unit.expired_ms is not None:
             # Activity resumed after the deadline: the unit is open again and the spend
             # booked as unlinked is taken back, in this event's window.
             self._book_unlinked(unit, t_ms, -1)
             unit.expired_ms = None
-        self._check_runaway(unit, t_ms, out)
+        if not unit.runaway_alerted:
+            self._check_runaway(unit, t_ms, out)
         self._schedule(unit)
         touched[unit.unit_id] = unit
-        out.calls.append(CallRecord(
-            call, from_atto(cost_atto) if cost_atto is not None else None,
-            from_atto(computed_atto) if computed_atto is not None else None,
-            book.version, self.partition, source.offset))
+        out.calls.append(CallRecord(call, cost_atto, computed_atto, self._book_version,
+                                    self.partition, source.offset))
 
     def _book_call(self, unit: UnitState, call: ModelCall, t_ms: int, team: str,
-                   workflow: str, model: str, cost_atto: int | None) -> None:
+                   workflow: str, model: str, cost_atto: int | None, retry: bool) -> None:
+        """Add one call to its window cells (one per window size) and to the unit's
+        spend by base window. The hot path: keep it lean."""
         cost = cost_atto or 0
         base_start = t_ms - t_ms % self._base_ms
-        cells = unit.cells
-        # Is this (team, workflow, model) / (team, workflow) already counted in each window?
+        spend_by_window = unit.cells
+        counted = False
+        for i in range(0, len(spend_by_window), 5):
+            if spend_by_window[i] == base_start and spend_by_window[i + 3] == model \
+                    and spend_by_window[i + 1] == team and spend_by_window[i + 2] == workflow:
+                spend_by_window[i + 4] += cost
+                counted = True  # already counted as a work unit in every window size
+                break
+        cells = self.cells
+        changed = self._changed
+        input_tokens = call.input_tokens
+        output_tokens = call.output_tokens
+        system = call.system_prompt_tokens or 0
+        overhead = system + (call.context_tokens or 0)
+        failed = call.status != "ok"
+        agent_series = cf.AGENT_SERIES + call.agent if call.agent else None
+        link_ms = unit.link_ms
         for size in self._sizes_ms:
             start = t_ms - t_ms % size
-            seen_model = seen_all = False
-            for i in range(0, len(cells), 5):
-                if cells[i] - cells[i] % size == start and cells[i + 1] == team \
-                        and cells[i + 2] == workflow:
-                    seen_all = True
-                    if cells[i + 3] == model:
-                        seen_model = True
-                        break
-            cell = self._cell((size, start, team, workflow, model))
+            key = (size, start, team, workflow, model)
+            cell = cells.get(key) or self._new_cell(key)
+            changed.add(key)
             v = cell.v
-            v[cf.CALLS] += 1
-            if call.attempt > 1:
-                v[cf.RETRIES] += 1
-            if call.status != "ok":
-                v[cf.FAILED] += 1
-            v[cf.INPUT] += call.input_tokens
-            v[cf.OUTPUT] += call.output_tokens
-            v[cf.CACHED] += call.cached_input_tokens
-            v[cf.REASONING] += call.reasoning_tokens
-            v[cf.OVERHEAD] += (call.system_prompt_tokens or 0) + (call.context_tokens or 0)
-            v[cf.SYSTEM] += call.system_prompt_tokens or 0
+            v[0] += 1  # CALLS
+            if retry:
+                v[1] += 1  # RETRIES
+            if failed:
+                v[2] += 1  # FAILED
+            v[3] += input_tokens  # INPUT
+            v[4] += output_tokens  # OUTPUT
+            v[5] += call.cached_input_tokens  # CACHED
+            v[6] += call.reasoning_tokens  # REASONING
+            if overhead:
+                v[7] += overhead  # OVERHEAD
+                v[17] += system  # SYSTEM
             if cost_atto is None:
-                v[cf.UNPRICED] += 1
+                v[9] += 1  # UNPRICED
             else:
-                v[cf.SPEND] += cost_atto
-            if call.agent:
-                a = self._cell((size, start, team, workflow, cf.AGENT_SERIES + call.agent)).v
-                a[cf.CALLS] += 1
-                a[cf.INPUT] += call.input_tokens
-                a[cf.OUTPUT] += call.output_tokens
-                a[cf.SPEND] += cost
-                if call.attempt > 1:
-                    a[cf.RETRIES] += 1
-            if not seen_model:
-                v[cf.WORK_UNITS] += 1
-            if not seen_all:
-                self._cell((size, start, team, workflow, ALL_MODELS)).v[cf.WORK_UNITS] += 1
-            if unit.link_ms is not None:
-                link_start = max(base_start, unit.link_ms)
+                v[8] += cost_atto  # SPEND
+            if not counted:
+                self._count_unit(unit, size, start, team, workflow, model, v)
+            if agent_series is not None:
+                agent_key = (size, start, team, workflow, agent_series)
+                a = (cells.get(agent_key) or self._new_cell(agent_key)).v
+                changed.add(agent_key)
+                a[0] += 1
+                a[3] += input_tokens
+                a[4] += output_tokens
+                a[8] += cost
+                if retry:
+                    a[1] += 1
+            if link_ms is not None and cost:
+                link_start = base_start if base_start > link_ms else link_ms
                 self._post((size, link_start - link_start % size, team, workflow, model),
                            cf.LINKED, cost)
-        for i in range(0, len(cells), 5):
-            if cells[i] == base_start and cells[i + 1] == team and cells[i + 2] == workflow \
-                    and cells[i + 3] == model:
-                cells[i + 4] += cost
-                return
-        cells.extend((base_start, team, workflow, model, cost))
+        if not counted:
+            spend_by_window.extend((base_start, team, workflow, model, cost))
+
+    def _count_unit(self, unit: UnitState, size: int, start: int, team: str, workflow: str,
+                    model: str, v: list[int]) -> None:
+        """Count the unit once per window row (model and all-models), if not yet."""
+        seen_model = seen_all = False
+        spend_by_window = unit.cells
+        for i in range(0, len(spend_by_window), 5):
+            if spend_by_window[i] - spend_by_window[i] % size == start \
+                    and spend_by_window[i + 1] == team and spend_by_window[i + 2] == workflow:
+                seen_all = True
+                if spend_by_window[i + 3] == model:
+                    seen_model = True
+                    break
+        if not seen_model:
+            v[cf.WORK_UNITS] += 1
+        if not seen_all:
+            self._cell((size, start, team, workflow, ALL_MODELS)).v[cf.WORK_UNITS] += 1
 
     # -- outcomes -------------------------------------------------------------------
     def _apply_outcome(self, outcome: Outcome, index: int, source: Source, now_ms: int,
@@ -417,7 +457,7 @@ class PartitionEngine:
         unit = self._admit(outcome, "outcomes", t_ms, source, out)
         if unit is None:
             return
-        team, workflow = self._intern(outcome.team), self._intern(outcome.workflow)
+        team, workflow = _intern(outcome.team), _intern(outcome.workflow)
         if not unit.team:
             unit.team, unit.workflow = team, workflow
         self._touch_time(unit, t_ms)
@@ -523,8 +563,7 @@ class PartitionEngine:
     def _price(self, call: ModelCall, index: int, source: Source,
                out: Outputs) -> tuple[int | None, int | None] | None:
         """(cost, computed cost) in atto of the reporting currency; None if rejected."""
-        _, computed, _ = cost_of_call(self.prices(), call)
-        computed_atto = to_atto(computed) if computed is not None else None
+        computed_atto = scaled_cost_of_call(self._book, call)
         if call.reported_cost is not None:
             rate = self._fx_rate(call.currency, "currency", call, index, source, out)
             if rate is None:
@@ -558,7 +597,7 @@ class PartitionEngine:
                 self.ledger.rerouted += 1
                 out.reroute.append((kind, unit_id, _encode(event)))
                 return None
-            unit = UnitState(self._intern(unit_id))
+            unit = UnitState(_intern(unit_id))
             self.units.add(unit)
             self.removed_units.discard(unit_id)
         h = event_hash(event.event_id)
@@ -621,22 +660,33 @@ class PartitionEngine:
 
     # -- windows ----------------------------------------------------------------------
     def _cell(self, key: CellKey) -> Cell:
-        cell = self.cells.get(key)
-        if cell is None:
-            cell = self.cells[key] = Cell()
-            size, start, team, workflow, model = key
-            group = (size, start, team, workflow)
-            models = self.groups.get(group)
-            if models is None:
-                models = self.groups[group] = set()
-            models.add(model)
-            if (size, start) not in self.open_windows:
-                self.open_windows.add((size, start))
-                heapq.heappush(self.window_heap, (start + size, size, start))
-        cell.revision += 1
-        cell.dirty = True
-        self.dirty_cells.add(key)
+        cell = self.cells.get(key) or self._new_cell(key)
+        self._changed.add(key)
         return cell
+
+    def _new_cell(self, key: CellKey) -> Cell:
+        cell = self.cells[key] = Cell()
+        size, start, team, workflow, model = key
+        group = (size, start, team, workflow)
+        models = self.groups.get(group)
+        if models is None:
+            models = self.groups[group] = set()
+        models.add(model)
+        if (size, start) not in self.open_windows:
+            self.open_windows.add((size, start))
+            heapq.heappush(self.window_heap, (start + size, size, start))
+        return cell
+
+    def _mark_changed(self) -> None:
+        """Once per message: every cell changed by it gets a new revision."""
+        cells = self.cells
+        for key in self._changed:
+            cell = cells.get(key)
+            if cell is not None:
+                cell.revision += 1
+                cell.dirty = True
+                self.dirty_cells.add(key)
+        self._changed.clear()
 
     def _post(self, key: CellKey, index: int, amount: int) -> None:
         if amount:
@@ -712,6 +762,7 @@ class PartitionEngine:
                         # Changed in this step (say, just expired): say so before it goes.
                         self._emit_attributions({uid: unit}, out)
                     self._evict(unit)
+        self._mark_changed()  # postings made above must reach the rollup before closing
         self._close_windows()
 
     def _evict(self, unit: UnitState) -> None:
@@ -735,13 +786,8 @@ class PartitionEngine:
             out.attributions.append(attribution_of(unit, self.partition, version, self.config))
             unit.emitted = True
 
-    def _intern(self, text: str) -> str:
-        found = self._interned.get(text)
-        if found is None:
-            if len(self._interned) > 1_000_000:
-                self._interned.clear()
-            found = self._interned[text] = text
-        return found
+
+_intern = sys.intern
 
 
 def revision_of(unit: UnitState) -> int:
@@ -765,7 +811,8 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
     decider = unit.decider
     status = decider[3] if decider else None
     model_costs = unit.model_costs()
-    return WorkUnitAttribution(
+    # Built from already-validated state: construct without validating again (hot path).
+    return WorkUnitAttribution.trusted(
         attribution_id=unit.unit_id,
         work_unit_id=unit.unit_id,
         revision=revision_of(unit),
