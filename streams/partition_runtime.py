@@ -135,10 +135,16 @@ class PartitionRuntime:
         batch, self.batch = self.batch, SinkBatch()
         await self.sink.write(batch)
         plan = self.checkpointer.plan()
+        # One record per producer batch: the embedded broker (Tansu 0.6) reports the
+        # end of a partition as the last batch's first offset + 1, so a changelog whose
+        # last batch held several records would look shorter than it is, and recovery
+        # would stop early (or refuse to start). Single-record batches keep it exact.
         for key, value in plan.writes:
             store.set(key, value)
+            await flush_producer()
         for key in plan.deletes:
             store.delete(key)
+            await flush_producer()
         store.set(*plan.meta)
         await flush_producer()
         held, self.held = self.held, []

@@ -108,14 +108,17 @@ class RollupRuntime:
         chunks = [snapshot[i:i + CHUNK_BYTES] for i in range(0, len(snapshot), CHUNK_BYTES)]
         previous = [_chunk_key(self.seq, i) for i in range(self.chunks)]
         self.seq += 1
+        # One record per producer batch (see partition_runtime: Tansu's end offsets).
         for index, chunk in enumerate(chunks):
             store.set(_chunk_key(self.seq, index), chunk)
+            await flush_producer()
         self.chunks = len(chunks)
         store.set(META_KEY, orjson.dumps(
             {"offset": self.applied_offset, "seq": self.seq, "chunks": len(chunks)}))
         await flush_producer()
         for key in previous:
-            store.delete(key)  # durable with the next flush; the new meta no longer names it
+            store.delete(key)  # the new meta no longer names it
+            await flush_producer()
         held, self.held = self.held, []
         for ack in held:
             ack()
