@@ -1,33 +1,18 @@
-# The two commands a newcomer needs (see README.md):
-#   make demo   run tokenyield end to end on the embedded broker and ClickHouse
-#   make test   run the test suite
-# Both create .venv and install the project into it on first use (Python 3.11+, pip).
-
+# Shortcuts for run.py (the README's two commands need only Python 3.11+ and pip):
+#   make demo   = python3 run.py demo     run tokenyield end to end, embedded
+#   make test   = python3 run.py test     run the test suite
 PYTHON ?= python3
-VENV ?= .venv
-BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench install
+.PHONY: demo test lint bench
 
-$(STAMP): pyproject.toml
-	@echo "Installing tokenyield and its test tools into $(VENV) (first run only)..."
-	@$(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e '.[test]'
-	@rm -f $(VENV)/.installed-*
-	@touch $(STAMP)
+demo:
+	$(PYTHON) run.py demo $(ARGS)
 
-install: $(STAMP)
+test:
+	$(PYTHON) run.py test $(ARGS)
 
-demo: $(STAMP)
-	$(BIN)/tokenyield demo $(ARGS)
+lint:
+	$(PYTHON) run.py test --co -q >/dev/null && .venv/bin/ruff check schemas streams loadtest tests run.py
 
-test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
-
-lint: $(STAMP)
-	$(BIN)/ruff check schemas streams loadtest tests
-
-bench: $(STAMP)
-	$(BIN)/tokenyield bench $(ARGS)
+bench:
+	$(PYTHON) run.py test --co -q >/dev/null && .venv/bin/tokenyield bench $(ARGS)

@@ -190,9 +190,9 @@ class Outcome(_Event):
     @classmethod
     def _default_dimension(cls, data: object) -> object:
         # A value with no stated dimension is read as revenue, the plainest case.
-        if isinstance(data, dict) and data.get("value") is not None:
-            if data.get("value_dimension") is None:
-                return {**data, "value_dimension": "revenue"}
+        if isinstance(data, dict) and data.get("value") is not None \
+                and data.get("value_dimension") is None:
+            return {**data, "value_dimension": "revenue"}
         return data
 
     @property

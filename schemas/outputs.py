@@ -117,8 +117,9 @@ class CostPerOutcomeWindow(_Output):
     Rows with ``model == "*"`` and no ``agent`` total every model and carry the outcome
     figures (and the cost per accepted outcome, acceptance rate and yield); rows per
     model carry spend-side figures; rows with an ``agent`` (and ``model == "*"``)
-    carry one agent's calls, tokens and spend. ``final`` rows come once the event-time clock of every active
-    partition has passed the window's end; earlier rows are running updates.
+    carry one agent's calls, tokens and spend. ``final`` rows come once the event-time
+    clock of every active partition has passed the window's end; earlier rows are
+    running updates.
     """
 
     window_id: str

@@ -230,7 +230,7 @@ class _Rates:
     any price with at most 12 decimals per million tokens) so the hot path can price
     with integer arithmetic."""
 
-    __slots__ = ("base", "tiers", "scaled_base", "scaled_tiers")
+    __slots__ = ("base", "scaled_base", "scaled_tiers", "tiers")
 
     def __init__(self, entry: PriceEntry) -> None:
         self.base = _per_token_rates(entry, entry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,7 +23,16 @@ from schemas.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse" / "migrations"
+def _migrations_dir() -> Path:
+    """deploy/ in a checkout (or an editable install); else the copy a regular install
+    puts under ``<prefix>/share/tokenyield/migrations`` (pyproject's data-files)."""
+    checkout = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse" / "migrations"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "tokenyield" / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 

@@ -31,6 +31,7 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.outputs import Alert, CostPerOutcomeWindow, DeadLetter, LateEvent, WorkUnitAttribution
 from schemas.pricing import PriceEntry
+from streams.budgets import BudgetRow
 from streams.core.engine import CallRecord, OutcomeRecord
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,11 @@ class SinkBatch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late: list[LateEvent] = field(default_factory=list)
     prices: list[tuple[PriceEntry, str]] = field(default_factory=list)
+    budgets: list[BudgetRow] = field(default_factory=list)
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Batches not read from Kafka (prices, budgets) have no offsets: a tag of their own
+    # keeps ClickHouse from deduplicating a later, different write as a replay.
+    tag: str = ""
 
     def cover(self, topic: str, partition: int, offset: int) -> None:
         key = f"{topic}[{partition}]"
@@ -60,11 +65,11 @@ class SinkBatch:
     def __len__(self) -> int:
         return (len(self.calls) + len(self.outcomes) + len(self.attributions)
                 + len(self.windows) + len(self.alerts) + len(self.dead_letters)
-                + len(self.late) + len(self.prices))
+                + len(self.late) + len(self.prices) + len(self.budgets))
 
     def token(self, table: str) -> str:
         spans = ",".join(f"{k}:{a}-{b}" for k, (a, b) in sorted(self.ranges.items()))
-        return f"{table}|{spans}"
+        return f"{table}|{spans}|{self.tag}" if self.tag else f"{table}|{spans}"
 
 
 def _ts(moment: datetime) -> datetime:
@@ -200,7 +205,8 @@ ATTRIBUTION_COLUMNS: list[tuple[str, Callable[[WorkUnitAttribution], Any]]] = [
 
 _WINDOW_FIELDS = [
     "window_id", "window_start", "window_end", "window_seconds", "team", "workflow", "model",
-    "agent", "system_prompt_tokens", "revision", "currency", "calls", "retries", "failed_calls", "input_tokens",
+    "agent", "system_prompt_tokens", "revision", "currency", "calls", "retries", "failed_calls",
+    "input_tokens",
     "output_tokens", "cached_input_tokens", "reasoning_tokens", "overhead_tokens", "spend",
     "unpriced_calls", "work_units", "outcomes", "accepted_outcomes", "value", "human_cost",
     "fully_loaded_cost", "linked_spend", "unlinked_spend", "cost_per_accepted_outcome",
@@ -266,6 +272,16 @@ PRICE_COLUMNS: list[tuple[str, Callable[[tuple[PriceEntry, str]], Any]]] = [
     ("source", lambda p: p[0].source),
 ]
 
+BUDGET_COLUMNS: list[tuple[str, Callable[[BudgetRow], Any]]] = [
+    ("team", lambda b: b[0].team),
+    ("workflow", lambda b: b[0].workflow),
+    ("period", lambda b: b[0].period),
+    ("amount", lambda b: b[0].amount),
+    ("soft_share", lambda b: b[0].soft_share),
+    ("updated_at", lambda b: b[1]),
+    ("is_deleted", lambda b: b[2]),
+]
+
 TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
     ("calls", "model_calls", CALL_COLUMNS),
     ("outcomes", "outcomes", OUTCOME_COLUMNS),
@@ -275,6 +291,7 @@ TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
     ("dead_letters", "dead_letters", DEAD_LETTER_COLUMNS),
     ("late", "late_events", LATE_COLUMNS),
     ("prices", "prices", PRICE_COLUMNS),
+    ("budgets", "budgets", BUDGET_COLUMNS),
 ]
 
 
@@ -303,6 +320,8 @@ class ClickHouseSink:
         self._stopping = False
         self.failures = 0
         self.rows_written = 0
+        self.failing_since: float | None = None  # monotonic time of the first failure
+        self.last_error = ""
 
     def client(self) -> Client:
         """The sink's client (opened on its thread's first use)."""
@@ -323,9 +342,13 @@ class ClickHouseSink:
         while True:
             try:
                 await self.call(lambda client: self._insert_all(client, batch))
+                self.failing_since = None
                 return
             except Exception as exc:
                 self.failures += 1
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 if self.on_error is not None:
                     self.on_error("insert", exc)
                 if self._stopping:

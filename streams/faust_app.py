@@ -202,6 +202,7 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
             if not runtime.restored:
                 runtime.restore(rollup_state)
             message = event.message
+            runtime.position = message.offset
             if event.value == TICK:
                 if not runtime.checkpoint_pending():
                     event.ack()
@@ -252,19 +253,29 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
 
 
 def update_lag(app: faust.App, services: Services) -> None:
+    """Messages not yet processed: the end offset minus the last offset the engine (or
+    the rollup) applied. Not Faust's read position: messages handed to a stream wait in
+    its buffer, and counting them as done would report no lag while work queues up.
+    Changelog topics (read only in recovery) and the tick topic are left out."""
     consumer = app.consumer
     try:
         assignment = consumer.assignment()
     except Exception:  # not started yet
         return
+    topics: Topics = services.topics
     for tp in assignment:
+        if tp.topic == topics.window_partials:
+            applied = services.rollup.position
+        elif tp.topic in (topics.calls, topics.outcomes):
+            runtime = services.runtimes.get(tp.partition)
+            applied = runtime.engine.applied_offsets.get(tp.topic, -1) if runtime else -1
+        else:
+            continue
         try:
             highwater = consumer.highwater(tp)
-            position = consumer._read_offset.get(tp)  # last offset handed to a stream
         except Exception:
             continue
         if highwater is None:
             continue
-        lag = max(0, highwater - 1 - position) if position is not None else highwater
+        lag = max(0, highwater - 1 - applied)
         services.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-

@@ -9,6 +9,7 @@ because the join would silently miss events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -76,8 +77,13 @@ async def ensure_topics(connection: KafkaConnection, topics: Topics,
         except KafkaError as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise ConfigurationError(
-                    f"cannot reach Kafka at {connection.bootstrap}: {exc}") from exc
-            log.warning("Kafka at %s not reachable yet (%s); retrying", connection.bootstrap, exc)
+                    f"cannot reach Kafka at {connection.bootstrap} after {timeout:.0f} s: {exc} "
+                    "(check TOKENYIELD_KAFKA_BOOTSTRAP and the broker)") from exc
+            log.warning("Kafka at %s is not reachable yet (%s: %s); retrying for up to %.0f s",
+                        connection.bootstrap, type(exc).__name__, exc, timeout)
+            await admin.close()
+            admin = AIOKafkaAdminClient(**connection.aiokafka_kwargs(),
+                                        request_timeout_ms=15000)
             await asyncio.sleep(1.0)
     created: list[str] = []
     try:
@@ -93,10 +99,8 @@ async def ensure_topics(connection: KafkaConnection, topics: Topics,
                 )
                 for s in missing
             ]
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
             created = [s.name for s in missing]
         described = await admin.describe_topics([s.name for s in specs if s.co_partitioned])
         for topic in described:

@@ -13,12 +13,11 @@ import asyncio
 import logging
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.kafka_options import KafkaConnection
 from schemas.pricing import PriceBook, PriceEntry
+from streams.kafka_compacted import CompactedRecord, follow_compacted
 
 log = logging.getLogger(__name__)
 
@@ -53,37 +52,18 @@ def encode_price(entry: PriceEntry) -> tuple[bytes, bytes]:
 async def follow_prices(connection: KafkaConnection, topic: str, holder: PriceBookHolder,
                         ready: asyncio.Event | None = None) -> None:
     """Apply every record of the prices topic, then keep following it (runs forever)."""
-    consumer = AIOKafkaConsumer(
-        topic, **connection.aiokafka_kwargs(), group_id=None, auto_offset_reset="earliest",
-        enable_auto_commit=False)
-    while True:
-        try:
-            await consumer.start()
-            break
-        except KafkaError as exc:
-            log.warning("price feed cannot reach Kafka yet (%s); retrying", exc)
-            await asyncio.sleep(1.0)
-    try:
-        caught_up = False
-        while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-            entries: list[PriceEntry] = []
-            removed: set[str] = set()
-            for records in batches.values():
-                for record in records:
-                    key = record.key.decode() if record.key else ""
-                    if not record.value:
-                        removed.add(key)
-                        continue
-                    try:
-                        entries.append(PriceEntry.model_validate_json(record.value))
-                    except ValidationError as exc:
-                        log.error("ignoring invalid price at %s[%d]@%d: %s", record.topic,
-                                  record.partition, record.offset, exc)
-            holder.apply(entries, removed)
-            if not caught_up and not batches:
-                caught_up = True
-                if ready is not None:
-                    ready.set()
-    finally:
-        await consumer.stop()
+
+    def apply(records: list[CompactedRecord]) -> None:
+        entries: list[PriceEntry] = []
+        removed: set[str] = set()
+        for record in records:
+            if record.value is None:
+                removed.add(record.key)
+                continue
+            try:
+                entries.append(PriceEntry.model_validate_json(record.value))
+            except ValidationError as exc:
+                log.error("ignoring invalid price at %s: %s", record.position, exc)
+        holder.apply(entries, removed)
+
+    await follow_compacted(connection, topic, apply, ready, what="price feed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+
 import orjson
 
 from schemas.outputs import Alert, CostPerOutcomeWindow
@@ -35,6 +36,7 @@ class RollupRuntime:
         self.rollup = WindowRollup(currency, idle_seconds)
         self.restored = False
         self.applied_offset = -1
+        self.position = -1  # the last message taken from the stream, ticks included
         self.first_offset: int | None = None
         self.held: list[Callable[[], object]] = []
         self.last_checkpoint = time.monotonic()

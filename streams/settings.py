@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1)
     app_id: str = "tokenyield"
+    kafka_connect_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long to wait for Kafka at start-up before giving up")
     rebalance_timeout_seconds: float | None = Field(
         None, gt=0, description="Consumer-group rebalance timeout; empty = 3 s on the "
                                 "embedded broker (which holds every join that long), 30 s else")

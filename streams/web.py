@@ -67,9 +67,13 @@ def register_views(app: faust.App, services: Services) -> None:
                 "clickhouse_failures": services.sink.failures,
                 "price_book_version": services.prices.current().version,
             }
-            healthy = services.sink.failures == 0 or services.sink.rows_written > 0
+            sink = services.sink
+            healthy = sink.failing_since is None
             if not healthy:
+                # Inserts are being retried: nothing is lost, but input is not advancing.
                 status["status"] = "degraded"
+                status["clickhouse_failing_seconds"] = round(now - sink.failing_since, 1)
+                status["clickhouse_error"] = sink.last_error
             return self.json(status, status=200 if healthy else 503)
 
     @app.page("/metrics/")

@@ -19,6 +19,7 @@ from typing import Any
 
 import faust
 
+from streams.budgets import BudgetBook, BudgetRow, follow_budgets
 from streams.clickhouse_client import connect, migrate
 from streams.clickhouse_sink import ClickHouseSink, SinkBatch
 from streams.core.alerts import AlertConfig, AlertEngine, BudgetRule
@@ -30,6 +31,7 @@ from streams.rollup_runtime import RollupRuntime
 from streams.settings import Settings
 from streams.tansu_broker import EmbeddedBroker, free_port, write_broker_file
 from streams.web import register_views
+from streams.webhook import AlertWebhook
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,8 @@ class WorkerProcess:
             log.info("embedded broker listening on %s", self.bootstrap)
         topics = Topics(settings.topic_prefix, settings.partitions)
         created = asyncio.run(ensure_topics(settings.kafka(self.bootstrap), topics,
-                                            settings.replication_factor))
+                                            settings.replication_factor,
+                                            timeout=settings.kafka_connect_timeout_seconds))
         if created:
             log.info("created topics: %s", ", ".join(created))
         client = connect(settings.clickhouse_target(), username=settings.clickhouse_username,
@@ -149,6 +152,50 @@ class WorkerProcess:
         async def publish_catalog() -> None:
             book = prices.current()
             await sink.write(SinkBatch(prices=[(e, book.version) for e in book.entries]))
+
+        budgets = BudgetBook(alert_config(settings).budgets)
+        budgets_ready = asyncio.Event()
+        writes: set[asyncio.Task[None]] = set()
+
+        def budgets_changed(rules: tuple[BudgetRule, ...], rows: list[BudgetRow]) -> None:
+            rollup.alerts.set_budgets(rules)  # the rollup may have replaced its engine
+            if budgets_ready.is_set():  # before, sync_budgets writes the whole set
+                task = asyncio.get_running_loop().create_task(
+                    sink.write(SinkBatch(budgets=rows, tag=str(time.time_ns()))))
+                writes.add(task)
+                task.add_done_callback(writes.discard)
+
+        @app.task
+        async def budget_feed() -> None:
+            await follow_budgets(connection, topics.budgets, budgets, budgets_changed,
+                                 budgets_ready)
+
+        @app.task
+        async def sync_budgets() -> None:
+            """Once the topic is read: the table holds exactly the rules in force."""
+            await budgets_ready.wait()
+            rules = budgets.rules()
+            rollup.alerts.set_budgets(rules)
+            await sink.write(SinkBatch(budgets=budgets.retire_others(await sink.call(
+                lambda client: client.query(
+                    f"SELECT team, workflow, period, amount, soft_share FROM "
+                    f"{settings.clickhouse_database}.budgets FINAL").result_rows)),
+                tag=str(time.time_ns())))
+
+        if settings.webhook_url is not None:
+            webhook = AlertWebhook(
+                settings.webhook_url, timeout_seconds=settings.webhook_timeout_seconds,
+                retries=settings.webhook_retries,
+                on_failure=lambda alert, reason: metrics.webhook_failures.inc())
+            services.notify = webhook.notify
+            rollup.notify = webhook.notify
+
+            @app.on_before_shutdown.connect
+            async def drain_webhook(app: faust.App, **kwargs: Any) -> None:
+                # Deliveries in flight get their retries, within a bound.
+                bound = settings.webhook_timeout_seconds * (settings.webhook_retries + 1) + 5
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(webhook.drain(), bound)
 
         self.services = services
         return app

@@ -53,31 +53,44 @@ class WorkerHandle:
         self.process: subprocess.Popen[bytes] | None = None
         self.web_port = int(env["TOKENYIELD_WEB_PORT"])
 
-    def start(self, timeout: float = 60.0, wait_partitions: bool = True) -> WorkerHandle:
+    def launch(self) -> WorkerHandle:
+        """Start the process without waiting for it to be ready."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"], env=self.env, cwd=ROOT,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def start(self, timeout: float = 60.0, wait_partitions: bool = True) -> WorkerHandle:
+        """Start the process and wait until it owns its partitions."""
+        self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited early:\n{self.log()[-4000:]}")
             health = self.health()
-            if health and (not wait_partitions or health.get("partitions") is not None):
-                if not wait_partitions or self._assigned():
-                    return self
+            if health and (not wait_partitions or (
+                    health.get("partitions") is not None and self.assigned())):
+                return self
             time.sleep(0.2)
         raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log()[-4000:]}")
 
-    def _assigned(self) -> bool:
+    def assigned(self) -> bool:
         metrics = self.metrics()
         return "tokenyield_consumer_lag{" in metrics
 
     def health(self) -> dict[str, Any] | None:
+        """The health document, also when the worker answers 503 (degraded)."""
         try:
             with urllib.request.urlopen(
                     f"http://127.0.0.1:{self.web_port}/health/", timeout=2) as response:
                 return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                return json.loads(exc.read())
+            except ValueError:
+                return None
         except (OSError, ValueError):
             return None
 

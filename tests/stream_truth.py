@@ -6,7 +6,10 @@ the distinct events, priced with the public pricing function.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from schemas.events import ACCEPTING_STATUSES, ModelCall
+from schemas.kafka_publisher import Publisher
 from schemas.pricing import PriceBook, price_call
 
 BOOK = PriceBook.load()
@@ -108,3 +112,33 @@ def by_partition(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     for event in events:
         grouped["calls" if "model" in event else "outcomes"].append(event)
     return grouped
+
+
+def publish_in_background(bootstrap: str, prefix: str, events: list[dict[str, Any]],
+                          rate: float, request_timeout_ms: int = 30_000,
+                          ) -> tuple[threading.Thread, dict[str, Any]]:
+    """Publish ``events`` at ``rate`` per second from a thread; ``state`` shows progress."""
+    state: dict[str, Any] = {"sent": 0, "error": None}
+
+    async def main() -> None:
+        async with Publisher(bootstrap, topic_prefix=prefix, linger_ms=20,
+                             max_batch_events=200,
+                             request_timeout_ms=request_timeout_ms) as publisher:
+            started = time.monotonic()
+            for i, event in enumerate(events):
+                await (publisher.call(**event) if "model" in event
+                       else publisher.outcome(**event))
+                state["sent"] = i + 1
+                ahead = (i + 1) / rate - (time.monotonic() - started)
+                if ahead > 0.01:
+                    await asyncio.sleep(ahead)
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except Exception as exc:  # surfaced by the test
+            state["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, state

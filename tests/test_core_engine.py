@@ -245,7 +245,7 @@ def test_a_crash_and_restore_at_any_checkpoint_changes_no_result(
                 applied = harness.engines[partition].applied_offsets.get(kind, -1)
                 harness.offsets[(kind, partition)] = applied
             # Replay what the last checkpoint did not cover, as Kafka would.
-            for p, _kind, chunk in [s for s in sent if s[0] == partition]:
+            for _p, _kind, chunk in [s for s in sent if s[0] == partition]:
                 harness.send(chunk)
     rest = events[min(len(events), (crash_after + 1) * per_message):]
     harness.send(rest, per_message=per_message)

@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from schemas.kafka_publisher import Publisher
 from tests.conftest import WorkerHandle
-from tests.stream_truth import stream, truth
+from tests.stream_truth import publish_in_background, stream, truth
 
 pytestmark = [pytest.mark.broker, pytest.mark.clickhouse, pytest.mark.slow]
 DB = "tokenyield"
-
-
-def publish_in_background(bootstrap: str, prefix: str, events: list[dict[str, Any]],
-                          rate: float) -> tuple[threading.Thread, dict[str, Any]]:
-    state: dict[str, Any] = {"sent": 0, "error": None}
-
-    async def main() -> None:
-        async with Publisher(bootstrap, topic_prefix=prefix, linger_ms=20,
-                             max_batch_events=200) as publisher:
-            started = time.monotonic()
-            for i, event in enumerate(events):
-                await (publisher.call(**event) if "model" in event
-                       else publisher.outcome(**event))
-                state["sent"] = i + 1
-                ahead = (i + 1) / rate - (time.monotonic() - started)
-                if ahead > 0.01:
-                    await asyncio.sleep(ahead)
-
-    def run() -> None:
-        try:
-            asyncio.run(main())
-        except Exception as exc:  # surfaced by the test
-            state["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, state
 
 
 def test_kill_9_several_times_mid_stream_changes_nothing(make_worker: Any, prefix: str) -> None:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from schemas.errors import TokenyieldError
-from streams.cli import data, prices, run
+from streams.cli import bench, budgets, data, prices, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     data.register(sub)
     prices.register(sub)
+    budgets.register(sub)
+    bench.register(sub)
     return parser
 
 

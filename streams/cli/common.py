@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -39,3 +40,23 @@ def worker_sql(web_port: int, sql: str, timeout: float = 60.0) -> dict[str, Any]
     except urllib.error.HTTPError as exc:
         body = json.loads(exc.read() or b"{}")
         raise ConfigurationError(f"query failed: {body.get('error', exc)}") from exc
+
+
+def publish_keyed(settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]]
+                  ) -> None:
+    """Send key/value records (None: a tombstone) to a topic and wait for the acks."""
+    from aiokafka import AIOKafkaProducer
+
+    bootstrap = bootstrap_for(settings)
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**settings.kafka(bootstrap).aiokafka_kwargs(), acks="all")
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send(topic, value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())

@@ -1,4 +1,5 @@
-"""Data commands: publish NDJSON, migrate and query ClickHouse, export schemas, config."""
+"""Data commands: publish NDJSON, migrate and query ClickHouse, the HTML report, export
+schemas, config."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import asyncio
 import csv
 import io
+import re
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,16 @@ def register(sub: Any) -> None:
     exp = schema_commands.add_parser("export", help=f"write them (default {SCHEMA_DIR})")
     exp.add_argument("-o", "--output", type=Path, default=SCHEMA_DIR)
     exp.set_defaults(handler=export_command)
+
+    report = sub.add_parser(
+        "report", help="write a static HTML report with charts (opens offline)",
+        description="Cost per accepted outcome over time, yield by workflow, attribution "
+                    "coverage and alerts, from the configured ClickHouse (through a running "
+                    "worker when it owns the chdb directory), as one self-contained page.")
+    report.add_argument("-o", "--output", type=Path, default=Path("tokenyield-report.html"))
+    report.add_argument("--since", default=None,
+                        help="only event time from then: ISO date/time, or 24h / 7d ago")
+    report.set_defaults(handler=report_command)
 
     config = sub.add_parser("config", help="print the effective settings (secrets masked)")
     config.set_defaults(handler=config_command)
@@ -180,4 +193,33 @@ def export_command(args: argparse.Namespace) -> int:
 def config_command(args: argparse.Namespace) -> int:
     print(orjson.dumps(load_settings().public(), option=orjson.OPT_INDENT_2,
                        default=str).decode())
+    return 0
+
+
+def parse_since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)([hd])", text.strip())
+    if match:
+        hours = int(match.group(1)) * (24 if match.group(2) == "d" else 1)
+        return datetime.now(UTC) - timedelta(hours=hours)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"--since {text!r}: use an ISO date/time, or 24h, 7d") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from streams.report_html import gather, render
+
+    settings = load_settings()
+    data = gather(lambda sql: query(settings, sql)[1], settings.clickhouse_database,
+                  parse_since(args.since))
+    page = render(data, database=settings.clickhouse_database,
+                  source=settings.clickhouse_display(), currency=settings.currency)
+    args.output.write_text(page, encoding="utf-8")
+    headline = data["headline"]
+    print(f"report: {headline.work_units:,} work units, {len(data['alerts'])} recent alerts "
+          f"-> {args.output.resolve()}")
     return 0

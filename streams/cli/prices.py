@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from schemas.errors import ConfigurationError
 from schemas.events import ModelCall
 from schemas.litellm_import import CHAT_MODES, dump_catalog, import_litellm_file
 from schemas.pricing import PriceBook, load_catalog, plain, price_call
-from streams.cli.common import bootstrap_for, load_settings
+from streams.cli.common import load_settings, publish_keyed
 from streams.prices import encode_price
 
 
@@ -103,19 +101,7 @@ def quote_command(args: argparse.Namespace) -> int:
 def publish_command(args: argparse.Namespace) -> int:
     settings = load_settings()
     catalog = load_catalog(args.catalog)
-    bootstrap = bootstrap_for(settings)
-
-    async def send() -> None:
-        producer = AIOKafkaProducer(**settings.kafka(bootstrap).aiokafka_kwargs(), acks="all")
-        await producer.start()
-        try:
-            for entry in catalog.entries:
-                key, value = encode_price(entry)
-                await producer.send(settings.topic("prices"), value, key=key)
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
+    publish_keyed(settings, settings.topic("prices"),
+                  [encode_price(entry) for entry in catalog.entries])
     print(f"published {len(catalog.entries)} prices to {settings.topic('prices')}")
     return 0

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import sys
 import heapq
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from schemas.codec import DecodeError, Decoded, EventCodec, call_codec, outcome_codec
+from schemas.codec import Decoded, DecodeError, EventCodec, call_codec, outcome_codec
 from schemas.events import ACCEPTING_STATUSES, ModelCall, Outcome
 from schemas.outputs import (
     ALL_MODELS,

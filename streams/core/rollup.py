@@ -181,7 +181,7 @@ class WindowRollup:
         """Model-mix figures of the open and recently closed hours, for the detectors."""
         found = []
         for key, parts in self.cells.items():
-            size, start, task_type, _, series = key
+            _size, start, task_type, _, series = key
             if not series.startswith(cf.MIX_SERIES):
                 continue
             units = sum(v[cf.OUTCOMES] for v in parts.values())

@@ -219,7 +219,7 @@ MIX_SERIES = "mix:"
 class Cell:
     """Additive figures of one window row (size, start, team, workflow, model)."""
 
-    __slots__ = ("v", "revision", "dirty")
+    __slots__ = ("dirty", "revision", "v")
 
     def __init__(self) -> None:
         self.v: list[int] = [0] * CELL_FIELDS

@@ -1,4 +1,9 @@
-"""Every alert threshold, built once from the settings."""
+"""Every alert threshold, built once from the settings.
+
+The fields below the settings-backed ones are tuning constants of the statistics
+(half-lives, clipping, state bounds). They have no ``TOKENYIELD_*`` variable: their
+defaults are what ``loadtest/alerts_benchmark.py`` measured (see docs/ALERTS.md).
+"""
 
 from __future__ import annotations
 
@@ -23,17 +28,63 @@ class BudgetRule(BaseModel):
 class AlertConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    warmup_windows: int = 10
-    min_calls: int = 20
-    spike_threshold: Decimal = Decimal(6)
-    spike_min_ratio: Decimal = Decimal(2)
-    retry_storm_share: Decimal = Decimal("0.3")
-    context_bloat_share: Decimal = Decimal("0.7")
-    prompt_sprawl_growth: Decimal = Decimal("1.5")
-    cpo_regression_ratio: Decimal = Decimal("1.5")
-    model_mismatch_min_units: int = 30
-    model_mismatch_max_gap: Decimal = Decimal("0.05")
-    model_mismatch_min_cost_ratio: Decimal = Decimal(3)
-    cooldown_seconds: int = 900
-    detection_window_seconds: int = 60
+    # -- from the settings (TOKENYIELD_*) ---------------------------------------------
+    warmup_windows: int = Field(10, ge=1)
+    min_calls: int = Field(20, ge=0)
+    spike_threshold: Decimal = Field(Decimal(6), gt=0)
+    spike_min_ratio: Decimal = Field(Decimal(2), gt=1)
+    retry_storm_share: Decimal = Field(Decimal("0.3"), gt=0, le=1)
+    context_bloat_share: Decimal = Field(Decimal("0.7"), gt=0, le=1)
+    prompt_sprawl_growth: Decimal = Field(Decimal("1.5"), gt=1)
+    cpo_regression_ratio: Decimal = Field(Decimal("1.5"), gt=1)
+    model_mismatch_min_units: int = Field(30, ge=1)
+    model_mismatch_max_gap: Decimal = Field(Decimal("0.05"), ge=0, le=1)
+    model_mismatch_min_cost_ratio: Decimal = Field(Decimal(3), gt=1)
+    cooldown_seconds: int = Field(900, ge=0)
+    detection_window_seconds: int = Field(60, gt=0)
     budgets: tuple[BudgetRule, ...] = ()
+
+    # -- tuning constants (no setting) ---------------------------------------------------
+    baseline_half_life_windows: int = Field(
+        20, ge=1, description="Spike baselines: half-life of the EWMA of level and spread")
+    baseline_clip: Decimal = Field(
+        Decimal(3), gt=0, description="An observation moves a baseline by at most this "
+                                      "many standard deviations")
+    spread_floor_share: Decimal = Field(
+        Decimal("0.05"), ge=0, description="Standard deviation floor, as a share of the level")
+    adapt_after_windows: int = Field(
+        30, ge=1, description="A spike lasting longer than this many windows starts to "
+                              "teach the baseline (a persistent shift becomes normal)")
+    idle_gap_windows: int = Field(
+        3, ge=0, description="A missing window counts as zero only this soon after the "
+                             "subject's last row; later silence freezes its baseline")
+    resolve_after_windows: int = Field(2, ge=1, description="Normal evaluations to resolve")
+    hold_fraction: Decimal = Field(
+        Decimal("0.9"), ge=0, le=1, description="An open episode neither resolves nor "
+        "counts towards resolving while its figure is at least this fraction of the way "
+        "from normal to its threshold (hysteresis: no flapping around a threshold)")
+    retry_storm_z: Decimal = Field(
+        Decimal(1), ge=0, description="The retry share must exceed the threshold by this "
+                                      "many binomial standard errors")
+    fast_half_life_windows: int = Field(
+        5, ge=1, description="Waste ratios: half-life of the 'current' decayed sums")
+    baseline_half_life_seconds: int = Field(
+        86_400, gt=0, description="Usual retry share, context share and cost per outcome")
+    sprawl_baseline_half_life_seconds: int = Field(7 * 86_400, gt=0)
+    cpo_min_accepted: int = Field(
+        20, ge=1, description="Accepted outcomes in the current decayed sums (about "
+                              "1.4 fast half-lives of windows) before CPO is judged")
+    cpo_min_z: Decimal = Field(
+        Decimal(3), ge=0, description="And the shortfall of accepted outcomes is this many "
+                                      "Poisson standard deviations")
+    model_mismatch_lookback_hours: int = Field(24, ge=1)
+    model_mismatch_z: Decimal = Field(
+        Decimal(1), ge=0, description="The acceptance gap must hold by this many standard "
+                                      "errors of the difference (sampling noise)")
+    subject_ttl_seconds: int = Field(
+        7 * 86_400, gt=0, description="Forget a subject's baselines after this much "
+                                      "event time without a row")
+    max_subjects: int = Field(50_000, ge=1, description="Per detector; least recent go first")
+    correction_horizon_seconds: int = Field(
+        3 * 3_600, gt=0, description="Budgets keep per-window spend this long, so a "
+                                     "corrected final row replaces (not adds to) the old")

@@ -1,14 +1,30 @@
-"""The rollup stage's detectors over global windows (spikes, budgets, waste)."""
+"""The rollup stage's detectors over global windows (spikes, budgets, waste).
+
+Everything runs on event time. Final rows of the detection size are judged window by
+window, in order of window start; a window is judged once (a corrected final row of a
+window already judged only corrects budgets). Budgets also follow running rows, so
+they fire within a checkpoint of the spend. The model mix is judged once per hour of
+event time. The engine is deterministic: the same rows give the same alerts, and a
+restored engine continues exactly where the dumped one stopped.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 import orjson
 
 from schemas.outputs import Alert, CostPerOutcomeWindow
-from streams.core.alerts.config import AlertConfig
+from streams.core.alerts.budgets import BudgetTracker
+from streams.core.alerts.config import AlertConfig, BudgetRule
+from streams.core.alerts.lifecycle import EpisodeBook
+from streams.core.alerts.mismatch import HOUR_MS, MismatchDetector
+from streams.core.alerts.spikes import SPIKE_KINDS, SpikeDetector, spike_figures
+from streams.core.alerts.waste import WASTE_KINDS, WasteDetector
 from streams.core.rollup import ModelMix
+
+STATE_VERSION = 1
 
 
 class AlertEngine:
@@ -17,16 +33,88 @@ class AlertEngine:
     def __init__(self, config: AlertConfig, currency: str) -> None:
         self.config = config
         self.currency = currency
+        self.size_ms = config.detection_window_seconds * 1000
+        self._empty()
+
+    def _empty(self) -> None:
+        config, currency = self.config, self.currency
+        self.book = EpisodeBook(config.resolve_after_windows, config.cooldown_seconds * 1000)
+        self.spikes = SpikeDetector(config, currency)
+        self.waste = WasteDetector(config, currency)
+        self.mismatch = MismatchDetector(config, currency)
+        self.budgets = BudgetTracker(config, currency)
+        self.last_window_ms = -1  # start of the last window judged
+        self.pruned_ms = 0
 
     def fresh(self) -> AlertEngine:
         return AlertEngine(self.config, self.currency)
 
+    def set_budgets(self, rules: tuple[BudgetRule, ...]) -> None:
+        """Budgets changed (settings plus the ``budgets`` topic); ``fresh`` keeps them."""
+        self.config = self.config.model_copy(update={"budgets": rules})
+        self.budgets.set_rules(rules)
+
     def observe(self, running: list[CostPerOutcomeWindow], finals: list[CostPerOutcomeWindow],
                 mix: list[ModelMix], now_ms: int) -> list[Alert]:
-        return []
+        """One rollup checkpoint. ``now_ms`` (wall time) is not used: decisions follow
+        the rows' event time, so a replay decides the same."""
+        self.mismatch.update(mix)
+        by_start: dict[int, list[CostPerOutcomeWindow]] = defaultdict(list)
+        for row in finals:
+            start = int(row.window_start.timestamp() * 1000)
+            if row.window_seconds * 1000 == self.size_ms and start > self.last_window_ms:
+                by_start[start].append(row)
+        alerts: list[Alert] = []
+        for start in sorted(by_start):
+            rows = sorted(by_start[start], key=lambda r: (r.team, r.workflow, r.model, r.agent))
+            alerts.extend(self._window(start, rows))
+        alerts.extend(self.budgets.observe([*running, *finals]))
+        return alerts
 
+    def _window(self, start: int, rows: list[CostPerOutcomeWindow]) -> list[Alert]:
+        end = start + self.size_ms
+        found, holding = self.spikes.observe(start, self.size_ms, spike_figures(rows))
+        alerts = self.book.evaluate(SPIKE_KINDS, found, start, end, holding)
+        found, holding = self.waste.observe(start, self.size_ms, rows)
+        alerts += self.book.evaluate(WASTE_KINDS, found, start, end, holding)
+        self.last_window_ms = start
+        hour = self.mismatch.due(end)
+        if hour is not None:
+            alerts += self.book.evaluate(("model_mismatch",), self.mismatch.evaluate(hour),
+                                         hour - HOUR_MS, hour)
+        if end - self.pruned_ms >= HOUR_MS:
+            self.pruned_ms = end
+            self.spikes.prune(end)
+            self.waste.prune(end)
+            self.book.prune(end)
+        return alerts
+
+    # -- persistence ------------------------------------------------------------------------
     def dump(self) -> bytes:
-        return orjson.dumps({})
+        return orjson.dumps({
+            "version": STATE_VERSION,
+            "last_window_ms": self.last_window_ms,
+            "pruned_ms": self.pruned_ms,
+            "book": self.book.dump(),
+            "spikes": self.spikes.dump(),
+            "waste": self.waste.dump(),
+            "mismatch": self.mismatch.dump(),
+            "budgets": self.budgets.dump(),
+        })
 
     def load(self, data: Any) -> None:
-        return None
+        """Restore a ``dump``: its bytes, or the object they parse to. An empty object
+        (a snapshot from before detectors had state) leaves the engine fresh."""
+        state: dict[str, Any] = orjson.loads(data) if isinstance(data, bytes | str) else data
+        self._empty()
+        if not state:
+            return
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown alert state version {state.get('version')!r}")
+        self.last_window_ms = int(state["last_window_ms"])
+        self.pruned_ms = int(state["pruned_ms"])
+        self.book.load(state["book"])
+        self.spikes.load(state["spikes"])
+        self.waste.load(state["waste"])
+        self.mismatch.load(state["mismatch"])
+        self.budgets.load(state["budgets"])

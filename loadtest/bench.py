@@ -1,0 +1,408 @@
+"""``tokenyield bench``: the engine against its baselines, in one run on one broker.
+
+Stages (each prints progress on stderr; the results go to stdout and, with --json, a file):
+
+1. **engine**: N events pre-published in envelopes, then a real ``tokenyield worker``
+   process (validation, exact pricing, join, windows, checkpoints, chdb sink) drains
+   them; timed from partition assignment to the last row counted by the sink.
+2. **raw**: an aiokafka + orjson loop reading the same messages: the Python ceiling.
+3. **naive**: a Faust agent with a Record and a table update per event, on
+   single-event messages (loadtest/naive_faust.py): the typical user's baseline.
+4. **latency**: the engine's worker at a sustained rate (10,000 events/s): outcome
+   publish to attribution on the topic, and to its row in ClickHouse (p50, p99).
+5. **memory**: engine state per open work unit (tracemalloc of the pure engine with K
+   units awaiting their outcome; and checkpoint bytes per unit).
+6. **scaling**: the same N events drained by two worker processes (separate chdb
+   paths, one consumer group) against one.
+7. **dashboards** (``--dashboards``): every Grafana panel's SQL over ``--calls`` calls
+   in chdb (loadtest/dashboard_bench.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from loadtest.generator import publisher_for, run_benchmark
+from loadtest.scenarios import Scenario, encoded_events, raw_events
+from schemas.pricing import PriceBook
+from streams.core.checkpoint import Checkpointer
+from streams.core.config import EngineConfig
+from streams.core.engine import PartitionEngine, Source
+from streams.demo import WorkerProcessHandle
+from streams.settings import Settings
+from streams.tansu_broker import EmbeddedBroker
+
+PARTITIONS = 4
+
+
+def say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def metric_sum(metrics: str, name: str, label: str = "") -> float:
+    pattern = rf"^{name}\{{[^}}]*{label}[^}}]*\}} ([0-9.e+]+)$"
+    return sum(float(v) for v in re.findall(pattern, metrics, re.MULTILINE))
+
+
+def sink_rows(worker: WorkerProcessHandle) -> float:
+    metrics = worker.metrics()
+    return (metric_sum(metrics, "tokenyield_clickhouse_rows_total", 'table="model_calls"')
+            + metric_sum(metrics, "tokenyield_clickhouse_rows_total", 'table="outcomes"'))
+
+
+class Bench:
+    def __init__(self, events: int, root: Path, quick: bool) -> None:
+        self.events = events
+        self.root = root
+        self.quick = quick
+        self.broker = EmbeddedBroker(log_path=root / "broker.log")
+        self.results: dict[str, Any] = {}
+
+    # -- plumbing ---------------------------------------------------------------------
+    def worker(self, name: str, prefix: str, app_id: str | None = None,
+               extra: dict[str, str] | None = None) -> WorkerProcessHandle:
+        data_dir = self.root / name
+        settings = Settings(data_dir=data_dir, topic_prefix=prefix, partitions=PARTITIONS,
+                            kafka_bootstrap=self.broker.bootstrap)
+        environment = {
+            "TOKENYIELD_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "TOKENYIELD_TOPIC_PREFIX": prefix, "TOKENYIELD_PARTITIONS": str(PARTITIONS),
+            "TOKENYIELD_APP_ID": app_id or prefix.rstrip("."),
+            "TOKENYIELD_REBALANCE_TIMEOUT_SECONDS": "2", "TOKENYIELD_LOG_LEVEL": "warning",
+            "TOKENYIELD_DEADLINE_SECONDS": "86400", **(extra or {})}
+        return WorkerProcessHandle(settings, data_dir / "worker.log", environment)
+
+    def prepublish(self, prefix: str, events: int, mode: str = "envelope") -> int:
+        scenario = Scenario.for_events(events, seed=11, run_id=prefix.rstrip(".")).clean()
+        report = asyncio.run(run_benchmark(self.broker.bootstrap, events, mode,  # type: ignore[arg-type]
+                                           scenario=scenario, topic_prefix=prefix,
+                                           partitions=PARTITIONS))
+        say(f"published {report.generated:,} events to {prefix}* ({mode}, "
+            f"{report.publish.events_per_second:,.0f} events/s)")
+        return report.generated
+
+    def drain(self, workers: list[WorkerProcessHandle], total: int, what: str) -> float:
+        """Start the workers, then time them from the moment all own partitions to the
+        sink's last row (what they stored before that moment is left out)."""
+        for worker in workers:
+            worker.launch()
+        for worker in workers:
+            worker.wait_ready(timeout=180, say=lambda text: None)
+        started = time.monotonic()
+        before = sum(sink_rows(w) for w in workers)
+        last_report = 0.0
+        while True:
+            done = sum(sink_rows(w) for w in workers)
+            now = time.monotonic()
+            if done >= total:
+                break
+            if now - last_report > 2:
+                last_report = now
+                say(f"{what}: {done:,.0f} of {total:,} events stored "
+                    f"({done / max(now - started, 1e-9):,.0f}/s)")
+            if now - started > 900:
+                raise TimeoutError(f"{what}: only {done:,.0f} of {total:,} stored in 900 s")
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+        return (total - before) / elapsed
+
+    # -- stages -------------------------------------------------------------------------
+    def stage_engine(self) -> None:
+        total = self.prepublish("bench-engine.", self.events)
+        worker = self.worker("engine", "bench-engine.")
+        try:
+            rate = self.drain([worker], total, "engine")
+            self.results["engine_events_per_second"] = round(rate)
+            say(f"engine: {rate:,.0f} events/s end to end (to rows in chdb)")
+            self.stage_latency(worker)
+        finally:
+            worker.stop()
+        self.total = total
+
+    def stage_raw(self) -> None:
+        total = self.total
+
+        async def consume() -> float:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, group_id=None,
+                                        enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
+                                        fetch_max_bytes=32 << 20)
+            await consumer.start()
+            try:
+                parts = [TopicPartition(f"bench-engine.{kind}", p)
+                         for kind in ("calls", "outcomes") for p in range(PARTITIONS)]
+                consumer.assign(parts)
+                await consumer.seek_to_beginning(*parts)
+                count, started = 0, 0.0
+                while count < total:
+                    batches = await consumer.getmany(timeout_ms=1000, max_records=20000)
+                    started = started or time.monotonic()
+                    for records in batches.values():
+                        for record in records:
+                            value = orjson.loads(record.value)
+                            count += len(value) if isinstance(value, list) else \
+                                len(value.get("events", [value]))
+                return total / (time.monotonic() - started)
+            finally:
+                await consumer.stop()
+
+        rate = asyncio.run(consume())
+        self.results["raw_events_per_second"] = round(rate)
+        say(f"raw aiokafka + orjson: {rate:,.0f} events/s")
+
+    def stage_naive(self) -> None:
+        events = min(self.events, 6000 if self.quick else 30000)
+        total = self.prepublish("bench-naive.", events, mode="single")
+        status = self.root / "naive-status.json"
+        env = {**os.environ, "NAIVE_BOOTSTRAP": self.broker.bootstrap,
+               "NAIVE_PREFIX": "bench-naive.", "NAIVE_TOTAL": str(total),
+               "NAIVE_STATUS": str(status)}
+        log = open(self.root / "naive.log", "wb")  # noqa: SIM115 - closed below
+        process = subprocess.Popen([sys.executable, "-m", "loadtest.naive_faust", "worker",
+                                    "--loglevel", "warning", "--without-web"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=self.root, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 900
+            seen: dict[str, float] = {}
+            last_report = 0.0
+            while time.monotonic() < deadline:
+                if status.exists():
+                    seen = json.loads(status.read_text() or "{}")
+                if seen.get("count", 0) >= total:
+                    break
+                if process.poll() is not None:
+                    raise RuntimeError(f"the naive Faust app exited: {self.root / 'naive.log'}")
+                if time.monotonic() - last_report > 2:
+                    last_report = time.monotonic()
+                    say(f"naive Faust: {seen.get('count', 0):,.0f} of {total:,} events")
+                time.sleep(0.2)
+            rate = (seen["count"] - 1) / max(seen["last"] - seen["first"], 1e-9)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.close()
+        self.results["naive_events_per_second"] = round(rate)
+        self.results["naive_events"] = total
+        say(f"naive Faust: {rate:,.0f} events/s")
+
+    def stage_latency(self, worker: WorkerProcessHandle) -> None:
+        rate = 2000.0 if self.quick else 10000.0
+        seconds = 8 if self.quick else 20
+        units = int(rate * seconds / 4.5)
+        scenario = Scenario(seed=5, run_id="lat", work_units=units, span_seconds=seconds,
+                            outcome_delay_max_seconds=60, end=None, lag_seconds=0).clean()
+        published: dict[str, float] = {}
+
+        async def run() -> None:
+            async with publisher_for(self.broker.bootstrap, topic_prefix="bench-engine.",
+                                     partitions=PARTITIONS) as publisher:
+                events = list(encoded_events(scenario))
+                outcomes = {e.work_unit_id for e in events if e.kind == "outcomes"}
+
+                started = time.monotonic()
+                bucket_rate = rate
+                sent = 0
+                for event in events:
+                    ahead = sent / bucket_rate - (time.monotonic() - started)
+                    if ahead > 0.002:
+                        await asyncio.sleep(ahead)
+                    topic = publisher.calls_topic if event.kind == "calls" \
+                        else publisher.outcomes_topic
+                    await publisher.publish_raw(topic, event.work_unit_id, event.value)
+                    if event.kind == "outcomes" and event.work_unit_id in outcomes:
+                        published.setdefault(event.work_unit_id, time.time())
+                    sent += 1
+                await publisher.flush()
+                achieved = sent / (time.monotonic() - started)
+                self.results["latency_rate_events_per_second"] = round(achieved)
+                say(f"latency: published {sent:,} events at {achieved:,.0f}/s")
+
+        asyncio.run(run())
+        to_topic = asyncio.run(self._attribution_times(published))
+        deadline = time.monotonic() + 60
+        rows: dict[str, float] = {}
+        while time.monotonic() < deadline and len(rows) < len(published):
+            found = worker.query(
+                "SELECT work_unit_id, toUnixTimestamp64Milli(min(ingested_at)) FROM "
+                "tokenyield.attributions WHERE outcomes > 0 AND startsWith(work_unit_id, 'lat') "
+                "GROUP BY work_unit_id")
+            rows = {str(u): int(ms) / 1000 for u, ms in found}
+            time.sleep(1)
+        to_row = [rows[u] - t for u, t in published.items() if u in rows]
+        for name, values in (("attribution", to_topic), ("clickhouse_row", to_row)):
+            values = sorted(values)
+            if values:
+                self.results[f"latency_{name}_p50_seconds"] = round(_pct(values, 50), 3)
+                self.results[f"latency_{name}_p99_seconds"] = round(_pct(values, 99), 3)
+        say(f"latency: outcome -> attribution p50 "
+            f"{self.results.get('latency_attribution_p50_seconds')} s, p99 "
+            f"{self.results.get('latency_attribution_p99_seconds')} s; -> ClickHouse row p50 "
+            f"{self.results.get('latency_clickhouse_row_p50_seconds')} s, p99 "
+            f"{self.results.get('latency_clickhouse_row_p99_seconds')} s")
+
+    async def _attribution_times(self, published: dict[str, float]) -> list[float]:
+        consumer = AIOKafkaConsumer("bench-engine.attributions",
+                                    bootstrap_servers=self.broker.bootstrap, group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        first: dict[str, float] = {}
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(first) < len(published):
+                batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                for records in batches.values():
+                    for record in records:
+                        for row in orjson.loads(record.value):
+                            unit = row["work_unit_id"]
+                            if unit in published and row["outcomes"] > 0 and unit not in first:
+                                first[unit] = record.timestamp / 1000
+        finally:
+            await consumer.stop()
+        return [first[u] - published[u] for u in first]
+
+    def stage_memory(self) -> None:
+        units = 5000 if self.quick else 50000
+        book = PriceBook.load()
+        engine = PartitionEngine(0, EngineConfig(partitions=1), lambda: book,
+                                 lambda: int(time.time() * 1000))
+        scenario = Scenario(seed=3, run_id="mem", work_units=units, no_outcome_share=1.0,
+                            span_seconds=3600).clean()
+        calls = [e.data for e in raw_events(scenario) if e.kind == "calls"]
+        batches = [orjson.dumps(calls[i:i + 500]) for i in range(0, len(calls), 500)]
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for offset, batch in enumerate(batches):
+            engine.process("calls", batch, Source("calls", 0, offset))
+        after = tracemalloc.take_snapshot()
+        grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+        tracemalloc.stop()
+        open_units = len(engine.units)
+        plan = Checkpointer(engine).plan()
+        saved = sum(len(k) + len(v) for k, v in plan.writes) + sum(map(len, plan.meta))
+        self.results["memory_bytes_per_open_unit"] = round(grown / open_units)
+        self.results["checkpoint_bytes_per_open_unit"] = round(saved / open_units)
+        self.results["memory_open_units"] = open_units
+        self.results["memory_calls_per_unit"] = round(len(calls) / open_units, 2)
+        say(f"memory: {grown / open_units:,.0f} bytes per open unit in the engine "
+            f"({open_units:,} units, {len(calls) / open_units:.1f} calls each); "
+            f"{saved / open_units:,.0f} bytes per unit in a checkpoint")
+
+    def stage_scaling(self) -> None:
+        total = self.prepublish("bench-scale.", self.events)
+        workers = [self.worker(f"scale-{i}", "bench-scale.", app_id="bench-scale")
+                   for i in range(2)]
+        try:
+            rate = self.drain(workers, total, "2 workers")
+        finally:
+            for w in workers:
+                w.stop()
+        one = self.results["engine_events_per_second"]
+        self.results["two_workers_events_per_second"] = round(rate)
+        self.results["speedup_two_workers"] = round(rate / one, 2)
+        say(f"2 workers: {rate:,.0f} events/s, {rate / one:.2f}x one")
+
+    def run(self, stages: list[Callable[[], None]]) -> dict[str, Any]:
+        self.broker.start()
+        try:
+            for stage in stages:
+                stage()
+        finally:
+            self.broker.stop()
+        r = self.results
+        if "raw_events_per_second" in r:
+            r["engine_over_raw"] = round(r["engine_events_per_second"]
+                                         / r["raw_events_per_second"], 3)
+        if "naive_events_per_second" in r:
+            r["engine_over_naive"] = round(r["engine_events_per_second"]
+                                           / r["naive_events_per_second"], 2)
+        r["events"] = self.events
+        r["environment"] = environment()
+        return r
+
+
+def _pct(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def environment() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    cpu = ""
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line)
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "cpu": cpu,
+            "platform": platform.platform(),
+            "packages": {p: version(p) for p in ("faust-streaming", "aiokafka", "chdb",
+                                                  "clickhouse-connect", "orjson")}}
+
+
+GOALS = [
+    ("engine_events_per_second", ">=", 50000, "events/s end to end"),
+    ("engine_over_naive", ">=", 15, "x the naive Faust baseline"),
+    ("engine_over_raw", ">=", 0.2, "x the raw aiokafka ceiling"),
+    ("latency_attribution_p99_seconds", "<", 1.0, "s p99 outcome -> attribution"),
+    ("latency_clickhouse_row_p99_seconds", "<", 3.0, "s p99 outcome -> ClickHouse row"),
+    ("memory_bytes_per_open_unit", "<", 1024, "bytes per open work unit"),
+    ("speedup_two_workers", ">=", 1.7, "x from 1 to 2 workers"),
+    ("dashboard_median_ms_worst_panel", "<", 300, "ms median, slowest panel"),
+]
+
+
+def summary(results: dict[str, Any]) -> str:
+    lines = ["", "tokenyield bench: results", ""]
+    for key, op, goal, unit in GOALS:
+        if key not in results:
+            continue
+        value = results[key]
+        met = value >= goal if op == ">=" else value < goal
+        lines.append(f"  {key:<38} {value:>12,} {unit:<34} goal {op} {goal:<8} "
+                     f"{'met' if met else 'NOT met'}")
+    for key in ("raw_events_per_second", "naive_events_per_second",
+                "two_workers_events_per_second", "latency_rate_events_per_second",
+                "latency_attribution_p50_seconds", "latency_clickhouse_row_p50_seconds",
+                "checkpoint_bytes_per_open_unit"):
+        if key in results:
+            lines.append(f"  {key:<38} {results[key]:>12,}")
+    return "\n".join(lines)
+
+
+def main(events: int, json_path: Path | None, quick: bool, dashboards: bool,
+         calls: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="tokenyield-bench-"))
+    bench = Bench(events, root, quick)
+    stages = [bench.stage_engine, bench.stage_raw, bench.stage_naive, bench.stage_memory,
+              bench.stage_scaling]
+    results = bench.run(stages)
+    if dashboards:
+        from loadtest.dashboard_bench import run_dashboards
+
+        results.update(run_dashboards(calls, root / "dashboards", say))
+    results["work_dir"] = str(root)
+    print(summary(results))
+    if json_path is not None:
+        json_path.write_text(json.dumps(results, indent=2, default=str))
+        print(f"\nresults written to {json_path}")
+    return results

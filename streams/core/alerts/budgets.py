@@ -1,0 +1,239 @@
+"""Budgets per team or workflow, per UTC day or month, alerting from running rows.
+
+Spend is the ``spend`` of the detection size's total rows (``model == "*"``, no agent),
+running and final. A window's row arrives many times (running at every checkpoint,
+then final, then maybe a corrected final): the latest revision per ``window_id``
+replaces the previous one, so only its change is added to the period totals. Per-window
+values are kept for ``correction_horizon_seconds`` of event time (longer than the
+rollup keeps a closed window open to corrections); after that a window is settled.
+
+Only teams named by a budget rule are tracked, so a rule added mid-period counts spend
+from when the engine first saw it configured.
+
+Each threshold fires once per period: the soft one (``soft_share`` of the amount,
+warning) and the hard one (the amount, critical); a jump past both fires only the hard
+one. Both resolve once the event clock has left the period.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from schemas.outputs import ALL_MODELS, Alert, AlertKind, CostPerOutcomeWindow
+from streams.core.alerts.config import AlertConfig, BudgetRule
+from streams.core.alerts.figures import clock, dec, dt, iso, money, pct
+
+Period = Literal["daily", "monthly"]
+PERIODS: tuple[Period, Period] = ("daily", "monthly")
+KINDS: dict[str, AlertKind] = {"soft": "budget_soft", "hard": "budget_hard"}
+UNKNOWN_RULE_KEEP_MS = 32 * 86_400_000
+
+
+def period_bounds(period: Period, ms: int) -> tuple[int, int]:
+    """The UTC day or calendar month holding ``ms``, as [start, end) in ms."""
+    d = dt(ms)
+    if period == "daily":
+        start = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        end = start + timedelta(days=1)
+    else:
+        start = datetime(d.year, d.month, 1, tzinfo=UTC)
+        end = datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def period_label(period: Period, start_ms: int) -> str:
+    return dt(start_ms).strftime("%Y-%m-%d" if period == "daily" else "%Y-%m")
+
+
+def rule_id(rule: BudgetRule) -> str:
+    workflow = f"/workflow={rule.workflow}" if rule.workflow else ""
+    return f"team={rule.team}{workflow}/period={rule.period}"
+
+
+def rule_subject(rule: BudgetRule) -> dict[str, str]:
+    workflow = {"workflow": rule.workflow} if rule.workflow else {}
+    return {"team": rule.team, **workflow, "period": rule.period}
+
+
+def rule_owner(rule: BudgetRule) -> str:
+    return f"{rule.team}/{rule.workflow}" if rule.workflow else rule.team
+
+
+class BudgetTracker:
+    def __init__(self, config: AlertConfig, currency: str) -> None:
+        self.currency = currency
+        self.set_rules(config.budgets)
+        self.size_ms = config.detection_window_seconds * 1000
+        self.horizon_ms = config.correction_horizon_seconds * 1000
+        self.clock_ms = 0  # the latest window end seen
+        # Latest (revision, spend) of each recent window, by series (team, workflow) and
+        # window start.
+        self.windows: dict[tuple[str, str], dict[int, tuple[int, Decimal]]] = {}
+        self.totals: dict[tuple[str, str, Period, int], Decimal] = {}  # team, wf, period, start
+        self.fired: dict[tuple[str, int], dict[str, bool]] = {}  # rule, start -> kind: emitted
+
+    def set_rules(self, rules: tuple[BudgetRule, ...]) -> None:
+        """Replace the rules (a budget changed on the ``budgets`` topic). Spend already
+        tracked is kept; a team new to the rules is counted from now on."""
+        self.rules = {rule_id(r): r for r in rules}
+        self.teams = {r.team for r in rules}
+
+    def observe(self, rows: list[CostPerOutcomeWindow]) -> list[Alert]:
+        """Rows in arrival order (running before final): the latest revision wins."""
+        if not self.rules:
+            return []
+        touched: set[tuple[str, int]] = set()
+        for row in rows:
+            if (row.model != ALL_MODELS or row.agent or row.team not in self.teams
+                    or row.window_seconds * 1000 != self.size_ms):
+                continue
+            start = int(row.window_start.timestamp() * 1000)
+            end = start + self.size_ms
+            self.clock_ms = max(self.clock_ms, end)
+            series = self.windows.setdefault((row.team, row.workflow), {})
+            previous = series.get(start)
+            if previous is None and end < self.clock_ms - self.horizon_ms:
+                continue  # settled long ago: already counted, or too late to count
+            if previous is not None and row.revision < previous[0]:
+                continue
+            delta = row.spend - (previous[1] if previous else 0)
+            series[start] = (row.revision, row.spend)
+            for period in PERIODS:
+                key = (row.team, row.workflow, period, period_bounds(period, start)[0])
+                self.totals[key] = self.totals.get(key, Decimal(0)) + delta
+            for rid, rule in self.rules.items():
+                if rule.team == row.team and rule.workflow in ("", row.workflow):
+                    touched.add((rid, period_bounds(rule.period, start)[0]))
+        alerts = [a for rid, start in sorted(touched) for a in self._judge(rid, start)]
+        alerts.extend(self._resolve_ended())
+        self._prune()
+        return alerts
+
+    def spent(self, rule: BudgetRule, start_ms: int) -> Decimal:
+        return sum((v for (team, workflow, period, start), v in self.totals.items()
+                    if team == rule.team and period == rule.period and start == start_ms
+                    and rule.workflow in ("", workflow)), Decimal(0))
+
+    def _judge(self, rid: str, start_ms: int) -> list[Alert]:
+        rule = self.rules[rid]
+        state = self.fired.get((rid, start_ms), {})
+        if state.get("resolved"):
+            return []
+        spent = self.spent(rule, start_ms)
+        if spent >= rule.amount and "hard" not in state:
+            level = "hard"
+            state.setdefault("soft", False)  # covered by the hard alert, never sent
+        elif spent >= rule.amount * rule.soft_share and "soft" not in state:
+            level = "soft"
+        else:
+            return []
+        state[level] = True
+        self.fired[(rid, start_ms)] = state
+        return [self._alert(rid, rule, start_ms, spent, level)]
+
+    def _alert(self, rid: str, rule: BudgetRule, start_ms: int, spent: Decimal,
+               level: str) -> Alert:
+        end_ms = period_bounds(rule.period, start_ms)[1]
+        now = min(self.clock_ms, end_ms)
+        rate = spent / Decimal(max(now - start_ms, self.size_ms))  # per ms of event time
+        projected = rate * (end_ms - start_ms)
+        exhausts = now if spent >= rule.amount else start_ms + int(rule.amount / rate)
+        label = period_label(rule.period, start_ms)
+        who = rule_owner(rule)
+        cur = self.currency
+        hourly = money(rate * 3_600_000, cur)
+        if level == "hard":
+            text = (f"{who} has used up its {money(rule.amount, cur)} {rule.period} budget for "
+                    f"{label}: {money(spent, cur)} spent ({pct(spent / rule.amount)}) by "
+                    f"{clock(now)}. At this rate ({hourly}/h) it will have spent "
+                    f"{money(projected, cur)} ({pct(projected / rule.amount)}) by the end of "
+                    f"the period.")
+        else:
+            when = dt(exhausts).strftime("%Y-%m-%d")
+            runs_out = (f"runs out on {when}, before the period ends" if exhausts < end_ms
+                        else f"would run out on {when}, after the period ends "
+                             f"({pct(projected / rule.amount)} of it spent by then)")
+            text = (f"{who} has spent {money(spent, cur)} of its {money(rule.amount, cur)} "
+                    f"{rule.period} budget for {label} ({pct(spent / rule.amount)}). At this "
+                    f"rate ({hourly}/h) the {rule.period} budget {runs_out}.")
+        threshold = rule.amount if level == "hard" else rule.amount * rule.soft_share
+        return Alert(
+            alert_id=f"budget_{level}:{rid}:{label}", kind=KINDS[level],
+            status="firing", severity="critical" if level == "hard" else "warning",
+            subject=rule_subject(rule), observed=spent, expected=dec(projected),
+            threshold=threshold,
+            unit=cur, window_start=dt(start_ms), window_end=dt(now), occurred_at=dt(now),
+            message=text,
+            details={"period_start": iso(start_ms), "period_end": iso(end_ms),
+                     "budget": str(rule.amount), "spent_share": str(dec(spent / rule.amount)),
+                     "burn_rate_per_hour": str(dec(rate * 3_600_000)),
+                     "projected_spend": str(dec(projected)),
+                     "exhausts_on": dt(exhausts).strftime("%Y-%m-%d")})
+
+    def _resolve_ended(self) -> list[Alert]:
+        alerts = []
+        for (rid, start_ms), state in sorted(self.fired.items()):
+            rule = self.rules.get(rid)
+            if rule is None or state.get("resolved"):
+                continue
+            end_ms = period_bounds(rule.period, start_ms)[1]
+            if self.clock_ms < end_ms + self.size_ms:
+                continue
+            state["resolved"] = True
+            spent = self.spent(rule, start_ms)
+            label = period_label(rule.period, start_ms)
+            for level in ("soft", "hard"):
+                if not state.get(level):
+                    continue
+                threshold = rule.amount if level == "hard" else rule.amount * rule.soft_share
+                alerts.append(Alert(
+                    alert_id=f"budget_{level}:{rid}:{label}", kind=KINDS[level],
+                    status="resolved", severity="critical" if level == "hard" else "warning",
+                    subject=rule_subject(rule),
+                    observed=spent, threshold=threshold, unit=self.currency,
+                    window_start=dt(start_ms), window_end=dt(end_ms), occurred_at=dt(end_ms),
+                    message=(f"Resolved: the {rule.period} budget period {label} of "
+                             f"{rule_owner(rule)} has ended with "
+                             f"{money(spent, self.currency)} spent of "
+                             f"{money(rule.amount, self.currency)} "
+                             f"({pct(spent / rule.amount)})."),
+                    details={"period_start": iso(start_ms), "period_end": iso(end_ms),
+                             "budget": str(rule.amount)}))
+        return alerts
+
+    def _prune(self) -> None:
+        horizon = self.clock_ms - self.horizon_ms
+        for key, series in list(self.windows.items()):
+            for start in [s for s in series if s + self.size_ms < horizon]:
+                del series[start]
+            if not series:
+                del self.windows[key]
+        for key in [k for k in self.totals if period_bounds(k[2], k[3])[1] < horizon]:
+            del self.totals[key]
+        for key, state in list(self.fired.items()):
+            rule = self.rules.get(key[0])
+            # A rule unknown now may come back from the budgets topic after a restart:
+            # keep what it fired until no period could still be open (a month).
+            if (rule is None and key[1] < horizon - UNKNOWN_RULE_KEEP_MS) or (
+                    rule is not None and state.get("resolved")
+                    and period_bounds(rule.period, key[1])[1] < horizon):
+                del self.fired[key]
+
+    # -- persistence ------------------------------------------------------------------------
+    def dump(self) -> dict[str, Any]:
+        return {"clock_ms": self.clock_ms,
+                "windows": [[team, workflow, [[start, rev, str(spend)]
+                                              for start, (rev, spend) in series.items()]]
+                            for (team, workflow), series in self.windows.items()],
+                "totals": [[t, w, p, s, str(v)] for (t, w, p, s), v in self.totals.items()],
+                "fired": [[r, s, state] for (r, s), state in self.fired.items()]}
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.clock_ms = int(data.get("clock_ms", 0))
+        self.windows = {(team, workflow): {int(start): (int(rev), Decimal(spend))
+                                           for start, rev, spend in series}
+                        for team, workflow, series in data.get("windows", [])}
+        self.totals = {(t, w, p, int(s)): Decimal(v) for t, w, p, s, v in data.get("totals", [])}
+        self.fired = {(r, int(s)): dict(state) for r, s, state in data.get("fired", [])}

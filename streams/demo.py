@@ -1,0 +1,326 @@
+"""``tokenyield demo``: a worker on the embedded broker and chdb, fed realistic traffic,
+with a live terminal view, shut down cleanly at the end.
+
+The traffic is the load generator's scenario (several teams and workflows, catalog
+prices, retries, acceptance, human review, a spend spike, a runaway work unit, a retry
+storm and context bloat). First a few hours of history are replayed fast, so windows
+close, baselines warm up and alerts can fire within a minute; then live traffic
+continues at a steady rate until ``--duration`` or Ctrl-C.
+
+The worker runs as its own process (``tokenyield worker``), exactly as in production;
+the demo talks to it through its web port, since chdb allows one process per data
+directory. If anything fails, the worker is still stopped and its log path printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+from loadtest.generator import Progress, live_traffic, publish, publisher_for
+from loadtest.scenarios import Scenario, encoded_events
+from schemas.errors import ConfigurationError
+from streams.cli.common import worker_sql
+from streams.live_view import Snapshot, literal, render, snapshot
+from streams.settings import Settings
+from streams.worker import running_worker
+
+# Settings the demo changes unless the environment sets them: a short deadline so
+# attribution coverage moves within minutes, and any free port for the web server.
+DEMO_DEFAULTS = {"TOKENYIELD_DEADLINE_SECONDS": "900", "TOKENYIELD_WEB_PORT": "0"}
+EVENTS_PER_UNIT = 4.5  # the generator's average, to size rounds by rate
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    duration_seconds: float | None = None  # None: until Ctrl-C
+    history_hours: float = 3.0
+    history_units: int = 6000
+    history_seconds: float = 60.0  # wall time to replay the history in
+    live_rate: float = 300.0  # events/s after the history
+    seed: int = 7
+    refresh_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSummary:
+    published: int
+    snapshot: Snapshot
+    data_dir: Path
+    clickhouse: str
+    worker_log: Path
+
+
+class WorkerProcessHandle:
+    """The demo's ``tokenyield worker`` subprocess."""
+
+    def __init__(self, settings: Settings, log_path: Path,
+                 environment: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.environment = environment or {}  # settings for the worker, over the defaults
+        self.process: subprocess.Popen[bytes] | None = None
+        self.web_port = 0
+
+    def start(self, timeout: float, say: Callable[[str], None]) -> None:
+        self.launch()
+        self.wait_ready(timeout, say)
+
+    def launch(self) -> None:
+        env = {**os.environ}
+        for name, value in DEMO_DEFAULTS.items():
+            env.setdefault(name, value)
+        env.update(self.environment)
+        env["TOKENYIELD_DATA_DIR"] = str(self.settings.data_dir)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float, say: Callable[[str], None]) -> None:
+        """Until the worker's web port answers and it owns partitions."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        stage = ""
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ConfigurationError(
+                    f"the worker stopped during start-up; its log: {self.log_path}\n"
+                    + self.log_path.read_text(errors="replace")[-2000:])
+            info = running_worker(self.settings.data_dir)
+            if info and int(info.get("pid", 0)) == self.process.pid:
+                self.web_port = int(info["web_port"])
+                if stage != "assigning":
+                    stage = "assigning"
+                    say(f"worker up (web port {self.web_port}); joining its consumer group")
+                if "tokenyield_consumer_lag{" in self.metrics():
+                    return
+            elif stage != "starting":
+                stage = "starting"
+                say("starting the broker, topics, ClickHouse schema and worker")
+            time.sleep(0.3)
+        raise ConfigurationError(f"the worker was not ready in {timeout:.0f}s; its log: "
+                                 f"{self.log_path}")
+
+    def metrics(self) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics/",
+                                        timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            return ""
+
+    def lag(self) -> int | None:
+        """Messages not yet processed on the inputs and the window partials (where the
+        latest tick may be in flight: one message there does not count)."""
+        inputs = {self.settings.topic("calls"), self.settings.topic("outcomes")}
+        found = re.findall(r'^tokenyield_consumer_lag\{[^}]*topic="([^"]+)"[^}]*\} ([0-9.e+]+)$',
+                           self.metrics(), re.MULTILINE)
+        if not found:
+            return None
+        return int(sum(float(v) if topic in inputs else max(0.0, float(v) - 1)
+                       for topic, v in found))
+
+    def settled(self, database: str, since: str) -> bool:
+        """The last checkpoints have landed: every stored call's cost is in the windows."""
+        calls, windows = self.query(
+            f"SELECT (SELECT sum(cost) FROM {database}.model_calls FINAL "
+            f"WHERE occurred_at >= {since}), (SELECT sum(spend) FROM "
+            f"{database}.cost_per_outcome_windows FINAL WHERE window_seconds = (SELECT "
+            f"min(window_seconds) FROM {database}.cost_per_outcome_windows) AND model = '*' "
+            f"AND agent = '' AND window_start >= {since})")[0]
+        return bool(calls is not None and windows is not None and
+                    Decimal(calls) == Decimal(windows))
+
+    def query(self, sql: str) -> list[list[Any]]:
+        rows: list[list[Any]] = worker_sql(self.web_port, sql)["rows"]
+        return rows
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+class Demo:
+    def __init__(self, settings: Settings, options: DemoOptions, out: TextIO = sys.stdout
+                 ) -> None:
+        self.settings = settings
+        self.options = options
+        self.out = out
+        self.tty = out.isatty()
+        self.stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        self.history_end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=15)
+        # Whole hours: a window starting before ``since`` would hold calls after it.
+        self.since = (self.history_end - timedelta(hours=options.history_hours)).replace(
+            minute=0, second=0)
+        self.published = 0
+        self.phase = "starting"
+        self.last: Snapshot = Snapshot()
+
+    def say(self, text: str) -> None:
+        print(f"tokenyield demo: {text}", file=self.out, flush=True)
+
+    def run(self) -> DemoSummary:
+        settings = self.settings
+        if running_worker(settings.data_dir):
+            raise ConfigurationError(
+                f"a worker already runs on {settings.data_dir}: stop it, or set "
+                f"TOKENYIELD_DATA_DIR to another directory for the demo")
+        worker = WorkerProcessHandle(settings, settings.data_dir / "worker.log")
+        try:
+            worker.start(timeout=180, say=self.say)
+            bootstrap = settings.kafka_bootstrap or self._embedded_bootstrap()
+            asyncio.run(self._main(worker, bootstrap))
+        except KeyboardInterrupt:
+            self.say("interrupted")
+        finally:
+            self.say("stopping the worker (it checkpoints and flushes first)")
+            worker.stop()
+        return DemoSummary(self.published, self.last, settings.data_dir,
+                           settings.clickhouse_display(), worker.log_path)
+
+    def _embedded_bootstrap(self) -> str:
+        info = running_worker(self.settings.data_dir)
+        if not info:
+            raise ConfigurationError("the worker stopped")
+        return str(info["bootstrap"])
+
+    async def _main(self, worker: WorkerProcessHandle, bootstrap: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        started = time.monotonic()
+        traffic = asyncio.create_task(self._traffic(bootstrap))
+        next_line = 0.0
+        while not stop.is_set():
+            elapsed = time.monotonic() - started
+            if self.options.duration_seconds is not None and \
+                    elapsed >= self.options.duration_seconds:
+                break
+            if traffic.done() and traffic.exception() is not None:
+                raise traffic.exception()  # type: ignore[misc]
+            if worker.process is not None and worker.process.poll() is not None:
+                raise ConfigurationError(f"the worker stopped; its log: {worker.log_path}")
+            await self._refresh(worker, elapsed, final=False, print_line=elapsed >= next_line)
+            if elapsed >= next_line:
+                next_line = elapsed + 10
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.options.refresh_seconds)
+        traffic.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await traffic
+        self.phase = "catching up"
+        self.say("traffic stopped; waiting for the worker to process and store the rest")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (worker.lag() or 0) > 0:
+            await asyncio.sleep(0.5)
+        since = literal(self.since)
+        while time.monotonic() < deadline and not await asyncio.to_thread(
+                worker.settled, self.settings.clickhouse_database, since):
+            await asyncio.sleep(0.5)
+        self.phase = "done"
+        await self._refresh(worker, time.monotonic() - started, final=True, print_line=True)
+
+    async def _refresh(self, worker: WorkerProcessHandle, elapsed: float, *, final: bool,
+                       print_line: bool) -> None:
+        try:
+            self.last = await asyncio.to_thread(
+                snapshot, worker.query, self.settings.clickhouse_database, self.since)
+        except (ConfigurationError, OSError) as exc:
+            if final:
+                self.say(f"could not read ClickHouse: {exc}")
+            return
+        header = (f"tokenyield demo · {self.phase} · {elapsed:,.0f}s · "
+                  f"{self.published:,} events published · data in {self.settings.data_dir}")
+        if self.tty or final:
+            screen = render(self.last, self.settings.currency, header)
+            prefix = "\x1b[H\x1b[2J" if self.tty else "\n"
+            print(prefix + screen + ("" if final else "\n\n  Ctrl-C to stop"),
+                  file=self.out, flush=True)
+        elif print_line:
+            coverage = self.last.coverage
+            self.say(f"{elapsed:,.0f}s {self.phase}: {self.published:,} events published, "
+                     f"{self.last.calls:,} calls stored, {self.last.attributed_units:,} units "
+                     f"attributed, {len(self.last.workflows)} workflows, "
+                     f"{self.last.alerts_firing} alerts firing"
+                     + (f", coverage {coverage:.0%}" if coverage is not None else ""))
+
+    async def _traffic(self, bootstrap: str) -> None:
+        options, settings = self.options, self.settings
+        history = Scenario(seed=options.seed, run_id=f"demo{self.stamp}",
+                           work_units=options.history_units,
+                           span_seconds=int(options.history_hours * 3600),
+                           end=self.history_end)
+        history_wall = options.history_seconds
+        if options.duration_seconds is not None:
+            history_wall = min(history_wall, options.duration_seconds * 0.6)
+        connection = settings.kafka(bootstrap)
+
+        def progress(p: Progress) -> None:
+            self.published = base + p.events
+
+        async with publisher_for(connection, topic_prefix=settings.topic_prefix,
+                                 partitions=settings.partitions) as publisher:
+            base = 0
+            self.phase = f"replaying {options.history_hours:g} h of history"
+            await publish(encoded_events(history), publisher, progress=progress,
+                          replay_speed=history.span_seconds / history_wall,
+                          progress_interval=0.5)
+            base = self.published
+            self.phase = f"live traffic at {options.live_rate:,.0f} events/s"
+
+            def count(step: int) -> None:
+                self.published += step
+
+            # Runs until the demo cancels it.
+            await live_traffic(publisher, options.live_rate, asyncio.Event(),
+                               seed=options.seed, run_id=f"demo{self.stamp}-live",
+                               on_events=count)
+
+
+def next_steps(summary: DemoSummary, settings: Settings) -> str:
+    snap = summary.snapshot
+    data_dir = summary.data_dir
+    env = "" if data_dir == Path(".tokenyield").resolve() else \
+        f"TOKENYIELD_DATA_DIR={data_dir} "
+    db = settings.clickhouse_database
+    return "\n".join([
+        "",
+        f"Done: {summary.published:,} events published; ClickHouse holds {snap.calls:,} calls, "
+        f"{snap.attributed_units:,} attributed work units, {len(snap.alerts)} recent alerts.",
+        f"Data: {data_dir} (ClickHouse: {summary.clickhouse}; worker log: "
+        f"{summary.worker_log})",
+        "",
+        "What next:",
+        f"  {env}tokenyield report     an HTML report with charts (opens offline)",
+        f"  {env}tokenyield sql \"SELECT * FROM {db}.v_yield_by_workflow ORDER BY "
+        "yield_ratio DESC\"",
+        f"  {env}tokenyield sql \"SELECT kind, status, message FROM {db}.v_alerts\"",
+        "  tokenyield worker     run the worker alone; send events with `tokenyield publish`"
+        " or schemas.kafka_publisher",
+        "  docker compose up -d  production: Kafka, ClickHouse, Grafana (http://localhost:3000)",
+    ])

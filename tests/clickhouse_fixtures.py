@@ -1,0 +1,300 @@
+"""A chdb ClickHouse loaded with two days of generated traffic, written the way the
+worker writes it: migrations applied with ``migrate``, events run through the pure core
+(``PartitionEngine`` per partition, ``WindowRollup`` for the global windows) and every
+checkpoint's rows inserted by ``ClickHouseSink``.
+
+chdb allows one data directory per process, so the loaded database is built once per
+pytest process and shared by every module that imports ``loaded_clickhouse`` (a module
+cache, not only the fixture scope: a session fixture imported into two modules would
+otherwise be set up twice).
+
+The traffic is anchored to the wall clock (it ends a few minutes ago) because the budget
+views compare spend with the current day and month.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from schemas.outputs import Alert
+from schemas.partitioner import partition_for
+from schemas.pricing import PriceBook
+from streams.clickhouse_client import connect, migrate
+from streams.clickhouse_sink import ClickHouseSink, SinkBatch
+from streams.core.config import EngineConfig
+from streams.core.engine import PartitionEngine, Source
+from streams.core.rollup import WindowRollup, decode_partials, encode_partials
+from streams.settings import Budget
+
+DATABASE = "tokenyield"
+PARTITIONS = 4
+HOURS = 48
+TEAMS: dict[str, list[str]] = {
+    "support": ["triage", "refunds"],
+    "sales": ["outreach", "qualify"],
+    "eng": ["code-review"],
+}
+MODELS = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("anthropic", "claude-haiku-4-5"),
+    ("acme", "acme-internal-llm"),  # not in the catalog: unpriced
+]
+AGENTS = ["planner", "writer", ""]
+BUDGETS = [
+    Budget(team="support", period="daily", amount=Decimal("2.5"), soft_share=Decimal("0.8")),
+    Budget(team="support", workflow="triage", period="daily", amount=Decimal("0.75")),
+    Budget(team="sales", period="monthly", amount=Decimal("400")),
+    Budget(team="eng", period="daily", amount=Decimal("50"), soft_share=Decimal("0.5")),
+    Budget(team="eng", period="monthly", amount=Decimal("1000")),
+]
+CHECKPOINT_EVENTS = 400
+
+
+@dataclass
+class LoadedClickHouse:
+    """The shared database and what went into it."""
+
+    client: Client
+    database: str
+    now: datetime
+    start: datetime
+    events: int = 0
+    replayed_calls: int = 0
+    teams: dict[str, list[str]] = field(default_factory=lambda: TEAMS)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return self.client.query(sql, parameters=parameters)
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        result = self.client.query(sql)
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def scalar(self, sql: str) -> Any:
+        return self.client.query(sql).result_rows[0][0]
+
+
+class _SharedClient:
+    """The one chdb client, handed to the sink without letting ``stop`` close it."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        return None
+
+
+def generate_events(now: datetime, seed: int = 7) -> list[dict[str, Any]]:
+    """Calls and outcomes of every team and workflow over the last ``HOURS`` hours.
+
+    Unit ``i`` of a workflow gets an outcome when ``i % 5 < 3`` (accepted, rejected or
+    escalated, some after human review); the others never do, so old ones expire
+    (unattributed) and the ones of the last hour stay pending. Some calls are retries,
+    some fail, some carry system prompt and context tokens, one model has no price.
+    """
+    rng = random.Random(seed)
+    start = now - timedelta(hours=HOURS)
+    end = now - timedelta(minutes=3)
+    events: list[dict[str, Any]] = []
+    step = timedelta(minutes=9)
+    for team, workflows in TEAMS.items():
+        for workflow in workflows:
+            moment = start + timedelta(minutes=rng.randint(0, 8))
+            index = 0
+            while moment < end - timedelta(minutes=6):
+                events.extend(_unit(rng, team, workflow, index, moment, end))
+                index += 1
+                moment += step + timedelta(seconds=rng.randint(0, 120))
+    events.sort(key=lambda e: e["occurred_at"])
+    return events
+
+
+def _unit(rng: random.Random, team: str, workflow: str, index: int, begin: datetime,
+          end: datetime) -> list[dict[str, Any]]:
+    unit = f"{team}-{workflow}-{index:05d}"
+    provider, model = MODELS[(index + len(workflow)) % len(MODELS)] if index % 7 == 0 \
+        else MODELS[(index + len(team)) % 4]
+    agent = AGENTS[index % len(AGENTS)]
+    events = []
+    moment = begin
+    for n in range(1 + index % 4):
+        retry = n > 0 and index % 3 == 0
+        failed = index % 11 == 0 and n == 0
+        input_tokens = rng.randint(600, 6000)
+        system = rng.randint(100, 400) if index % 2 == 0 else 0
+        context = rng.randint(0, input_tokens - system - 50) if index % 4 == 0 else 0
+        call: dict[str, Any] = {
+            "event_id": f"{unit}-c{n}", "work_unit_id": unit,
+            "occurred_at": moment.isoformat(), "provider": provider, "model": model,
+            "input_tokens": input_tokens, "output_tokens": rng.randint(50, 900),
+            "cached_input_tokens": rng.randint(0, 200), "latency_ms": rng.randint(200, 9000),
+            "status": "error" if failed else "ok", "attempt": 2 if retry else 1,
+            "team": team, "workflow": workflow, "task_type": workflow,
+            "service": f"{team}-svc", "environment": "prod",
+        }
+        if agent:
+            call["agent"] = agent
+        if system:
+            call["system_prompt_tokens"] = system
+        if context:
+            call["context_tokens"] = context
+        events.append(call)
+        moment += timedelta(seconds=rng.randint(5, 90))
+    fate = index % 5
+    if fate < 3:
+        outcome_at = min(moment + timedelta(seconds=rng.randint(30, 300)), end)
+        status = ["accepted", "accepted" if index % 2 else "rejected",
+                  "escalated" if index % 3 == 0 else "accepted"][fate]
+        outcome: dict[str, Any] = {
+            "event_id": f"{unit}-o", "work_unit_id": unit, "occurred_at": outcome_at.isoformat(),
+            "team": team, "workflow": workflow, "status": status,
+            "human_review_minutes": str(rng.choice([0, 0, 0, 2, 5, 12])),
+        }
+        if status == "accepted":
+            outcome.update(value=str(rng.choice([1, 2, 5, 10, 40])), currency="USD",
+                           quality_score=round(rng.uniform(0.5, 1.0), 3))
+        events.append(outcome)
+    return events
+
+
+def load(client: Client, now: datetime) -> LoadedClickHouse:
+    """Migrate, then run the generated traffic through the core and the sink."""
+    migrate(client, DATABASE)
+    events = generate_events(now)
+    loaded = LoadedClickHouse(client, DATABASE, now, now - timedelta(hours=HOURS),
+                              events=len(events))
+    asyncio.run(_pump(client, events, now, loaded))
+    write_budgets(client, DATABASE, BUDGETS, now)
+    return loaded
+
+
+async def _pump(client: Client, events: list[dict[str, Any]], now: datetime,
+                loaded: LoadedClickHouse) -> None:
+    now_ms = int(now.timestamp() * 1000)
+    config = EngineConfig(partitions=PARTITIONS, deadline_seconds=3600, retention_seconds=3600,
+                          allowed_lateness_seconds=120)
+    book = PriceBook.load()
+    engines = [PartitionEngine(p, config, lambda: book, lambda: now_ms)
+               for p in range(PARTITIONS)]
+    rollup = WindowRollup("USD", idle_seconds=10**9)
+    sink = ClickHouseSink(lambda: _SharedClient(client), DATABASE, retry_max_seconds=1)
+    batches = [SinkBatch() for _ in range(PARTITIONS)]
+    offsets = dict.fromkeys(((k, p) for k in ("calls", "outcomes") for p in range(PARTITIONS)),
+                            -1)
+    rollup_seq = 0
+    replayed: SinkBatch | None = None
+
+    async def checkpoint() -> None:
+        nonlocal rollup_seq, replayed
+        for partition, engine in enumerate(engines):
+            message = encode_partials(partition, engine.clock_ms, engine.partial_updates())
+            rollup.apply(*decode_partials(message), now_ms)
+            batch, batches[partition] = batches[partition], SinkBatch()
+            await sink.write(batch)
+            if replayed is None and len(batch.calls) > 20:
+                replayed = batch
+        rows = rollup.updates() + rollup.close(now_ms)
+        windows = SinkBatch(windows=rows)
+        rollup_seq += 1
+        windows.cover("rollup", 0, rollup_seq)
+        await sink.write(windows)
+
+    try:
+        for count, event in enumerate(events, 1):
+            kind = "calls" if "model" in event else "outcomes"
+            partition = partition_for(event["work_unit_id"], PARTITIONS)
+            offsets[(kind, partition)] += 1
+            offset = offsets[(kind, partition)]
+            out = engines[partition].process(kind, orjson.dumps(event),
+                                             Source(kind, partition, offset))
+            batch = batches[partition]
+            batch.calls.extend(out.calls)
+            batch.outcomes.extend(out.outcomes)
+            batch.attributions.extend(out.attributions)
+            batch.alerts.extend(out.alerts)
+            batch.dead_letters.extend(out.dead_letters)
+            batch.late.extend(out.late)
+            batch.cover(kind, partition, offset)
+            if count % CHECKPOINT_EVENTS == 0:
+                await checkpoint()
+        await checkpoint()
+        assert replayed is not None
+        # A crash after the insert but before the offset commit: the same calls come
+        # back in a batch of another shape (another dedup token), so they are stored
+        # twice until a merge; FINAL and the v_ views must not see the difference.
+        again = SinkBatch(calls=replayed.calls[: len(replayed.calls) // 2])
+        again.cover("calls-replay", 0, 1)
+        await sink.write(again)
+        # An identical retry of that insert (same token) is dropped by ClickHouse, in
+        # model_calls and in the rollup fed from it: the tests count one replay only.
+        await sink.write(again)
+        loaded.replayed_calls = len(again.calls)
+        await sink.write(_alerts(now))
+    finally:
+        sink.stop()
+
+
+def _alerts(now: datetime) -> SinkBatch:
+    """Alerts as the detectors would emit them: per team one critical budget alert that
+    is firing now, and a cost-per-outcome regression that fired and resolved."""
+    batch = SinkBatch()
+    for team in TEAMS:
+        fired = now - timedelta(minutes=1)
+        batch.alerts.append(Alert(
+            alert_id=f"budget_hard:{team}:daily", kind="budget_hard", status="firing",
+            severity="critical", subject={"team": team, "period": "daily"},
+            observed=Decimal("3.1"), threshold=Decimal("2.5"), unit="USD",
+            window_start=fired.replace(hour=0, minute=0, second=0, microsecond=0),
+            window_end=fired, occurred_at=fired, message=f"{team} is over its daily budget"))
+        for status, ago in (("firing", 3), ("resolved", 2)):
+            at = now - timedelta(hours=ago)
+            batch.alerts.append(Alert(
+                alert_id=f"cpo:{team}:{TEAMS[team][0]}", kind="cost_per_outcome_regression",
+                status=status, severity="warning",
+                subject={"team": team, "workflow": TEAMS[team][0]},
+                observed=Decimal("0.9"), expected=Decimal("0.4"), threshold=Decimal("0.6"),
+                unit="USD", window_start=at - timedelta(hours=1), window_end=at,
+                occurred_at=at, message=f"cost per accepted outcome of {team} doubled"))
+    batch.cover("alerts", 0, 0)
+    return batch
+
+
+def write_budgets(client: Client, database: str, budgets: list[Budget], now: datetime) -> None:
+    """What the worker does at start-up: one row per configured budget."""
+    rows = [[b.team, b.workflow, b.period, b.amount, b.soft_share, now] for b in budgets]
+    client.insert(f"{database}.budgets", rows,
+                  column_names=["team", "workflow", "period", "amount", "soft_share",
+                                "updated_at"])
+
+
+_LOADED: dict[str, LoadedClickHouse] = {}
+
+
+def loaded_database(tmp_root: str | None = None) -> LoadedClickHouse:
+    """The process's one loaded database, built on first use."""
+    if "db" not in _LOADED:
+        path = tempfile.mkdtemp(prefix="tokenyield-chdb-", dir=tmp_root)
+        client = connect(f"chdb://{path}")
+        now = datetime.now(UTC).replace(microsecond=0)
+        _LOADED["db"] = load(client, now)
+    return _LOADED["db"]
+
+
+@pytest.fixture(scope="session")
+def loaded_clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadedClickHouse]:
+    yield loaded_database(str(tmp_path_factory.getbasetemp()))

@@ -1,0 +1,400 @@
+"""The rollups and v_ views of migration 0002 on generated traffic (chdb 26.9).
+
+Every figure a view reports is checked against the base tables read with FINAL, so the
+views are exact even though the data holds replayed duplicates (see
+``clickhouse_fixtures``); the incremental rollup is shown to count those duplicates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.clickhouse_client import migrate
+from tests.clickhouse_fixtures import (
+    BUDGETS,
+    DATABASE,
+    TEAMS,
+    LoadedClickHouse,
+    loaded_clickhouse,
+)
+
+pytestmark = pytest.mark.clickhouse
+
+__all__ = ["loaded_clickhouse"]  # the fixture, imported for pytest
+
+DB = DATABASE
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "CLICKHOUSE.md"
+VIEWS = [
+    "v_cost_per_accepted_outcome", "v_cost_per_accepted_outcome_daily", "v_yield_by_workflow",
+    "v_attribution_coverage", "v_acceptance_and_intervention", "v_waste",
+    "v_budget_spend_hourly", "v_budget_burn", "v_budget_burndown", "v_work_units",
+    "v_top_spenders_without_outcomes", "v_agents_without_outcomes", "v_alerts",
+]
+CALL_SPEND = "coalesce(cost, toDecimal128(0, 18))"
+TOLERANCE = 1e-9
+
+
+def grouped(db: LoadedClickHouse, sql: str, keys: int) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Rows of ``sql`` keyed by their first ``keys`` columns."""
+    return {tuple(row[:keys]): tuple(row[keys:])
+            for row in db.query(sql).result_rows}
+
+
+def close(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(float(a) - float(b)) <= TOLERANCE * max(1.0, abs(float(b)))
+
+
+# -- schema ------------------------------------------------------------------------------
+
+def test_migrations_create_every_view_and_are_idempotent(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    tables = {row[0]: row[1] for row in db.query(
+        f"SELECT name, engine FROM system.tables WHERE database = '{DB}'").result_rows}
+    for view in VIEWS:
+        assert tables.get(view) == "View", view
+    assert tables["model_usage_hourly"] == "AggregatingMergeTree"
+    assert tables["model_usage_hourly_mv"] == "MaterializedView"
+    assert tables["budgets"] == "ReplacingMergeTree"
+    assert migrate(db.client, DB) == []
+    for view in VIEWS:  # every view runs
+        db.query(f"SELECT * FROM {DB}.{view} LIMIT 1")
+
+
+def test_budgets_table_rejects_an_unknown_period(loaded_clickhouse: LoadedClickHouse) -> None:
+    with pytest.raises(Exception, match="known_period"):
+        loaded_clickhouse.client.command(
+            f"INSERT INTO {DB}.budgets (team, workflow, period, amount, soft_share) "
+            "VALUES ('x', '', 'weekly', 1, 0.8)")
+
+
+# -- exactness under replay ------------------------------------------------------------------
+
+def test_replayed_calls_are_stored_twice_but_counted_once_by_final(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    raw = db.scalar(f"SELECT count() FROM {DB}.model_calls")
+    exact = db.scalar(f"SELECT count() FROM {DB}.model_calls FINAL")
+    assert db.replayed_calls > 0
+    assert raw - exact == db.replayed_calls
+    window_spend = db.scalar(f"SELECT sum(spend) FROM {DB}.v_cost_per_accepted_outcome")
+    assert window_spend == db.scalar(f"SELECT sum({CALL_SPEND}) FROM {DB}.model_calls FINAL")
+
+
+def test_the_incremental_rollup_counts_every_inserted_row(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    """model_usage_hourly is approximate by design: it equals model_calls *without* FINAL,
+    so it counts the replayed calls once more (but not their identical retry)."""
+    db = loaded_clickhouse
+    rollup = grouped(db, f"""
+        SELECT hour, team, workflow, model, provider, sum(calls), sum(retries), sum(cost),
+               sum(unpriced_calls), sum(input_tokens), sum(context_tokens), sum(retry_cost)
+        FROM {DB}.model_usage_hourly GROUP BY ALL""", 5)
+    raw = grouped(db, f"""
+        SELECT toStartOfHour(toDateTime(occurred_at, 'UTC')) AS h, team, workflow, model,
+               provider, count(), countIf(attempt > 1), sum({CALL_SPEND}),
+               countIf(cost IS NULL), sum(input_tokens), sum(context_tokens),
+               sumIf({CALL_SPEND}, attempt > 1)
+        FROM {DB}.model_calls GROUP BY ALL""", 5)
+    assert rollup == raw
+    over = sum(v[0] for v in rollup.values()) - db.scalar(
+        f"SELECT count() FROM {DB}.model_calls FINAL")
+    assert over == db.replayed_calls
+
+
+# -- cost per accepted outcome, yield ------------------------------------------------------------
+
+def test_cost_per_accepted_outcome_matches_the_base_tables(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    view = grouped(db, f"""
+        SELECT hour, team, workflow, spend, outcomes, accepted_outcomes, value, human_cost,
+               fully_loaded_cost, cost_per_accepted_outcome, acceptance_rate, yield_ratio,
+               attribution_coverage, calls
+        FROM {DB}.v_cost_per_accepted_outcome""", 3)
+    calls = grouped(db, f"""
+        SELECT toStartOfHour(toDateTime(occurred_at, 'UTC')) AS h, team, workflow,
+               sum({CALL_SPEND}), count()
+        FROM {DB}.model_calls FINAL GROUP BY ALL""", 3)
+    outcomes = grouped(db, f"""
+        SELECT toStartOfHour(toDateTime(occurred_at, 'UTC')) AS h, team, workflow, count(),
+               sum(accepted), sum(coalesce(value, toDecimal128(0, 18))), sum(human_cost)
+        FROM {DB}.outcomes FINAL GROUP BY ALL""", 3)
+    assert len(view) >= (len(TEAMS) + 1) * 40  # five workflows, about 48 hours each
+    assert set(calls) <= set(view) and set(outcomes) <= set(view)
+    for key, (spend, n_out, accepted, value, human, loaded, cpo, rate, yld, cov, n_calls) \
+            in view.items():
+        assert (spend, n_calls) == calls.get(key, (Decimal(0), 0)), key
+        assert (n_out, accepted, value, human) == outcomes.get(
+            key, (0, 0, Decimal(0), Decimal(0))), key
+        assert loaded == spend + human
+        if accepted:
+            assert close(cpo, loaded / accepted)
+        else:
+            assert cpo is None
+        assert rate is None if n_out == 0 else 0 <= rate <= 1 and close(rate, accepted / n_out)
+        assert yld is None or close(yld, value / loaded)
+        assert cov is None or 0 <= cov <= 1
+
+
+def test_daily_figures_are_ratios_of_sums(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    daily = grouped(db, f"""
+        SELECT day, team, workflow, spend, fully_loaded_cost, accepted_outcomes, outcomes,
+               cost_per_accepted_outcome, acceptance_rate
+        FROM {DB}.v_cost_per_accepted_outcome_daily""", 3)
+    hourly = grouped(db, f"""
+        SELECT toDate(hour) AS d, team, workflow, sum(spend), sum(fully_loaded_cost),
+               sum(accepted_outcomes), sum(outcomes)
+        FROM {DB}.v_cost_per_accepted_outcome GROUP BY ALL""", 3)
+    assert set(daily) == set(hourly) and len({k[0] for k in daily}) >= 2
+    for key, (spend, loaded, accepted, n_out, cpo, rate) in daily.items():
+        assert (spend, loaded, accepted, n_out) == hourly[key]
+        assert cpo is None if not accepted else close(cpo, loaded / accepted)
+        assert rate is None if not n_out else close(rate, accepted / n_out)
+
+
+def test_yield_by_workflow(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    rows = db.rows(f"SELECT * FROM {DB}.v_yield_by_workflow")
+    value_by_day = grouped(db, f"""
+        SELECT toDate(occurred_at) AS d, team, workflow,
+               sum(coalesce(value, toDecimal128(0, 18)))
+        FROM {DB}.outcomes FINAL GROUP BY ALL""", 3)
+    assert {(r["team"], r["workflow"]) for r in rows} == {
+        (t, w) for t, ws in TEAMS.items() for w in ws}
+    for r in rows:
+        assert r["value"] == value_by_day.get((r["day"], r["team"], r["workflow"]),
+                                              (Decimal(0),))[0]
+        assert r["fully_loaded_cost"] == r["spend"] + r["human_cost"]
+        assert r["net_value"] == r["value"] - r["fully_loaded_cost"]
+        if r["fully_loaded_cost"]:
+            assert close(r["yield_ratio"], r["value"] / r["fully_loaded_cost"])
+    assert any(r["yield_ratio"] and r["yield_ratio"] > 1 for r in rows)
+
+
+# -- attribution -----------------------------------------------------------------------
+
+def test_attribution_coverage_splits_each_days_spend(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    rows = db.rows(f"SELECT * FROM {DB}.v_attribution_coverage")
+    spend_by_day = grouped(db, f"""
+        SELECT toDate(occurred_at) AS d, team, workflow, sum({CALL_SPEND})
+        FROM {DB}.model_calls FINAL GROUP BY ALL""", 3)
+    assert {(r["day"], r["team"], r["workflow"]) for r in rows} == set(spend_by_day)
+    for r in rows:
+        parts = r["attributed_spend"] + r["unattributed_spend"] + r["pending_spend"]
+        assert parts == r["total_spend"] == spend_by_day[(r["day"], r["team"], r["workflow"])][0]
+        assert r["coverage"] is None or 0 <= r["coverage"] <= 1
+        assert r["linked_share"] is None or 0 <= r["linked_share"] <= r["coverage"] + TOLERANCE
+    totals = db.rows(f"""
+        SELECT sum(attributed_spend) AS a, sum(unattributed_spend) AS u, sum(pending_spend) AS p
+        FROM {DB}.v_attribution_coverage""")[0]
+    latest = db.rows(f"""
+        SELECT sumIf(model_cost, outcomes > 0) AS a, sumIf(model_cost, outcomes = 0) AS u
+        FROM {DB}.attributions_latest FINAL""")[0]
+    assert (totals["a"], totals["u"]) == (latest["a"], latest["u"])
+    assert totals["a"] > 0 and totals["u"] > 0 and totals["p"] > 0
+
+
+def test_work_units_are_each_counted_once(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    units = db.rows(f"SELECT work_unit_id, state, spend, outcomes FROM {DB}.v_work_units")
+    ids = [u["work_unit_id"] for u in units]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {r[0] for r in db.query(
+        f"SELECT DISTINCT work_unit_id FROM {DB}.model_calls").result_rows}
+    assert {u["state"] for u in units} == {"attributed", "unattributed", "pending"}
+    assert sum(u["spend"] for u in units) == db.scalar(
+        f"SELECT sum({CALL_SPEND}) FROM {DB}.model_calls FINAL")
+
+
+def test_top_spenders_without_outcomes(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    rows = db.rows(f"SELECT * FROM {DB}.v_top_spenders_without_outcomes ORDER BY spend DESC")
+    spend = grouped(db, f"""
+        SELECT work_unit_id, sum({CALL_SPEND}) FROM {DB}.model_calls FINAL GROUP BY ALL""", 1)
+    with_outcome = {r[0] for r in db.query(
+        f"SELECT DISTINCT work_unit_id FROM {DB}.outcomes").result_rows}
+    assert {r["state"] for r in rows} == {"unattributed", "pending"}
+    assert {r["team"] for r in rows} == set(TEAMS)
+    for r in rows:
+        assert r["work_unit_id"] not in with_outcome
+        assert r["spend"] == spend[(r["work_unit_id"],)][0]
+    # Unattributed units passed their deadline (1 h) by event time; pending ones have not,
+    # by their partition's clock (which trails the newest event by the allowed lateness and
+    # the partition's own gaps, hence the slack).
+    newest = max(r["last_event_at"] for r in rows)
+    for r in rows:
+        idle = newest - r["last_event_at"]
+        if r["state"] == "pending":
+            assert idle <= timedelta(hours=1, minutes=20)
+        else:
+            assert idle >= timedelta(hours=1)
+    assert [r["spend"] for r in rows] == sorted((r["spend"] for r in rows), reverse=True)
+
+
+def test_agents_without_outcomes(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    rows = db.rows(f"SELECT * FROM {DB}.v_agents_without_outcomes")
+    assert {r["agent"] for r in rows} == {"planner", "writer", ""}
+    for r in rows:
+        assert 0 < r["units_without_outcome"] < r["work_units"]
+        assert 0 < r["spend_without_outcome"] < r["spend"]
+        assert close(r["share_without_outcome"], r["spend_without_outcome"] / r["spend"])
+    assert sum(r["spend"] for r in rows) == db.scalar(
+        f"SELECT sum({CALL_SPEND}) FROM {DB}.model_calls FINAL")
+
+
+# -- outcomes and waste ---------------------------------------------------------------------
+
+def test_acceptance_and_intervention(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    rows = db.rows(f"SELECT * FROM {DB}.v_acceptance_and_intervention")
+    base = grouped(db, f"""
+        SELECT toStartOfHour(toDateTime(occurred_at, 'UTC')) AS h, team, workflow, count(),
+               sum(accepted), countIf(human_review_minutes > 0), sum(human_review_minutes)
+        FROM {DB}.outcomes FINAL GROUP BY ALL""", 3)
+    assert len(rows) == len(base)
+    for r in rows:
+        n, accepted, reviewed, minutes = base[(r["hour"], r["team"], r["workflow"])]
+        assert (r["outcomes"], r["accepted_outcomes"], r["reviewed_outcomes"]) == (
+            n, accepted, reviewed)
+        assert r["review_minutes"] == minutes
+        assert close(r["acceptance_rate"], accepted / n)
+        assert close(r["intervention_rate"], reviewed / n)
+        assert 0 <= r["intervention_rate"] <= 1
+        assert close(r["avg_review_minutes"], minutes / n)
+    assert 0 < sum(r["reviewed_outcomes"] for r in rows) < sum(r["outcomes"] for r in rows)
+    assert sum(r["escalated_outcomes"] for r in rows) > 0
+
+
+def test_waste_by_model(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    rows = db.rows(f"SELECT * FROM {DB}.v_waste")
+    base = grouped(db, f"""
+        SELECT toDate(occurred_at) AS d, team, workflow, model, count(), countIf(attempt > 1),
+               countIf(cost IS NULL), sum(system_prompt_tokens + context_tokens),
+               sum(input_tokens), sum({CALL_SPEND})
+        FROM {DB}.model_calls FINAL GROUP BY ALL""", 4)
+    assert {(r["day"], r["team"], r["workflow"], r["model"]) for r in rows} == set(base)
+    for r in rows:
+        calls, retries, unpriced, overhead, inputs, spend = base[
+            (r["day"], r["team"], r["workflow"], r["model"])]
+        assert (r["calls"], r["retries"], r["unpriced_calls"]) == (calls, retries, unpriced)
+        assert (r["overhead_tokens"], r["input_tokens"], r["spend"]) == (overhead, inputs, spend)
+        for share in ("retry_share", "failed_share", "context_share", "unpriced_share"):
+            assert 0 <= r[share] <= 1, share
+        assert close(r["retry_share"], retries / calls)
+        assert close(r["context_share"], overhead / inputs)
+        assert r["unpriced_share"] == (1.0 if r["model"] == "acme-internal-llm" else 0.0)
+
+
+# -- budgets ---------------------------------------------------------------------------
+
+def _period_start(period: str, now: datetime) -> datetime:
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day if period == "daily" else day.replace(day=1)
+
+
+def test_budget_burn_of_the_current_period(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    now = datetime.now(UTC)
+    rows = db.rows(f"SELECT * FROM {DB}.v_budget_burn WHERE is_current = 1")
+    assert len(rows) == len(BUDGETS)
+    for budget in BUDGETS:
+        [row] = [r for r in rows if (r["team"], r["workflow"], r["period"])
+                 == (budget.team, budget.workflow, budget.period)]
+        start = _period_start(budget.period, now)
+        workflow = f"AND workflow = '{budget.workflow}'" if budget.workflow else ""
+        spend = db.scalar(f"""
+            SELECT sum({CALL_SPEND}) FROM {DB}.model_calls FINAL
+            WHERE team = '{budget.team}' {workflow}
+              AND occurred_at >= toDateTime64('{start:%Y-%m-%d %H:%M:%S}', 3, 'UTC')""")
+        assert row["spend"] == spend
+        assert row["amount"] == budget.amount and row["soft_share"] == budget.soft_share
+        assert row["remaining"] == budget.amount - spend
+        assert close(row["burn_share"], spend / budget.amount)
+        assert row["projected_spend"] >= float(spend) - TOLERANCE
+        assert close(row["projected_share"], row["projected_spend"] / float(budget.amount))
+        expected = ("exceeded" if row["burn_share"] >= 1 else
+                    "soft_limit" if row["burn_share"] >= float(budget.soft_share) else
+                    "projected_over" if row["projected_share"] >= 1 else "ok")
+        assert row["status"] == expected
+
+
+def test_budget_burn_of_past_periods(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    rows = db.rows(f"""SELECT * FROM {DB}.v_budget_burn
+                       WHERE is_current = 0 AND period = 'daily'""")
+    assert rows, "two days of data span at least one finished day"
+    for row in rows:
+        assert row["period_end"] - row["period_start"] == timedelta(days=1)
+        assert row["elapsed_seconds"] == row["period_seconds"] == 86400
+        assert close(row["projected_spend"], row["spend"])
+    exceeded = [r for r in rows if r["team"] == "support" and r["workflow"] == "triage"]
+    assert exceeded and all(r["status"] == "exceeded" for r in exceeded)
+
+
+def test_burndown_accumulates_to_the_burn(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    series: dict[tuple[str, str, str, datetime], list[dict[str, Any]]] = defaultdict(list)
+    for r in db.rows(f"SELECT * FROM {DB}.v_budget_burndown ORDER BY hour"):
+        series[(r["team"], r["workflow"], r["period"], r["period_start"])].append(r)
+    burn = grouped(db, f"""SELECT team, workflow, period, period_start, spend, remaining
+                           FROM {DB}.v_budget_burn""", 4)
+    assert set(series) == set(burn)
+    for key, points in series.items():
+        cumulative = [p["cumulative_spend"] for p in points]
+        assert cumulative == sorted(cumulative)
+        assert (cumulative[-1], points[-1]["remaining"]) == burn[key]
+
+
+def test_a_retired_budget_disappears(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    columns = ["team", "workflow", "period", "amount", "soft_share", "updated_at", "is_deleted"]
+    at = datetime.now(UTC)
+    row = ["retired-team", "", "daily", Decimal(5), Decimal("0.8")]
+    db.client.insert(f"{DB}.budgets", [[*row, at, 0]], column_names=columns)
+    burn = f"SELECT count() FROM {DB}.v_budget_burn WHERE team = 'retired-team'"
+    assert db.scalar(burn) == 1  # no spend yet: the zero row of the current period
+    db.client.insert(f"{DB}.budgets", [[*row, at + timedelta(seconds=1), 1]],
+                     column_names=columns)
+    assert db.scalar(burn) == 0
+
+
+# -- alerts ------------------------------------------------------------------------------
+
+def test_alert_episodes(loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    rows = db.rows(f"""SELECT * FROM {DB}.v_alerts
+                       WHERE alert_id LIKE 'budget_hard:%' OR alert_id LIKE 'cpo:%'""")
+    assert len(rows) == len({r["alert_id"] for r in rows}) == 2 * len(TEAMS)
+    for r in rows:
+        if r["status"] == "resolved":
+            assert r["resolved_at"] > r["fired_at"]
+            assert r["last_change_at"] == r["resolved_at"]
+        else:
+            assert r["resolved_at"] is None and r["severity"] == "critical"
+        assert r["team"] in TEAMS
+
+
+# -- the documentation ---------------------------------------------------------------------
+
+def test_every_example_query_in_the_docs_runs(loaded_clickhouse: LoadedClickHouse) -> None:
+    examples = re.findall(r"```sql\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+    assert len(examples) >= 8
+    for sql in examples:
+        assert f"{DB}." in sql
+        rows = loaded_clickhouse.query(sql).result_rows
+        assert rows, f"no rows:\n{sql}"

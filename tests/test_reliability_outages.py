@@ -1,0 +1,181 @@
+"""Outages of ClickHouse and of the broker: the worker waits, then loses and doubles
+nothing. Real faults: a full disk under chdb, a frozen broker process, no broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.tansu_broker import EmbeddedBroker, free_port
+from tests.conftest import WorkerHandle
+from tests.stream_truth import publish_in_background, stream, truth
+
+pytestmark = [pytest.mark.broker, pytest.mark.clickhouse, pytest.mark.slow]
+DB = "tokenyield"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 96 MiB filesystem of its own, to fill up on purpose."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"this machine cannot mount a tmpfs to fill up: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * (1 << 20))
+    return filler
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offsets on ``topic``, summed (read without joining)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        total = 0
+        for partition in partitions:
+            total += await consumer.committed(TopicPartition(topic, partition)) or 0
+        return total
+    finally:
+        await consumer.stop()
+
+
+def check_exact(worker: WorkerHandle, expected: Any) -> None:
+    worker.wait_for(f"SELECT count() FROM {DB}.model_calls FINAL", expected.calls, 120)
+    worker.wait_for(f"SELECT count() FROM {DB}.outcomes FINAL", expected.outcomes, 60)
+    worker.wait_for(f"SELECT count() FROM {DB}.attributions_latest FINAL",
+                    len(expected.unit_outcomes), 60)
+    worker.wait_for(f"SELECT sum(calls) FROM {DB}.cost_per_outcome_windows FINAL "
+                    f"WHERE window_seconds = 3600 AND model = '*' AND agent = ''",
+                    expected.calls, 60)
+    assert Decimal(worker.scalar(f"SELECT sum(cost) FROM {DB}.model_calls FINAL")) == \
+        expected.spend
+    rows = worker.sql(f"SELECT work_unit_id, calls, outcomes, model_cost "
+                      f"FROM {DB}.attributions_latest FINAL")
+    assert {r[0]: (r[1], r[2], Decimal(r[3])) for r in rows} == {
+        u: (expected.unit_calls.get(u, 0), expected.unit_outcomes[u],
+            expected.unit_cost.get(u, Decimal(0))) for u in expected.unit_outcomes}
+    spend, accepted = worker.sql(
+        f"SELECT sum(spend), sum(accepted_outcomes) FROM {DB}.cost_per_outcome_windows FINAL "
+        f"WHERE window_seconds = 3600 AND model = '*' AND agent = ''")[0]
+    assert (Decimal(spend), accepted) == (expected.spend, expected.accepted)
+
+
+def test_a_full_clickhouse_disk_stops_the_partitions_and_loses_nothing(
+        make_worker: Any, prefix: str, small_disk: Path) -> None:
+    events = stream(units=800, seed=21)
+    expected = truth(events)
+    worker = make_worker(TOKENYIELD_CLICKHOUSE_DSN=f"chdb://{small_disk / 'clickhouse'}",
+                         TOKENYIELD_SINK_RETRY_MAX_SECONDS="1").start()
+    bootstrap = worker.env["TOKENYIELD_KAFKA_BOOTSTRAP"]
+    group = worker.env["TOKENYIELD_APP_ID"]
+    half = len(events) // 2
+    thread, state = publish_in_background(bootstrap, prefix, events[:half], rate=4000)
+    thread.join(60)
+    worker.wait_for(f"SELECT count() > 0 FROM {DB}.model_calls", 1, 60)
+
+    filler = fill(small_disk)
+    try:
+        thread, state = publish_in_background(bootstrap, prefix, events[half:], rate=4000)
+        thread.join(60)
+        assert state["error"] is None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (worker.health() or {}).get("status") != \
+                "degraded":
+            time.sleep(0.5)
+        health = worker.health() or {}
+        assert health.get("status") == "degraded", health
+        assert "NOT_ENOUGH_SPACE" in health["clickhouse_error"] or \
+            "space" in health["clickhouse_error"].lower()
+        # While inserts fail, the inputs' committed offsets stay where they are.
+        before = asyncio.run(committed(bootstrap, group, f"{prefix}calls"))
+        time.sleep(4)
+        assert asyncio.run(committed(bootstrap, group, f"{prefix}calls")) == before
+        assert 'tokenyield_clickhouse_errors_total{operation="insert"}' in worker.metrics()
+    finally:
+        filler.unlink()
+    check_exact(worker, expected)
+    assert (worker.health() or {}).get("status") == "ok"
+    assert asyncio.run(committed(bootstrap, group, f"{prefix}calls")) > before
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    broker = EmbeddedBroker(log_path=tmp_path / "own-broker.log").start()
+    try:
+        yield broker
+    finally:
+        if broker.process is not None and broker.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(broker.process.pid, signal.SIGCONT)
+        broker.stop()
+
+
+def test_a_frozen_broker_mid_run_delays_but_loses_nothing(
+        make_worker: Any, prefix: str, own_broker: EmbeddedBroker) -> None:
+    events = stream(units=800, seed=31)
+    expected = truth(events)
+    worker = make_worker(TOKENYIELD_KAFKA_BOOTSTRAP=own_broker.bootstrap).start()
+    thread, state = publish_in_background(own_broker.bootstrap, prefix, events, rate=800,
+                                          request_timeout_ms=60_000)
+    while state["sent"] < len(events) // 3:
+        time.sleep(0.05)
+    assert own_broker.process is not None
+    os.killpg(own_broker.process.pid, signal.SIGSTOP)  # no answers, connections hang
+    time.sleep(8)
+    os.killpg(own_broker.process.pid, signal.SIGCONT)
+    thread.join(120)
+    assert state["error"] is None, state["error"]
+    check_exact(worker, expected)
+    assert worker.process is not None and worker.process.poll() is None
+
+
+def test_a_broker_that_is_not_there_at_start_is_waited_for(
+        make_worker: Any, prefix: str, tmp_path: Path) -> None:
+    port = free_port()
+    handle = make_worker(TOKENYIELD_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}").launch()
+    deadline = time.monotonic() + 30
+    while "not reachable yet" not in handle.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "not reachable yet" in handle.log()
+    assert f"127.0.0.1:{port}" in handle.log()
+    assert handle.process is not None and handle.process.poll() is None  # waiting
+
+    broker = EmbeddedBroker(port=port, log_path=tmp_path / "late-broker.log").start()
+    try:
+        events = stream(units=300, seed=41)
+        expected = truth(events)
+        deadline = time.monotonic() + 90
+        while not handle.assigned() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        thread, state = publish_in_background(broker.bootstrap, prefix, events, rate=3000)
+        thread.join(60)
+        assert state["error"] is None
+        check_exact(handle, expected)
+    finally:
+        handle.stop()
+        broker.stop()
+

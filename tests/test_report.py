@@ -1,0 +1,81 @@
+"""``tokenyield report``: the page's charts and figures come from ClickHouse, and it
+opens offline. Against chdb loaded with generated data (tests/clickhouse_fixtures.py);
+the CLI end to end is in tests/test_demo.py."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from streams.clickhouse_client import migrate
+from streams.report_html import gather, render
+from tests.clickhouse_fixtures import LoadedClickHouse, loaded_clickhouse
+
+__all__ = ["loaded_clickhouse"]  # the fixture, imported for pytest
+pytestmark = [pytest.mark.clickhouse]
+
+
+def page_for(db: LoadedClickHouse) -> tuple[dict[str, Any], str]:
+    def query(sql: str) -> list[list[Any]]:
+        return [list(r) for r in db.client.query(sql).result_rows]
+
+    data = gather(query, db.database)
+    return data, render(data, database=db.database, source="chdb (test)", currency="USD",
+                        generated=datetime(2026, 11, 23, tzinfo=UTC))
+
+
+def test_the_charts_draw_every_workflow_from_the_windows(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    data, html = page_for(loaded_clickhouse)
+    workflows = {f"{t}/{w}" for t, w in loaded_clickhouse.client.query(
+        f"SELECT DISTINCT team, workflow FROM {loaded_clickhouse.database}."
+        f"cost_per_outcome_windows WHERE model = '*' AND agent = '' AND accepted_outcomes > 0"
+    ).result_rows}
+    drawn = set(re.findall(r'<polyline class="series" data-series="([^"]+)"', html))
+    assert workflows <= drawn | {"attribution coverage"}
+    assert workflows <= set(re.findall(r'<rect class="bar" data-label="([^"]+)"', html))
+    # One point per bucket with accepted outcomes, as many as the series holds.
+    for name, points in data["cpo"].items():
+        count = re.search(rf'data-series="{re.escape(name)}" data-points="(\d+)"', html)
+        assert count is not None and int(count.group(1)) == len(points)
+
+
+def test_headline_figures_equal_sums_over_the_windows(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    data, html = page_for(loaded_clickhouse)
+    spend, flc, accepted = loaded_clickhouse.client.query(
+        f"SELECT sum(spend), sum(fully_loaded_cost), sum(accepted_outcomes) FROM "
+        f"{loaded_clickhouse.database}.cost_per_outcome_windows FINAL WHERE window_seconds = "
+        f"{data['window_seconds'] if data['window_seconds'] in (60, 3600) else 3600} "
+        f"AND model = '*' AND agent = ''").result_rows[0]
+    headline = data["headline"]
+    assert headline.spend == Decimal(spend)
+    assert headline.cost_per_accepted == Decimal(flc) / accepted
+    assert f"${Decimal(spend):,.2f}" in html
+
+
+def test_the_page_is_self_contained(loaded_clickhouse: LoadedClickHouse) -> None:
+    _, html = page_for(loaded_clickhouse)
+    assert html.count("<svg") == 4
+    assert "<script" not in html.lower()
+    assert not re.search(r'(src|href)="https?://', html)
+    assert "http://www.w3.org/2000/svg" in html  # the SVG namespace, not a download
+
+
+def test_an_empty_database_gives_placeholders_not_an_error(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    # chdb opens one path per process: a second, empty database in the same engine.
+    client = loaded_clickhouse.client
+    migrate(client, "empty_report")
+
+    def query(sql: str) -> list[list[Any]]:
+        return [list(r) for r in client.query(sql).result_rows]
+
+    html = render(gather(query, "empty_report"), database="empty_report", source="chdb",
+                  currency="USD")
+    assert html.count("<svg") == 4 and html.count(": no data yet</text>") == 4
+    assert "No alerts." in html
