@@ -67,6 +67,7 @@ class Publisher:
         self._buffers: dict[tuple[str, int], list[bytes]] = {}
         self._buffer_bytes: dict[tuple[str, int], int] = {}
         self._pending: set[asyncio.Future[Any]] = set()
+        self._last_append: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._failures: list[str] = []
         self._linger_task: asyncio.Task[None] | None = None
         self.events_sent = 0
@@ -195,7 +196,15 @@ class Publisher:
         topic, partition = key
         value = items[0] if len(items) == 1 else b"[" + b",".join(items) + b"]"
         producer = self._require_producer()
-        future = asyncio.ensure_future(producer.send_and_wait(topic, value, partition=partition))
+        # Appends to one partition must happen in call order: concurrent sends that wait
+        # for room in a full producer batch can otherwise overtake each other, and the
+        # engine would see event time go backwards (late events). Each send waits for
+        # the previous append to its partition, not for its delivery.
+        appended = asyncio.get_running_loop().create_future()
+        previous = self._last_append.get(key)
+        self._last_append[key] = appended
+        future = asyncio.ensure_future(
+            self._send_in_order(producer, topic, partition, value, previous, appended))
         self._pending.add(future)
         count = len(items)
 
@@ -210,6 +219,20 @@ class Publisher:
                 self.messages_sent += 1
 
         future.add_done_callback(done)
+
+    async def _send_in_order(self, producer: AIOKafkaProducer, topic: str, partition: int,
+                             value: bytes, previous: asyncio.Future[None] | None,
+                             appended: asyncio.Future[None]) -> Any:
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            delivery = await producer.send(topic, value, partition=partition)
+        finally:
+            appended.set_result(None)
+            key = (topic, partition)
+            if self._last_append.get(key) is appended:
+                del self._last_append[key]
+        return await delivery
 
     async def _linger_loop(self) -> None:
         while True:

@@ -131,8 +131,27 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
                 engine, services.sink, interval_seconds=settings.checkpoint_interval_seconds,
                 max_events=settings.checkpoint_max_events, metrics=metrics)
             runtime.restore(state)
+            engine.wait_for_inputs()
             services.runtimes[partition] = runtime
         return runtime
+
+    def report_backlog(runtime: PartitionRuntime, partition: int,
+                       reading: tuple[str, int] | None = None) -> None:
+        """Tell the engine which inputs have messages not yet applied: such an input
+        holds the event-time clock, so a backlog read faster on one topic than on the
+        other makes nothing late. ``reading`` is the message about to be applied.
+        Only "more to read" is trusted: the embedded broker may report a high-water
+        mark below the true end (the last batch's base offset), never above it."""
+        engine = runtime.engine
+        for topic, kind in kinds.items():
+            applied = engine.applied_offsets.get(topic, -1)
+            if reading is not None and reading[0] == topic:
+                applied = reading[1]
+            try:
+                highwater = app.consumer.highwater(TP(topic, partition))
+            except Exception:  # not assigned (yet): the idle timer decides
+                highwater = None
+            engine.set_more_to_read(kind, highwater is not None and applied + 1 < highwater)
 
     async def emit(out: Outputs, partition: int) -> None:
         send = app.producer.send
@@ -172,6 +191,7 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
             runtime = runtime_for(message.partition)
             topic = message.topic
             if topic == topics.ticks:
+                report_backlog(runtime, message.partition)
                 out = runtime.tick()
                 if not len(out) and not runtime.checkpoint_pending():
                     event.ack()  # idle: nothing to save, nothing to say
@@ -181,6 +201,7 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
                 continue
             else:
                 metrics.messages_in.labels(topic).inc()
+                report_backlog(runtime, message.partition, (topic, message.offset))
                 before = runtime.engine.ledger.received
                 out = runtime.apply(kinds[topic], topic, event.value, message.offset)
                 metrics.events_in.labels(topic).inc(runtime.engine.ledger.received - before)

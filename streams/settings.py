@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     deadline_seconds: int = Field(86_400, gt=0)
     retention_seconds: int = Field(3_600, ge=0)
     max_future_skew_seconds: int = Field(3_600, ge=0)
+    input_idle_seconds: int = Field(30, ge=0)
 
     # -- money ------------------------------------------------------------------------
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
@@ -176,6 +177,7 @@ class Settings(BaseSettings):
             deadline_seconds=self.deadline_seconds,
             retention_seconds=self.retention_seconds,
             max_future_skew_seconds=self.max_future_skew_seconds,
+            input_idle_seconds=self.input_idle_seconds,
             currency=self.currency,
             fx_rates=self.fx_rates,
             review_rate_per_hour=self.review_rate_per_hour,

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from schemas.outputs import ALL_MODELS
 from schemas.partitioner import partition_for
-from tests.core_harness import BOOK, Harness, call, comparable, outcome
+from tests.core_harness import BOOK, T0, Harness, call, comparable, outcome
 
+T0_MS = int(T0.timestamp() * 1000)
 GPT4O_CALL = Decimal(1000) * Decimal("2.5") / 1_000_000 + Decimal(200) * 10 / 1_000_000
 
 
@@ -99,6 +100,65 @@ def test_late_events_are_reported_and_not_applied() -> None:
     assert (late.source_topic, late.offset, late.index) == ("calls", 1, 0)
     assert harness.engines[0].ledger.late == 1
     assert [c.call.event_id for c in out.calls] == ["fine"]
+
+
+def test_a_backlog_read_faster_on_one_topic_makes_nothing_late() -> None:
+    # A worker catching up reads two hours of calls before the outcomes of the same
+    # hours: the clock follows the slower input, so no outcome is late.
+    harness = Harness(allowed_lateness_seconds=60)
+    harness.engines[0].wait_for_inputs()  # as the worker does on start
+    units = [f"U{i}" for i in range(24)]
+    harness.send([call(f"c{i}", u, i * 300) for i, u in enumerate(units)], per_message=6)
+    harness.send([outcome("first", units[0], 10)])
+    out = harness.message("outcomes", [outcome(f"o{i}", u, i * 300 + 20)
+                                       for i, u in enumerate(units) if i])
+    assert out.late == []
+    assert {u for u in units if harness.run.attributions[u].outcomes == 1} == set(units)
+    engine = harness.engines[0]
+    assert engine.clock_ms == min(engine.input_max_ms.values()) - 60_000
+
+
+def test_a_silent_input_stops_holding_the_clock_after_the_idle_time() -> None:
+    harness = Harness(allowed_lateness_seconds=60, input_idle_seconds=30)
+    harness.send([call("c0", "A", 0), outcome("o0", "A", 5)])
+    harness.send([call("c1", "B", 3000)])
+    engine = harness.engines[0]
+    outcomes_mark = engine.input_max_ms["outcomes"]
+    assert engine.clock_ms == outcomes_mark - 60_000  # outcomes delivered just now
+    harness.now_ms += 29_000
+    harness.run.keep(engine.tick())
+    assert engine.clock_ms == outcomes_mark - 60_000
+    harness.now_ms += 2_000  # outcomes silent for 31 s: the calls alone drive the clock
+    harness.run.keep(engine.tick())
+    assert engine.clock_ms == engine.input_max_ms["calls"] - 60_000
+    out = harness.message("outcomes", [outcome("o-old", "B", 100)])
+    assert [e.event_id for e in out.late] == ["o-old"]  # late, reported, never applied
+
+
+def test_an_input_with_a_backlog_holds_the_clock_however_long_it_is_silent() -> None:
+    harness = Harness(allowed_lateness_seconds=60, input_idle_seconds=30)
+    harness.send([call("c0", "A", 0), outcome("o0", "A", 5), call("c1", "B", 3000)])
+    engine = harness.engines[0]
+    engine.set_more_to_read("outcomes", True)
+    harness.now_ms += 3_600_000
+    harness.run.keep(engine.tick())
+    assert engine.clock_ms == engine.input_max_ms["outcomes"] - 60_000
+    engine.set_more_to_read("outcomes", False)
+    harness.run.keep(engine.tick())
+    assert engine.clock_ms == engine.input_max_ms["calls"] - 60_000
+
+
+def test_a_restarted_engine_waits_for_an_input_it_has_not_heard_from() -> None:
+    harness = Harness(allowed_lateness_seconds=60, input_idle_seconds=30)
+    engine = harness.engines[0]
+    engine.wait_for_inputs()
+    harness.send([call("c0", "A", 0), call("c1", "B", 3000)])
+    assert engine.clock_ms == 0  # outcomes may still come: nothing is closed yet
+    out = harness.message("outcomes", [outcome("o0", "A", 5)])
+    assert out.late == [] and harness.run.attributions["A"].outcomes == 1
+    harness.now_ms += 31_000
+    harness.run.keep(engine.tick())
+    assert engine.clock_ms == 3000 * 1000 + T0_MS - 60_000
 
 
 def test_bad_events_go_to_dead_letters_and_their_neighbours_are_applied() -> None:

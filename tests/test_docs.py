@@ -10,7 +10,7 @@ import pytest
 from streams.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 CONFIGURATION = (ROOT / "docs" / "CONFIGURATION.md").read_text()
 SETTINGS = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
 

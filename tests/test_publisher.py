@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from loadtest.generator import run_benchmark
+from loadtest.scenarios import Scenario
 from schemas.codec import call_codec, outcome_codec
 from schemas.errors import PublishError
 from schemas.kafka_options import KafkaConnection
@@ -75,6 +78,36 @@ async def test_events_are_batched_into_envelopes_and_none_is_lost(
                   for e in call_codec.decode(value).events)
     assert len(ids) == 5000 and set(ids.values()) == {1}
     assert len(messages) == publisher.messages_sent
+
+
+async def test_each_partition_receives_events_in_publish_order(
+        broker: EmbeddedBroker, prefix: str) -> None:
+    # Many envelopes in flight at once, some cut short by the linger timer, while the
+    # producer's batches fill up and sends wait for room: they must still reach each
+    # partition in the order they were published, or the engine would see event time go
+    # backwards. (Before sends were chained per partition, this order broke.)
+    await ensure_topics(KafkaConnection(bootstrap=broker.bootstrap), Topics(prefix, 4))
+    scenario = Scenario.for_events(20_000, seed=11, run_id="order").clean()
+    report = await run_benchmark(broker.bootstrap, 20_000, "envelope", scenario=scenario,
+                                 topic_prefix=prefix, partitions=4)
+    consumer = AIOKafkaConsumer(f"{prefix}calls", f"{prefix}outcomes",
+                                bootstrap_servers=broker.bootstrap, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    times: dict[tuple[str, int], list[str]] = {}
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while sum(map(len, times.values())) < report.generated \
+                and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    times.setdefault((record.topic, record.partition), []).extend(
+                        event["occurred_at"] for event in orjson.loads(record.value))
+    finally:
+        await consumer.stop()
+    assert sum(map(len, times.values())) == report.generated
+    for where, stamps in times.items():
+        assert stamps == sorted(stamps), f"{where} out of publish order"
 
 
 def test_the_sync_publisher_delivers_on_exit(broker: EmbeddedBroker, prefix: str) -> None:

@@ -145,6 +145,7 @@ class Checkpointer:
             "segments": {str(k): v for k, v in sorted(self.segments.items())},
             "offsets": engine.applied_offsets,
             "max_event_ms": engine.max_event_ms,
+            "input_max_ms": engine.input_max_ms,
             "ledger": engine.ledger.dump(),
             "live_estimate": self.live_estimate,
             "written_since_full": self.written_since_full,
@@ -173,6 +174,8 @@ class Checkpointer:
         self.extra = decoded.get("extra", {})
         engine.applied_offsets = dict(decoded["offsets"])
         engine.max_event_ms = decoded["max_event_ms"]
+        engine.input_max_ms = {"calls": engine.max_event_ms, "outcomes": engine.max_event_ms,
+                               **decoded.get("input_max_ms", {})}
         engine.ledger = Ledger.load(decoded["ledger"])
         units: dict[str, tuple[int | None, bytes]] = {}
         cells: dict[tuple[int, int, str, str, str], Cell] = {}

@@ -20,6 +20,7 @@ class EngineConfig(BaseModel):
     deadline_seconds: int = Field(86_400, gt=0)
     retention_seconds: int = Field(3_600, ge=0)
     max_future_skew_seconds: int = Field(3_600, ge=0)
+    input_idle_seconds: int = Field(30, ge=0)
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     fx_rates: dict[str, Decimal] = Field(
         default_factory=dict, description="Units of `currency` per unit of the key currency."

@@ -6,9 +6,14 @@ for ClickHouse. It imports no Kafka, Faust or ClickHouse code and never reads th
 wall clock except through the ``now_ms`` function it is given (used only to reject
 events stamped far in the future). docs/SEMANTICS.md explains the rules; in short:
 
-- Event time is ``occurred_at``. The partition's clock is the latest event time seen
-  minus the allowed lateness. An event older than the clock is *late*: reported on
-  the ``late`` topic and counted, never applied.
+- Event time is ``occurred_at``. Each input (calls, outcomes) has a high mark, the
+  latest event time it delivered. The partition's clock is the lowest high mark of the
+  inputs that *hold* it, minus the allowed lateness, and never goes back. An input
+  holds the clock while the runtime says it has more to read, or while it delivered
+  within ``input_idle_seconds`` (wall time): a backlog read faster on one topic than
+  on the other makes nothing late, and a topic that falls silent stops the clock for
+  only that long. An event older than the clock is *late*: reported on the ``late``
+  topic and counted, never applied.
 - Each event is applied at most once per work unit (by ``event_id``), in any order.
   A unit's attribution is a function of the set of its events, so every arrival order
   ends with the same figures; ``revision`` grows with each event applied.
@@ -216,7 +221,10 @@ class PartitionEngine:
         self.wheel: dict[int, list[str]] = {}  # minute -> unit ids due then
         self.wheel_heap: list[int] = []
         self.due: dict[str, int] = {}
-        self.max_event_ms = 0
+        self.max_event_ms = 0  # the clock before lateness: monotonic
+        self.input_max_ms: dict[str, int] = {"calls": 0, "outcomes": 0}
+        self.input_delivered_at: dict[str, int] = {}  # wall ms of each input's last event
+        self.input_more_to_read: dict[str, bool] = {"calls": False, "outcomes": False}
         self.ledger = Ledger()
         self.dirty_units: set[str] = set()
         self.removed_units: set[str] = set()
@@ -226,6 +234,7 @@ class PartitionEngine:
         self.removed_cells: set[CellKey] = set()
         self.applied_offsets: dict[str, int] = {}
         self._lateness_ms = config.allowed_lateness_seconds * 1000
+        self._idle_ms = config.input_idle_seconds * 1000
         self._deadline_ms = config.deadline_seconds * 1000
         self._retention_ms = config.retention_seconds * 1000
         self._skew_ms = config.max_future_skew_seconds * 1000
@@ -239,6 +248,29 @@ class PartitionEngine:
     def clock_ms(self) -> int:
         """Event-time clock: events before it are late and windows before it are closed."""
         return self.max_event_ms - self._lateness_ms if self.max_event_ms else 0
+
+    def set_more_to_read(self, kind: EventKind, more: bool) -> None:
+        """The runtime's report that an input has messages not yet applied (an input
+        with a backlog holds the clock until it catches up)."""
+        self.input_more_to_read[kind] = more
+
+    def wait_for_inputs(self) -> None:
+        """Let every input hold the clock for ``input_idle_seconds`` from now, as if it
+        had just delivered: a worker (re)starting on a backlog must not let the first
+        topic it happens to read push the clock past the other one's events."""
+        now_ms = self.now_ms()
+        for kind in self.input_max_ms:
+            self.input_delivered_at[kind] = now_ms
+
+    def _raise_clock(self, now_ms: int) -> None:
+        marks = self.input_max_ms
+        idle_ms = self._idle_ms
+        holding = [mark for kind, mark in marks.items()
+                   if self.input_more_to_read[kind]
+                   or now_ms - self.input_delivered_at.get(kind, -idle_ms - now_ms) < idle_ms]
+        candidate = min(holding) if holding else max(marks.values())
+        if candidate > self.max_event_ms:
+            self.max_event_ms = candidate
 
     def process(self, kind: EventKind, value: bytes, source: Source) -> Outputs:
         """Apply one Kafka message (one event or a batch envelope)."""
@@ -256,6 +288,9 @@ class PartitionEngine:
         for index, event in zip(decoded.indexes, decoded.events, strict=True):
             apply(event, index, source, now_ms, touched, out)
         self.applied_offsets[source.topic] = source.offset
+        if decoded.events:
+            self.input_delivered_at[kind] = now_ms
+        self._raise_clock(now_ms)
         self._mark_changed()
         self._advance(touched, out)
         self._emit_attributions(touched, out)
@@ -265,6 +300,7 @@ class PartitionEngine:
         """Run clock-driven work (nothing changes unless the clock moved)."""
         out = Outputs()
         touched: dict[str, UnitState] = {}
+        self._raise_clock(self.now_ms())
         self._advance(touched, out)
         self._emit_attributions(touched, out)
         return out
@@ -606,8 +642,8 @@ class PartitionEngine:
             return None
         unit.seen.add(h)
         self.ledger.applied += 1
-        if t_ms > self.max_event_ms:
-            self.max_event_ms = t_ms
+        if t_ms > self.input_max_ms[kind]:
+            self.input_max_ms[kind] = t_ms
         return unit
 
     def _touch_time(self, unit: UnitState, t_ms: int) -> None:
