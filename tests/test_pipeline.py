@@ -82,7 +82,8 @@ async def read_topic(bootstrap: str, topic: str, at_least: int,
 def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
     worker: WorkerHandle = make_worker(TOKENYIELD_DEADLINE_SECONDS="600",
                                        TOKENYIELD_ALLOWED_LATENESS_SECONDS="120",
-                                       TOKENYIELD_RETENTION_SECONDS="3600").start()
+                                       TOKENYIELD_RETENTION_SECONDS="3600",
+                                       TOKENYIELD_INPUT_IDLE_SECONDS="2").start()
     bootstrap = worker.env["TOKENYIELD_KAFKA_BOOTSTRAP"]
     db = "tokenyield"
 
@@ -141,9 +142,11 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
         clock_unit = next(f"K{i}" for i in range(200) if partition_for(f"K{i}", 4) == p4)
         await produce(bootstrap, calls_topic, orjson.dumps(call("k-c1", clock_unit, 1500)),
                       partition=p4)
-        # ... after which an event from the start of the story is late.
+        # ... once the outcomes topic, silent since the story, stops holding the clock
+        # (TOKENYIELD_INPUT_IDLE_SECONDS); after that, an event from the start of the
+        # story is late.
         late_unit = next(f"L{i}" for i in range(200) if partition_for(f"L{i}", 4) == p4)
-        await asyncio.sleep(1)
+        await asyncio.sleep(4)
         await produce(bootstrap, calls_topic, orjson.dumps(call("late-1", late_unit, 5)),
                       partition=p4)
 

@@ -1,0 +1,213 @@
+"""Every Grafana panel's SQL over millions of calls in chdb (``tokenyield bench --dashboards``).
+
+The data is made the way production makes it, then multiplied: a seed of generated
+traffic over 30 days (``loadtest.scenarios``) runs through the pure core (validation,
+pricing, join, windows) into ClickHouse through the sink; then copies of the seed's calls,
+outcomes and attributions under new ids are inserted with ``INSERT ... SELECT`` until the
+calls table holds the asked number of rows (the hourly rollup and ``attributions_latest``
+fill from their materialized views, as in production). Window and alert rows come from
+the seed only: their count depends on time and dimensions, not on call volume.
+
+Each panel is expanded as Grafana would (``loadtest.grafana_sql``), with every variable at
+All, and timed ``runs`` times over the dashboard's default range (2 days) and over the
+whole 30 days; the figure is the median.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from loadtest.grafana_sql import (
+    DATABASE,
+    Selection,
+    TimeRange,
+    load_dashboard,
+    panels,
+    render,
+    variable_queries,
+)
+from loadtest.scenarios import Scenario, encoded_events
+from schemas.partitioner import partition_for
+from schemas.pricing import PriceBook
+from streams.clickhouse_client import connect, migrate
+from streams.clickhouse_sink import ClickHouseSink, SinkBatch
+from streams.core.config import EngineConfig
+from streams.core.engine import PartitionEngine, Source
+from streams.core.rollup import WindowRollup, decode_partials, encode_partials
+
+PARTITIONS = 4
+DAYS = 30
+SEED_CALLS = 400_000
+CHECKPOINT_EVENTS = 50_000
+COPIED_TABLES = ("model_calls", "outcomes", "attributions")
+ID_COLUMNS = {"model_calls": ("event_id", "work_unit_id"),
+              "outcomes": ("event_id", "work_unit_id"),
+              "attributions": ("attribution_id", "work_unit_id")}
+
+Say = Callable[[str], None]
+
+
+class _Unclosable:
+    """The bench's client, lent to the sink without letting its ``stop`` close it."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        return None
+
+
+async def _load_seed(client: Client, scenario: Scenario, now: datetime, say: Say) -> int:
+    now_ms = int(now.timestamp() * 1000)
+    book = PriceBook.load()
+    config = EngineConfig(partitions=PARTITIONS)
+    engines = [PartitionEngine(p, config, lambda: book, lambda: now_ms)
+               for p in range(PARTITIONS)]
+    rollup = WindowRollup("USD", idle_seconds=10**9)
+    sink = ClickHouseSink(lambda: _Unclosable(client), DATABASE, retry_max_seconds=5)
+    batches = [SinkBatch() for _ in range(PARTITIONS)]
+    offsets = dict.fromkeys(((k, p) for k in ("calls", "outcomes") for p in range(PARTITIONS)),
+                            -1)
+    calls = 0
+    sequence = 0
+
+    async def checkpoint() -> None:
+        nonlocal sequence
+        for partition, engine in enumerate(engines):
+            message = encode_partials(partition, engine.clock_ms, engine.partial_updates())
+            rollup.apply(*decode_partials(message), now_ms)
+            batch, batches[partition] = batches[partition], SinkBatch()
+            await sink.write(batch)
+        sequence += 1
+        windows = SinkBatch(windows=rollup.updates() + rollup.close(now_ms))
+        windows.cover("rollup", 0, sequence)
+        await sink.write(windows)
+
+    buffers: dict[tuple[str, int], list[bytes]] = {}
+
+    def apply(kind: str, partition: int) -> None:
+        nonlocal calls
+        values = buffers.pop((kind, partition), [])
+        if not values:
+            return
+        offsets[(kind, partition)] += 1
+        offset = offsets[(kind, partition)]
+        out = engines[partition].process(kind, b"[" + b",".join(values) + b"]",  # type: ignore[arg-type]
+                                         Source(kind, partition, offset))
+        batch = batches[partition]
+        batch.calls.extend(out.calls)
+        batch.outcomes.extend(out.outcomes)
+        batch.attributions.extend(out.attributions)
+        batch.alerts.extend(out.alerts)
+        batch.cover(kind, partition, offset)
+        calls += len(out.calls)
+
+    try:
+        for count, event in enumerate(encoded_events(scenario), 1):
+            key = (event.kind, partition_for(event.work_unit_id, PARTITIONS))
+            buffer = buffers.setdefault(key, [])
+            buffer.append(event.value)
+            if len(buffer) >= 500:
+                apply(*key)
+            if count % CHECKPOINT_EVENTS == 0:
+                await checkpoint()
+                say(f"dashboards: seed {count:,} events through the engine")
+        for key in list(buffers):
+            apply(*key)
+        for engine in engines:  # close every window and deadline of the seed
+            engine.max_event_ms = max(engine.max_event_ms, now_ms)
+            out = engine.tick()
+            batches[engine.partition].attributions.extend(out.attributions)
+            batches[engine.partition].alerts.extend(out.alerts)
+        await checkpoint()
+    finally:
+        sink.stop()
+    return calls
+
+
+def _multiply(client: Client, seed_calls: int, target_calls: int, say: Say) -> int:
+    copies = max(0, math.ceil(target_calls / max(seed_calls, 1)) - 1)
+    for copy in range(1, copies + 1):
+        for table in COPIED_TABLES:
+            replaced = ", ".join(f"concat({c}, '~{copy}') AS {c}" for c in ID_COLUMNS[table])
+            client.command(
+                f"INSERT INTO {DATABASE}.{table} SELECT * REPLACE ({replaced}) "
+                f"FROM {DATABASE}.{table} WHERE position(work_unit_id, '~') = 0")
+        say(f"dashboards: {(copy + 1) * seed_calls:,} of ~{target_calls:,} calls loaded")
+    return int(client.command(f"SELECT count() FROM {DATABASE}.model_calls"))
+
+
+def _options(client: Client, time_range: TimeRange) -> dict[str, list[str]]:
+    options: dict[str, list[str]] = {}
+    selection = Selection(None, None, None)
+    for name, sql in variable_queries(load_dashboard()).items():
+        rows = client.query(render(sql, selection, options, time_range)).result_rows
+        options[name] = [row[0] for row in rows]
+    return options
+
+
+def _time_panels(client: Client, time_range: TimeRange, runs: int) -> dict[str, float]:
+    options = _options(client, time_range)
+    selection = Selection(None, None, None)
+    medians: dict[str, float] = {}
+    for panel in panels(load_dashboard()):
+        sql = render(panel["targets"][0]["rawSql"], selection, options, time_range)
+        client.query(sql)  # warm: the first run also reads parts into the page cache
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            client.query(sql)
+            times.append((time.perf_counter() - started) * 1000)
+        medians[panel["title"]] = round(statistics.median(times), 1)
+    return medians
+
+
+def run_dashboards(calls: int, root: Path, say: Say, runs: int = 5) -> dict[str, Any]:
+    root.mkdir(parents=True, exist_ok=True)
+    client = connect(f"chdb://{root / 'chdb'}")
+    try:
+        migrate(client, DATABASE)
+        now = datetime.now(UTC).replace(microsecond=0)
+        seed_calls = min(calls, SEED_CALLS)
+        scenario = Scenario(seed=21, run_id="dash", work_units=max(1, int(seed_calls / 3.4)),
+                            span_seconds=DAYS * 86400, end=now - timedelta(hours=1))
+        started = time.monotonic()
+        loaded_seed = asyncio.run(_load_seed(client, scenario, now, say))
+        total = _multiply(client, loaded_seed, calls, say)
+        load_seconds = time.monotonic() - started
+        parts = int(client.command(f"SELECT count() FROM system.parts WHERE active AND "
+                                   f"database = '{DATABASE}' AND table = 'model_calls'"))
+        say(f"dashboards: {total:,} calls in chdb ({load_seconds:.0f} s); timing "
+            f"{len(panels(load_dashboard()))} panels x {runs} runs")
+        by_range = {}
+        for label, span in (("2d", timedelta(days=2)), ("30d", timedelta(days=DAYS))):
+            by_range[label] = _time_panels(client, TimeRange(now - span, now, 60
+                                                             if label == "2d" else 3600), runs)
+            worst = max(by_range[label].items(), key=lambda item: item[1])
+            say(f"dashboards ({label}): median of the slowest panel {worst[1]} ms "
+                f"({worst[0]})")
+    finally:
+        client.close()
+    worst_2d = max(by_range["2d"].values())
+    worst_30d = max(by_range["30d"].values())
+    return {"dashboard_calls": total, "dashboard_model_calls_parts": parts,
+            "dashboard_panels": len(by_range["2d"]),
+            "dashboard_median_ms_by_panel_2d": by_range["2d"],
+            "dashboard_median_ms_by_panel_30d": by_range["30d"],
+            "dashboard_median_ms_worst_panel": max(worst_2d, worst_30d),
+            "dashboard_median_ms_worst_panel_2d": worst_2d,
+            "dashboard_median_ms_worst_panel_30d": worst_30d,
+            "dashboard_median_ms_median_panel_30d": statistics.median(
+                by_range["30d"].values())}
