@@ -175,7 +175,7 @@ class Bench:
                "NAIVE_STATUS": str(status)}
         log = open(self.root / "naive.log", "wb")  # noqa: SIM115 - closed below
         process = subprocess.Popen([sys.executable, "-m", "loadtest.naive_faust", "worker",
-                                    "--loglevel", "warning", "--without-web"],
+                                    "--loglevel", "warn", "--without-web"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=self.root, start_new_session=True)
         try:

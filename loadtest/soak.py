@@ -1,6 +1,6 @@
 """Soak: a worker under steady traffic for a long while; RSS and lag must stay flat.
 
-    python -m loadtest.soak --minutes 10 --rate 5000 --json soak.json
+    python -m loadtest.soak --minutes 10 --rate 5000 --json soak.json --chart soak.html
 
 Starts ``tokenyield worker`` on its own embedded broker and chdb (a temporary data dir,
 or ``--data-dir``), publishes realistic generated traffic at ``--rate`` events/s with
@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,31 @@ def verdict(samples: list[dict[str, Any]], rate: float) -> dict[str, Any]:
     }
 
 
+def chart_page(result: dict[str, Any]) -> str:
+    """The series as an offline HTML page of line charts (memory, open units, lag)."""
+    from html import escape
+
+    from streams.report_svg import line_chart
+
+    samples = result["samples"]
+    start = datetime.now(UTC)
+    at = [start + timedelta(seconds=s["seconds"]) for s in samples]
+
+    def series(*keys: str) -> dict[str, list[tuple[datetime, float]]]:
+        return {key: [(t, float(s[key] or 0)) for t, s in zip(at, samples, strict=True)]
+                for key in keys}
+
+    charts = [line_chart("Resident memory (MiB)", series("rss_mb", "broker_rss_mb"),
+                         y_format="{:,.0f}"),
+              line_chart("Open work units", series("open_units"), y_format="{:,.0f}"),
+              line_chart("Consumer lag (messages)", series("lag"), y_format="{:,.0f}")]
+    verdict = escape(json.dumps(result["verdict"], indent=2))
+    return ("<!doctype html><meta charset='utf-8'><title>tokenyield soak</title>"
+            "<body style='font-family:sans-serif'><h1>tokenyield soak</h1>"
+            "<p>x axis: time since the start of the run</p>" + "".join(charts)
+            + f"<h2>Verdict</h2><pre>{verdict}</pre></body>")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write the series here")
+    parser.add_argument("--chart", type=Path, default=None,
+                        help="write the series as an HTML page of charts here")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="tokenyield-soak-"))
     settings = Settings(data_dir=data_dir)
@@ -165,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result["verdict"], indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    if args.chart:
+        args.chart.write_text(chart_page(result))
+        print(f"charts written to {args.chart}")
     return 0 if result["verdict"]["rss_flat"] and result["verdict"]["lag_flat"] else 1
 
 

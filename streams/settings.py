@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     rebalance_timeout_seconds: float | None = Field(
         None, gt=0, description="Consumer-group rebalance timeout; empty = 3 s on the "
                                 "embedded broker (which holds every join that long), 30 s else")
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=5000, description="How long a fetch may wait for data. Faust fixes "
+                                        "1500 ms; the embedded broker holds every fetch "
+                                        "that long, which is attribution latency")
 
     # -- state and storage -----------------------------------------------------------
     data_dir: Path = Path(".tokenyield")
