@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -293,19 +295,32 @@ class Bench:
         before = tracemalloc.take_snapshot()
         for offset, batch in enumerate(batches):
             engine.process("calls", batch, Source("calls", 0, offset))
-        after = tracemalloc.take_snapshot()
-        grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+        hot = tracemalloc.take_snapshot()
+        # As in the worker, which checkpoints every second: a checkpoint parks the units
+        # untouched since the previous one as their serialized bytes.
+        checkpointer = Checkpointer(engine)
+        plan = checkpointer.plan()
+        saved = sum(len(k) + len(v) for k, v in plan.writes) + sum(map(len, plan.meta))
+        del plan  # written to the state store by now, in the worker
+        checkpointer.plan()
+        gc.collect()
+        parked = tracemalloc.take_snapshot()
         tracemalloc.stop()
         open_units = len(engine.units)
-        plan = Checkpointer(engine).plan()
-        saved = sum(len(k) + len(v) for k, v in plan.writes) + sum(map(len, plan.meta))
-        self.results["memory_bytes_per_open_unit"] = round(grown / open_units)
-        self.results["checkpoint_bytes_per_open_unit"] = round(saved / open_units)
-        self.results["memory_open_units"] = open_units
-        self.results["memory_calls_per_unit"] = round(len(calls) / open_units, 2)
-        say(f"memory: {grown / open_units:,.0f} bytes per open unit in the engine "
+
+        def grown(after: tracemalloc.Snapshot) -> int:
+            return sum(s.size_diff for s in after.compare_to(before, "filename"))
+
+        r = self.results
+        r["memory_bytes_per_open_unit"] = round(grown(parked) / open_units)
+        r["memory_bytes_per_open_unit_hot"] = round(grown(hot) / open_units)
+        r["checkpoint_bytes_per_open_unit"] = round(saved / open_units)
+        r["memory_open_units"] = open_units
+        r["memory_calls_per_unit"] = round(len(calls) / open_units, 2)
+        say(f"memory: {r['memory_bytes_per_open_unit']:,} bytes per open unit between "
+            f"checkpoints (parked), {r['memory_bytes_per_open_unit_hot']:,} while in use "
             f"({open_units:,} units, {len(calls) / open_units:.1f} calls each); "
-            f"{saved / open_units:,.0f} bytes per unit in a checkpoint")
+            f"{r['checkpoint_bytes_per_open_unit']:,} bytes per unit in a checkpoint")
 
     def stage_scaling(self) -> None:
         total = self.prepublish("bench-scale.", self.events)
@@ -383,23 +398,29 @@ def summary(results: dict[str, Any]) -> str:
     for key in ("raw_events_per_second", "naive_events_per_second",
                 "two_workers_events_per_second", "latency_rate_events_per_second",
                 "latency_attribution_p50_seconds", "latency_clickhouse_row_p50_seconds",
-                "checkpoint_bytes_per_open_unit"):
+                "memory_bytes_per_open_unit_hot", "checkpoint_bytes_per_open_unit"):
         if key in results:
             lines.append(f"  {key:<38} {results[key]:>12,}")
     return "\n".join(lines)
 
 
 def main(events: int, json_path: Path | None, quick: bool, dashboards: bool,
-         calls: int) -> dict[str, Any]:
+         calls: int, keep: bool = False) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="tokenyield-bench-"))
-    bench = Bench(events, root, quick)
-    stages = [bench.stage_engine, bench.stage_raw, bench.stage_naive, bench.stage_memory,
-              bench.stage_scaling]
-    results = bench.run(stages)
-    if dashboards:
-        from loadtest.dashboard_bench import run_dashboards
+    try:
+        bench = Bench(events, root, quick)
+        stages = [bench.stage_engine, bench.stage_raw, bench.stage_naive, bench.stage_memory,
+                  bench.stage_scaling]
+        results = bench.run(stages)
+        if dashboards:
+            from loadtest.dashboard_bench import run_dashboards
 
-        results.update(run_dashboards(calls, root / "dashboards", say))
+            results.update(run_dashboards(calls, root / "dashboards", say))
+    finally:
+        if not keep:  # brokers' logs, chdb paths and worker logs: gigabytes in a full run
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            say(f"work files kept in {root}")
     results["work_dir"] = str(root)
     print(summary(results))
     if json_path is not None:

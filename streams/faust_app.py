@@ -54,7 +54,7 @@ class TableStore:
 def set_fetch_max_wait(milliseconds: int) -> None:
     """Make Faust's worker consumer use ``fetch_max_wait_ms = milliseconds``.
 
-    Faust (0.11) passes a fixed 1500 ms to aiokafka and offers no setting. The embedded
+    faust-streaming (0.15) passes a fixed 1500 ms to aiokafka and offers no setting. The embedded
     broker holds a fetch for about that long even when data is waiting, so events sat up
     to 1.5 s before the engine saw them. The consumer is created, not started, here, and
     aiokafka reads the attribute when it starts; if a Faust upgrade renames the method,

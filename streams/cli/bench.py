@@ -23,6 +23,8 @@ def register(sub: Any) -> None:
                        help="also time every Grafana panel's SQL over --calls calls in chdb")
     bench.add_argument("--calls", type=int, default=10_000_000,
                        help="calls loaded for --dashboards (default 10000000)")
+    bench.add_argument("--keep", action="store_true",
+                       help="keep the work directory (logs, chdb data) for inspection")
     bench.set_defaults(handler=bench_command)
 
 
@@ -30,5 +32,5 @@ def bench_command(args: argparse.Namespace) -> int:
     from loadtest.bench import main
 
     events = 20_000 if args.quick and args.events == 300_000 else args.events
-    main(events, args.json, args.quick, args.dashboards, args.calls)
+    main(events, args.json, args.quick, args.dashboards, args.calls, args.keep)
     return 0
