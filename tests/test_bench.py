@@ -41,9 +41,11 @@ def test_bench_prints_and_writes_every_figure(tmp_path: Path) -> None:
         figures["engine_events_per_second"] / figures["naive_events_per_second"], 2)
     assert figures["speedup_two_workers"] == round(
         figures["two_workers_events_per_second"] / figures["engine_events_per_second"], 2)
-    for stage in ("attribution", "clickhouse_row"):
-        p50, p99 = (figures[f"latency_{stage}_{q}_seconds"] for q in ("p50", "p99"))
-        assert 0 < p50 <= p99
+    for prefix in ("latency_", "latency_sustainable_"):
+        assert figures[f"{prefix}rate_events_per_second"] > 0
+        for stage in ("attribution", "clickhouse_row"):
+            p50, p99 = (figures[f"{prefix}{stage}_{q}_seconds"] for q in ("p50", "p99"))
+            assert 0 < p50 <= p99
     assert figures["latency_attribution_p50_seconds"] <= \
         figures["latency_clickhouse_row_p50_seconds"]  # the row comes after the message
     assert figures["memory_bytes_per_open_unit"] > 0
