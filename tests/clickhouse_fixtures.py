@@ -27,6 +27,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from loadtest.dashboard_bench import UnclosableClient
 from schemas.outputs import Alert
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook
@@ -84,19 +85,6 @@ class LoadedClickHouse:
 
     def scalar(self, sql: str) -> Any:
         return self.client.query(sql).result_rows[0][0]
-
-
-class _SharedClient:
-    """The one chdb client, handed to the sink without letting ``stop`` close it."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def close(self) -> None:
-        return None
 
 
 def generate_events(now: datetime, seed: int = 7) -> list[dict[str, Any]]:
@@ -192,7 +180,7 @@ async def _pump(client: Client, events: list[dict[str, Any]], now: datetime,
     engines = [PartitionEngine(p, config, lambda: book, lambda: now_ms)
                for p in range(PARTITIONS)]
     rollup = WindowRollup("USD", idle_seconds=10**9)
-    sink = ClickHouseSink(lambda: _SharedClient(client), DATABASE, retry_max_seconds=1)
+    sink = ClickHouseSink(lambda: UnclosableClient(client), DATABASE, retry_max_seconds=1)
     batches = [SinkBatch() for _ in range(PARTITIONS)]
     offsets = dict.fromkeys(((k, p) for k in ("calls", "outcomes") for p in range(PARTITIONS)),
                             -1)

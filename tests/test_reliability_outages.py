@@ -96,6 +96,10 @@ def test_a_full_clickhouse_disk_stops_the_partitions_and_loses_nothing(
     thread, state = publish_in_background(bootstrap, prefix, events[:half], rate=4000)
     thread.join(60)
     worker.wait_for(f"SELECT count() > 0 FROM {DB}.model_calls", 1, 60)
+    deadline = time.monotonic() + 30  # the first half is stored and its offsets committed
+    while asyncio.run(committed(bootstrap, group, f"{prefix}calls")) == 0 and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
 
     filler = fill(small_disk)
     try:
@@ -110,7 +114,9 @@ def test_a_full_clickhouse_disk_stops_the_partitions_and_loses_nothing(
         assert health.get("status") == "degraded", health
         assert "NOT_ENOUGH_SPACE" in health["clickhouse_error"] or \
             "space" in health["clickhouse_error"].lower()
-        # While inserts fail, the inputs' committed offsets stay where they are.
+        # While inserts fail, the inputs' committed offsets stay where they are (after
+        # the commit interval, for work acknowledged just before the disk filled).
+        time.sleep(2)
         before = asyncio.run(committed(bootstrap, group, f"{prefix}calls"))
         time.sleep(4)
         assert asyncio.run(committed(bootstrap, group, f"{prefix}calls")) == before
