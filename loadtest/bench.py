@@ -410,7 +410,8 @@ def summary(results: dict[str, Any]) -> str:
                 "latency_sustainable_clickhouse_row_p50_seconds",
                 "latency_sustainable_clickhouse_row_p99_seconds",
                 "dashboard_calls", "dashboard_median_ms_worst_panel_2d",
-                "dashboard_median_ms_worst_panel_30d",
+                "dashboard_median_ms_worst_panel_30d", "dashboard_median_ms_worst_panel_2d_merged",
+                "dashboard_median_ms_worst_panel_30d_merged",
                 "memory_bytes_per_open_unit_hot", "checkpoint_bytes_per_open_unit"):
         if key in results:
             lines.append(f"  {key:<38} {results[key]:>12,}")

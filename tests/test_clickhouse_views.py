@@ -21,6 +21,7 @@ from streams.clickhouse_client import migrate
 from tests.clickhouse_fixtures import (
     BUDGETS,
     DATABASE,
+    HOURS,
     PARTITIONS,
     TEAMS,
     LoadedClickHouse,
@@ -39,6 +40,7 @@ VIEWS = [
     "v_budget_spend_hourly", "v_budget_burn", "v_budget_burndown", "v_work_units",
     "v_top_spenders_without_outcomes", "v_agents_without_outcomes", "v_alerts",
 ]
+RANGED_VIEWS = ["v_attribution_coverage_between", "v_work_units_between"]
 CALL_SPEND = "coalesce(cost, toDecimal128(0, 18))"
 TOLERANCE = 1e-9
 
@@ -62,7 +64,7 @@ def test_migrations_create_every_view_and_are_idempotent(
     db = loaded_clickhouse
     tables = {row[0]: row[1] for row in db.query(
         f"SELECT name, engine FROM system.tables WHERE database = '{DB}'").result_rows}
-    for view in VIEWS:
+    for view in VIEWS + RANGED_VIEWS:
         assert tables.get(view) == "View", view
     assert tables["model_usage_hourly"] == "AggregatingMergeTree"
     assert tables["model_usage_hourly_mv"] == "MaterializedView"
@@ -264,6 +266,88 @@ def test_agents_without_outcomes(loaded_clickhouse: LoadedClickHouse) -> None:
         assert close(r["share_without_outcome"], r["spend_without_outcome"] / r["spend"])
     assert sum(r["spend"] for r in rows) == db.scalar(
         f"SELECT sum({CALL_SPEND}) FROM {DB}.model_calls FINAL")
+
+
+def _utc(moment: datetime) -> datetime:
+    """ClickHouse returns naive datetimes for DateTime64(3, 'UTC')."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _between(view: str, start: datetime, end: datetime) -> str:
+    """A ranged view with its parameters, as the dashboard calls it."""
+    def at(moment: datetime) -> str:
+        return f"toDateTime64('{moment:%Y-%m-%d %H:%M:%S}', 3, 'UTC')"
+    return f"{DB}.{view}(from_time = {at(start)}, to_time = {at(end)})"
+
+
+COVERAGE_FIGURES = ("day, team, workflow, attributed_spend, unattributed_spend, pending_spend, "
+                    "attributed_units, unattributed_units, pending_units")
+
+
+def test_ranged_coverage_over_everything_equals_the_full_view(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    everything = _between("v_attribution_coverage_between", db.start - timedelta(hours=2),
+                          db.now + timedelta(hours=2))
+    full = grouped(db, f"SELECT {COVERAGE_FIGURES} FROM {DB}.v_attribution_coverage", 3)
+    assert grouped(db, f"SELECT {COVERAGE_FIGURES} FROM {everything}", 3) == full
+
+
+def test_ranged_coverage_classifies_the_calls_in_range_by_their_units_attribution(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    cut = (db.now - timedelta(hours=HOURS // 2)).replace(minute=0, second=0, microsecond=0)
+    outcomes = {r[0]: r[1] for r in db.query(
+        f"SELECT work_unit_id, outcomes FROM {DB}.attributions_latest FINAL").result_rows}
+    expected: dict[tuple[Any, ...], list[Any]] = {}
+    units_across_the_cut = 0
+    first_call = {r[0]: r[1] for r in db.query(
+        f"SELECT work_unit_id, min(occurred_at) FROM {DB}.model_calls GROUP BY ALL").result_rows}
+    for unit, day, team, workflow, spend in db.query(f"""
+            SELECT work_unit_id, toDate(occurred_at), team, workflow, {CALL_SPEND}
+            FROM {DB}.model_calls FINAL
+            WHERE occurred_at >= toDateTime64('{cut:%Y-%m-%d %H:%M:%S}', 3, 'UTC')""").result_rows:
+        state = ("pending" if unit not in outcomes
+                 else "attributed" if outcomes[unit] > 0 else "unattributed")
+        figures = expected.setdefault((day, team, workflow), [Decimal(0)] * 3)
+        figures[("attributed", "unattributed", "pending").index(state)] += spend
+        units_across_the_cut += _utc(first_call[unit]) < cut
+    view = _between("v_attribution_coverage_between", cut, db.now + timedelta(hours=2))
+    ranged = grouped(db, f"SELECT day, team, workflow, attributed_spend, unattributed_spend, "
+                         f"pending_spend FROM {view}", 3)
+    assert ranged == {key: tuple(v) for key, v in expected.items()}
+    assert units_across_the_cut > 0  # units that began before the range are classified too
+    assert all(sum(v[:2]) > 0 for v in ranged.values())
+
+
+def test_ranged_work_units_are_the_units_whose_last_event_is_in_range(
+        loaded_clickhouse: LoadedClickHouse) -> None:
+    db = loaded_clickhouse
+    columns = "work_unit_id, state, outcomes, calls, spend, first_event_at, last_event_at"
+    everything = _between("v_work_units_between", db.start - timedelta(hours=2),
+                          db.now + timedelta(hours=2))
+    full = grouped(db, f"SELECT {columns} FROM {DB}.v_work_units", 1)
+    assert grouped(db, f"SELECT {columns} FROM {everything}", 1) == full
+
+    cut = (db.now - timedelta(hours=HOURS // 2)).replace(minute=0, second=0, microsecond=0)
+    ranged = grouped(db, f"SELECT {columns} FROM "
+                         f"{_between('v_work_units_between', cut, db.now + timedelta(hours=2))}", 1)
+    in_range = {k: v for k, v in full.items() if _utc(v[5]) >= cut}
+    assert set(ranged) == set(in_range)
+    assert db.scalar(f"SELECT count() FROM {_between('v_work_units_between', cut, db.now)}") \
+        == len(in_range)  # each unit once: an attributed one is never also pending
+    since_cut = grouped(db, f"""
+        SELECT work_unit_id, count(), sum({CALL_SPEND}), min(occurred_at)
+        FROM {DB}.model_calls FINAL
+        WHERE occurred_at >= toDateTime64('{cut:%Y-%m-%d %H:%M:%S}', 3, 'UTC') GROUP BY ALL""", 1)
+    states = set()
+    for key, row in ranged.items():
+        states.add(row[0])
+        if row[0] == "pending":  # summed over its calls since the range began
+            assert (row[2], row[3], row[4]) == since_cut[key]
+        else:
+            assert row == in_range[key]
+    assert states == {"attributed", "unattributed", "pending"}
 
 
 # -- outcomes and waste ---------------------------------------------------------------------
