@@ -26,6 +26,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from loadtest.engine_into_clickhouse import EngineIntoClickHouse
 from loadtest.grafana_sql import (
     DATABASE,
     Selection,
@@ -37,12 +38,9 @@ from loadtest.grafana_sql import (
 )
 from loadtest.scenarios import Scenario, encoded_events
 from schemas.partitioner import partition_for
-from schemas.pricing import PriceBook
 from streams.clickhouse_client import connect, migrate
-from streams.clickhouse_sink import ClickHouseSink, SinkBatch
 from streams.core.config import EngineConfig
-from streams.core.engine import PartitionEngine, Source
-from streams.core.rollup import WindowRollup, decode_partials, encode_partials
+from streams.core.engine import EventKind
 
 PARTITIONS = 4
 DAYS = 30
@@ -56,64 +54,14 @@ ID_COLUMNS = {"model_calls": ("event_id", "work_unit_id"),
 Say = Callable[[str], None]
 
 
-class UnclosableClient:
-    """One chdb client lent to a sink without letting the sink's ``stop`` close it
-    (chdb allows one client per path in a process)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def close(self) -> None:
-        return None
-
-
 async def _load_seed(client: Client, scenario: Scenario, now: datetime, say: Say) -> int:
-    now_ms = int(now.timestamp() * 1000)
-    book = PriceBook.load()
-    config = EngineConfig(partitions=PARTITIONS)
-    engines = [PartitionEngine(p, config, lambda: book, lambda: now_ms)
-               for p in range(PARTITIONS)]
-    rollup = WindowRollup("USD", idle_seconds=10**9)
-    sink = ClickHouseSink(lambda: UnclosableClient(client), DATABASE, retry_max_seconds=5)
-    batches = [SinkBatch() for _ in range(PARTITIONS)]
-    offsets = dict.fromkeys(((k, p) for k in ("calls", "outcomes") for p in range(PARTITIONS)),
-                            -1)
-    calls = 0
-    sequence = 0
+    pipeline = EngineIntoClickHouse(client, DATABASE, EngineConfig(partitions=PARTITIONS), now)
+    buffers: dict[tuple[EventKind, int], list[bytes]] = {}
 
-    async def checkpoint() -> None:
-        nonlocal sequence
-        for partition, engine in enumerate(engines):
-            message = encode_partials(partition, engine.clock_ms, engine.partial_updates())
-            rollup.apply(*decode_partials(message), now_ms)
-            batch, batches[partition] = batches[partition], SinkBatch()
-            await sink.write(batch)
-        sequence += 1
-        windows = SinkBatch(windows=rollup.updates() + rollup.close(now_ms))
-        windows.cover("rollup", 0, sequence)
-        await sink.write(windows)
-
-    buffers: dict[tuple[str, int], list[bytes]] = {}
-
-    def apply(kind: str, partition: int) -> None:
-        nonlocal calls
+    def apply(kind: EventKind, partition: int) -> None:
         values = buffers.pop((kind, partition), [])
-        if not values:
-            return
-        offsets[(kind, partition)] += 1
-        offset = offsets[(kind, partition)]
-        out = engines[partition].process(kind, b"[" + b",".join(values) + b"]",  # type: ignore[arg-type]
-                                         Source(kind, partition, offset))
-        batch = batches[partition]
-        batch.calls.extend(out.calls)
-        batch.outcomes.extend(out.outcomes)
-        batch.attributions.extend(out.attributions)
-        batch.alerts.extend(out.alerts)
-        batch.cover(kind, partition, offset)
-        calls += len(out.calls)
+        if values:
+            pipeline.apply(kind, partition, b"[" + b",".join(values) + b"]")
 
     try:
         for count, event in enumerate(encoded_events(scenario), 1):
@@ -123,19 +71,15 @@ async def _load_seed(client: Client, scenario: Scenario, now: datetime, say: Say
             if len(buffer) >= 500:
                 apply(*key)
             if count % CHECKPOINT_EVENTS == 0:
-                await checkpoint()
+                await pipeline.checkpoint()
                 say(f"dashboards: seed {count:,} events through the engine")
         for key in list(buffers):
             apply(*key)
-        for engine in engines:  # close every window and deadline of the seed
-            engine.max_event_ms = max(engine.max_event_ms, now_ms)
-            out = engine.tick()
-            batches[engine.partition].attributions.extend(out.attributions)
-            batches[engine.partition].alerts.extend(out.alerts)
-        await checkpoint()
+        pipeline.run_clock_to_now()  # close every window and deadline of the seed
+        await pipeline.checkpoint()
     finally:
-        sink.stop()
-    return calls
+        pipeline.close()
+    return pipeline.calls
 
 
 def _multiply(client: Client, seed_calls: int, target_calls: int, say: Say) -> int:

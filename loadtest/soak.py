@@ -71,10 +71,17 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def open_units(worker: WorkerProcessHandle) -> int:
-    found = re.findall(r"^tokenyield_open_work_units\{[^}]*\} ([0-9.e+]+)$", worker.metrics(),
+def open_units(metrics: str) -> int:
+    found = re.findall(r"^tokenyield_open_work_units\{[^}]*\} ([0-9.e+]+)$", metrics,
                        re.MULTILINE)
     return int(sum(float(v) for v in found))
+
+
+def memory_holders(metrics: str) -> dict[str, float]:
+    """The worker's ``tokenyield_memory_bytes`` by holder, in MiB."""
+    found = re.findall(r'^tokenyield_memory_bytes\{holder="([^"]+)"\} ([0-9.e+]+)$', metrics,
+                       re.MULTILINE)
+    return {holder: round(float(value) / 2**20, 1) for holder, value in found}
 
 
 async def traffic(settings: Settings, bootstrap: str, rate: float, stop: asyncio.Event,
@@ -102,18 +109,29 @@ async def soak(settings: Settings, worker: WorkerProcessHandle, minutes: float, 
         if task.done():
             task.result()  # raises what stopped the traffic
         pid = worker.process.pid
+        metrics = await asyncio.to_thread(worker.metrics)
+        holders = memory_holders(metrics)
         sample = {"seconds": round(time.monotonic() - started, 1), "published": counter[0],
                   "rss_mb": round(rss_bytes(pid) / 2**20, 1),
                   "broker_rss_mb": round((tree_rss_bytes(pid) - rss_bytes(pid)) / 2**20, 1),
                   "lag": await asyncio.to_thread(worker.lag),
-                  "open_units": await asyncio.to_thread(open_units, worker)}
+                  "open_units": open_units(metrics),
+                  **{f"{holder}_mb": value for holder, value in holders.items()
+                     if holder != "resident"}}
         samples.append(sample)
         print(f"{sample['seconds']:>7.0f}s  published {sample['published']:>10,}  "
-              f"worker rss {sample['rss_mb']:>7.1f} MiB  broker rss "
+              f"worker rss {sample['rss_mb']:>7.1f} MiB (rocksdb "
+              f"{sample.get('rocksdb_memtables_mb', 0):>5.1f} memtables, chdb "
+              f"{sample.get('clickhouse_mb', 0):>5.1f})  broker rss "
               f"{sample['broker_rss_mb']:>7.1f} MiB  open units {sample['open_units']:>8,}  "
               f"lag {sample['lag']}", flush=True)
+    # An orderly stop: the traffic ends its rounds and flushes its publisher. Cancelling
+    # it instead left the publisher's sends to asyncio.run's final cancel-all, which hung.
     stop.set()
-    task.cancel()
+    try:
+        await asyncio.wait_for(task, timeout=60)
+    except TimeoutError:
+        print("soak: the traffic did not stop within 60 s; abandoning it", flush=True)
     return samples
 
 
@@ -128,6 +146,11 @@ def verdict(samples: list[dict[str, Any]], rate: float) -> dict[str, Any]:
     lag_last = statistics.median(s["lag"] or 0 for s in last)
     units_first = statistics.median(s["open_units"] for s in first)
     units_last = statistics.median(s["open_units"] for s in last)
+    holders = sorted({key for s in samples for key in s
+                      if key.endswith("_mb") and key not in ("rss_mb", "broker_rss_mb")})
+    growth = {key.removesuffix("_mb"): round(
+        statistics.median(s.get(key) or 0 for s in last)
+        - statistics.median(s.get(key) or 0 for s in first), 1) for key in holders}
     elapsed = samples[-1]["seconds"] if samples else 0
     achieved = samples[-1]["published"] / elapsed if elapsed else 0
     return {
@@ -135,6 +158,7 @@ def verdict(samples: list[dict[str, Any]], rate: float) -> dict[str, Any]:
         "rss_middle_third_mb": rss_first, "rss_last_third_mb": rss_last,
         "rss_growth_ratio": round(rss_last / rss_first, 3) if rss_first else None,
         "open_units_middle_third": units_first, "open_units_last_third": units_last,
+        "growth_by_holder_mb": growth,
         "broker_rss_last_mb": samples[-1]["broker_rss_mb"] if samples else None,
         "lag_max": max(lags, default=0), "lag_last_third_median": lag_last,
         # Flat: memory within 15% (allocator arenas settle), and lag not building up
@@ -144,28 +168,39 @@ def verdict(samples: list[dict[str, Any]], rate: float) -> dict[str, Any]:
     }
 
 
-def chart_page(result: dict[str, Any]) -> str:
-    """The series as an offline HTML page of line charts (memory, open units, lag)."""
-    from html import escape
-
+def charts(result: dict[str, Any]) -> dict[str, str]:
+    """The series as SVG line charts: memory, memory by holder, open units, lag. The x
+    axis is minutes:seconds since the start of the run."""
     from streams.report_svg import line_chart
 
     samples = result["samples"]
-    start = datetime.now(UTC)
+    start = datetime(2000, 1, 1, tzinfo=UTC)  # only its minutes and seconds are shown
     at = [start + timedelta(seconds=s["seconds"]) for s in samples]
 
     def series(*keys: str) -> dict[str, list[tuple[datetime, float]]]:
-        return {key: [(t, float(s[key] or 0)) for t, s in zip(at, samples, strict=True)]
+        return {key: [(t, float(s.get(key) or 0)) for t, s in zip(at, samples, strict=True)]
                 for key in keys}
 
-    charts = [line_chart("Resident memory (MiB)", series("rss_mb", "broker_rss_mb"),
-                         y_format="{:,.0f}"),
-              line_chart("Open work units", series("open_units"), y_format="{:,.0f}"),
-              line_chart("Consumer lag (messages)", series("lag"), y_format="{:,.0f}")]
+    def chart(title: str, *keys: str) -> str:
+        return line_chart(title, series(*keys), y_format="{:,.0f}", x_format="{:%M:%S}")
+
+    holders = sorted({key for s in samples for key in s
+                      if key.endswith("_mb") and key not in ("rss_mb", "broker_rss_mb")})
+    return {"memory": chart("Resident memory (MiB)", "rss_mb", "broker_rss_mb"),
+            "memory-by-holder": chart("Worker memory by holder (MiB)", "rss_mb", *holders),
+            "open-units": chart("Open work units", "open_units"),
+            "lag": chart("Consumer lag (messages)", "lag")}
+
+
+def chart_page(result: dict[str, Any]) -> str:
+    """The charts and the verdict as one offline HTML page."""
+    from html import escape
+
     verdict = escape(json.dumps(result["verdict"], indent=2))
     return ("<!doctype html><meta charset='utf-8'><title>tokenyield soak</title>"
             "<body style='font-family:sans-serif'><h1>tokenyield soak</h1>"
-            "<p>x axis: time since the start of the run</p>" + "".join(charts)
+            "<p>x axis: minutes:seconds since the start of the run</p>"
+            + "".join(charts(result).values())
             + f"<h2>Verdict</h2><pre>{verdict}</pre></body>")
 
 
@@ -179,7 +214,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the series here")
     parser.add_argument("--chart", type=Path, default=None,
                         help="write the series as an HTML page of charts here")
+    parser.add_argument("--svg-dir", type=Path, default=None,
+                        help="write each chart as soak-<name>.svg into this folder")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="do not run: redraw the charts and verdict of a --json file")
     args = parser.parse_args(argv)
+    if args.from_json:
+        stored = json.loads(args.from_json.read_text())
+        result = {**stored, "verdict": verdict(stored["samples"], stored["verdict"]["target_rate"])}
+    else:
+        result = run(args)
+    print(json.dumps(result["verdict"], indent=2))
+    if args.json and not args.from_json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.chart:
+        args.chart.write_text(chart_page(result))
+        print(f"charts written to {args.chart}")
+    if args.svg_dir:
+        args.svg_dir.mkdir(parents=True, exist_ok=True)
+        for name, svg in charts(result).items():
+            (args.svg_dir / f"soak-{name}.svg").write_text(svg)
+        print(f"charts written to {args.svg_dir}/soak-*.svg")
+    return 0 if result["verdict"]["rss_flat"] and result["verdict"]["lag_flat"] else 1
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="tokenyield-soak-"))
     settings = Settings(data_dir=data_dir)
     worker = WorkerProcessHandle(settings, data_dir / "worker.log", SOAK_SETTINGS)
@@ -188,15 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         samples = asyncio.run(soak(settings, worker, args.minutes, args.rate, args.every))
     finally:
         worker.stop()
-    result = {"verdict": verdict(samples, args.rate), "samples": samples,
-              "data_dir": str(data_dir)}
-    print(json.dumps(result["verdict"], indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    if args.chart:
-        args.chart.write_text(chart_page(result))
-        print(f"charts written to {args.chart}")
-    return 0 if result["verdict"]["rss_flat"] and result["verdict"]["lag_flat"] else 1
+    return {"verdict": verdict(samples, args.rate), "samples": samples,
+            "data_dir": str(data_dir)}
 
 
 if __name__ == "__main__":

@@ -219,6 +219,9 @@ class Publisher:
                 self.messages_sent += 1
 
         future.add_done_callback(done)
+        # A send cancelled before it first runs never enters its ``finally``: release the
+        # next send to this partition here too, or it (and every later flush) waits forever.
+        future.add_done_callback(lambda _: appended.done() or appended.set_result(None))
 
     async def _send_in_order(self, producer: AIOKafkaProducer, topic: str, partition: int,
                              value: bytes, previous: asyncio.Future[None] | None,

@@ -102,6 +102,7 @@ class Services:
         self.runtimes: dict[int, PartitionRuntime] = {}
         self.started_at = time.time()
         self.notify: Any = lambda alerts: None  # the webhook, when configured
+        self.tables: list[Any] = []  # the Faust tables, for their stores' memory figures
 
 
 def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.App:
@@ -138,10 +139,14 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
            "value_serializer": "raw"}
     inputs = app.topic(topics.calls, topics.outcomes, topics.ticks, **raw)
     partials = app.topic(topics.window_partials, **raw)
+    rocksdb = settings.state_store.startswith("rocksdb")
     state = TableStore(app.Table("state", key_type=bytes, value_type=bytes,
-                                 partitions=settings.partitions))
+                                 partitions=settings.partitions,
+                                 options=settings.rocksdb_options() if rocksdb else None))
     rollup_state = TableStore(app.Table("rollup", key_type=bytes, value_type=bytes,
-                                        partitions=1))
+                                        partitions=1,
+                                        options=settings.rocksdb_options() if rocksdb else None))
+    services.tables = [state.table, rollup_state.table]
     kinds: dict[str, EventKind] = {topics.calls: "calls", topics.outcomes: "outcomes"}
     now_ms = lambda: int(time.time() * 1000)  # noqa: E731 - only for future-skew checks
 

@@ -51,6 +51,12 @@ class Metrics:
         self.alerts = Counter(
             "tokenyield_alerts_total", "Alerts emitted, by kind and status", ["kind", "status"],
             registry=r)
+        self.memory = Gauge(
+            "tokenyield_memory_bytes",
+            "Worker memory by holder, sampled when /metrics is read: resident (the whole "
+            "process), rocksdb_memtables, rocksdb_block_cache, rocksdb_table_readers, "
+            "clickhouse (embedded chdb only), python_traced (only under tracemalloc)",
+            ["holder"], registry=r)
         self.webhook_failures = Counter(
             "tokenyield_webhook_failures_total", "Alert webhooks given up after retries",
             registry=r)

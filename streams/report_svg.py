@@ -39,7 +39,8 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def line_chart(title: str, series: Series, *, y_format: str = "{:,.2f}",
-               y_max: float | None = None, width: int = 860, height: int = 300) -> str:
+               y_max: float | None = None, width: int = 860, height: int = 300,
+               x_format: str = "{:%m-%d %H:%M}") -> str:
     """One line per series over a time axis, with a legend (series in given order)."""
     points = [p for values in series.values() for p in values]
     if not points:
@@ -68,7 +69,7 @@ def line_chart(title: str, series: Series, *, y_format: str = "{:,.2f}",
     for stamp in _ticks(t0, t1, 4):
         moment = datetime.fromtimestamp(stamp, tz=points[0][0].tzinfo)
         parts.append(f'<text x="{x(moment):.1f}" y="{top + plot_h + 18}" text-anchor="middle" '
-                     f'font-size="11" fill="#555">{moment:%m-%d %H:%M}</text>')
+                     f'font-size="11" fill="#555">{x_format.format(moment)}</text>')
     parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#999"/>'
                  f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" '
                  f'y2="{top + plot_h}" stroke="#999"/>')

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     # -- state and storage -----------------------------------------------------------
     data_dir: Path = Path(".tokenyield")
     state_store: str = Field("rocksdb://", pattern=r"^(rocksdb|memory)://$")
+    rocksdb_write_buffer_mb: int = Field(
+        16, ge=1, le=1024, description="RocksDB memtable size per state partition (Faust's "
+                                        "default, 64 MiB x 3 per partition, is most of a "
+                                        "worker's memory before the first flush)")
+    rocksdb_max_write_buffers: int = Field(2, ge=2, le=16)
+    rocksdb_block_cache_mb: int = Field(
+        16, ge=1, le=65536, description="RocksDB read cache per state partition; state is "
+                                         "read only when a partition is restored")
     clickhouse_dsn: SecretStr | None = Field(
         None, description="chdb:///abs/path or http(s)://user:pass@host:8123; "
                           "empty = chdb under the data dir")
@@ -172,6 +180,15 @@ class Settings(BaseSettings):
         if self.rebalance_timeout_seconds is not None:
             return self.rebalance_timeout_seconds
         return 3.0 if self.embedded else 30.0
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """Options for each Faust table's RocksDB (one database per table partition).
+        A fresh dict per call: Faust pops keys out of the mapping it is given."""
+        mib = 1024 * 1024
+        return {"write_buffer_size": self.rocksdb_write_buffer_mb * mib,
+                "max_write_buffer_number": self.rocksdb_max_write_buffers,
+                "block_cache_size": self.rocksdb_block_cache_mb * mib,
+                "block_cache_compressed_size": self.rocksdb_block_cache_mb * mib}
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(

@@ -1,7 +1,7 @@
 """The worker's HTTP endpoints (Faust's web server, bound to ``TOKENYIELD_WEB_HOST``).
 
 - ``GET /health/``: JSON status; 503 when ClickHouse inserts keep failing.
-- ``GET /metrics/``: Prometheus text format.
+- ``GET /metrics/``: Prometheus text format; reading it samples the memory figures.
 - ``POST /sql/`` with ``{"sql": "SELECT ..."}``: a read-only query against the worker's
   ClickHouse. With embedded chdb only the worker may open the data directory, so
   ``tokenyield sql`` routes through here while a worker runs.
@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
@@ -21,6 +23,12 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.faust_app import Services
+from streams.memory_report import (
+    clickhouse_bytes,
+    python_traced_bytes,
+    resident_bytes,
+    rocksdb_bytes,
+)
 
 READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
 
@@ -51,6 +59,22 @@ def run_read_only(services: Services, sql: str) -> dict[str, Any]:
     }
 
 
+async def sample_memory(services: Services) -> None:
+    """Set ``tokenyield_memory_bytes`` by holder (see streams/memory_report.py)."""
+    figures: dict[str, int | None] = {"resident": resident_bytes(),
+                                      "python_traced": python_traced_bytes()}
+    figures.update(rocksdb_bytes(services.tables))
+    if services.settings.clickhouse_target().startswith("chdb://"):
+        # On the sink's thread, behind any insert in progress; bounded so a sink stuck
+        # retrying an outage cannot hold the scrape. Its failures show in the sink's metrics.
+        with contextlib.suppress(Exception):
+            figures["clickhouse"] = await asyncio.wait_for(
+                services.sink.call(clickhouse_bytes), timeout=2.0)
+    for holder, value in figures.items():
+        if value is not None:
+            services.metrics.memory.labels(holder).set(value)
+
+
 def register_views(app: faust.App, services: Services) -> None:
     @app.page("/health/")
     class Health(View):
@@ -79,6 +103,7 @@ def register_views(app: faust.App, services: Services) -> None:
     @app.page("/metrics/")
     class PrometheusMetrics(View):
         async def get(self, request: Request) -> Response:
+            await sample_memory(services)
             return self.bytes(generate_latest(services.metrics.registry),
                               content_type=CONTENT_TYPE_LATEST.split(";")[0])
 

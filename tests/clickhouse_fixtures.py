@@ -1,7 +1,7 @@
 """A chdb ClickHouse loaded with two days of generated traffic, written the way the
-worker writes it: migrations applied with ``migrate``, events run through the pure core
-(``PartitionEngine`` per partition, ``WindowRollup`` for the global windows) and every
-checkpoint's rows inserted by ``ClickHouseSink``.
+worker writes it: migrations applied with ``migrate``, events run through the worker's
+partition runtimes and rollup stage without Kafka (``loadtest.engine_into_clickhouse``),
+and every checkpoint's rows inserted by ``ClickHouseSink``.
 
 chdb allows one data directory per process, so the loaded database is built once per
 pytest process and shared by every module that imports ``loaded_clickhouse`` (a module
@@ -27,15 +27,12 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from loadtest.dashboard_bench import UnclosableClient
+from loadtest.engine_into_clickhouse import EngineIntoClickHouse
 from schemas.outputs import Alert
 from schemas.partitioner import partition_for
-from schemas.pricing import PriceBook
 from streams.clickhouse_client import connect, migrate
-from streams.clickhouse_sink import ClickHouseSink, SinkBatch
+from streams.clickhouse_sink import SinkBatch
 from streams.core.config import EngineConfig
-from streams.core.engine import PartitionEngine, Source
-from streams.core.rollup import WindowRollup, decode_partials, encode_partials
 from streams.settings import Budget
 
 DATABASE = "tokenyield"
@@ -173,55 +170,22 @@ def load(client: Client, now: datetime) -> LoadedClickHouse:
 
 async def _pump(client: Client, events: list[dict[str, Any]], now: datetime,
                 loaded: LoadedClickHouse) -> None:
-    now_ms = int(now.timestamp() * 1000)
     config = EngineConfig(partitions=PARTITIONS, deadline_seconds=3600, retention_seconds=3600,
                           allowed_lateness_seconds=120)
-    book = PriceBook.load()
-    engines = [PartitionEngine(p, config, lambda: book, lambda: now_ms)
-               for p in range(PARTITIONS)]
-    rollup = WindowRollup("USD", idle_seconds=10**9)
-    sink = ClickHouseSink(lambda: UnclosableClient(client), DATABASE, retry_max_seconds=1)
-    batches = [SinkBatch() for _ in range(PARTITIONS)]
-    offsets = dict.fromkeys(((k, p) for k in ("calls", "outcomes") for p in range(PARTITIONS)),
-                            -1)
-    rollup_seq = 0
+    pipeline = EngineIntoClickHouse(client, DATABASE, config, now, retry_max_seconds=1)
     replayed: SinkBatch | None = None
-
-    async def checkpoint() -> None:
-        nonlocal rollup_seq, replayed
-        for partition, engine in enumerate(engines):
-            message = encode_partials(partition, engine.clock_ms, engine.partial_updates())
-            rollup.apply(*decode_partials(message), now_ms)
-            batch, batches[partition] = batches[partition], SinkBatch()
-            await sink.write(batch)
-            if replayed is None and len(batch.calls) > 20:
-                replayed = batch
-        rows = rollup.updates() + rollup.close(now_ms)
-        windows = SinkBatch(windows=rows)
-        rollup_seq += 1
-        windows.cover("rollup", 0, rollup_seq)
-        await sink.write(windows)
-
     try:
         for count, event in enumerate(events, 1):
             kind = "calls" if "model" in event else "outcomes"
-            partition = partition_for(event["work_unit_id"], PARTITIONS)
-            offsets[(kind, partition)] += 1
-            offset = offsets[(kind, partition)]
-            out = engines[partition].process(kind, orjson.dumps(event),
-                                             Source(kind, partition, offset))
-            batch = batches[partition]
-            batch.calls.extend(out.calls)
-            batch.outcomes.extend(out.outcomes)
-            batch.attributions.extend(out.attributions)
-            batch.alerts.extend(out.alerts)
-            batch.dead_letters.extend(out.dead_letters)
-            batch.late.extend(out.late)
-            batch.cover(kind, partition, offset)
+            pipeline.apply(kind, partition_for(event["work_unit_id"], PARTITIONS),
+                           orjson.dumps(event))
             if count % CHECKPOINT_EVENTS == 0:
-                await checkpoint()
-        await checkpoint()
+                for batch in await pipeline.checkpoint():
+                    if replayed is None and len(batch.calls) > 20:
+                        replayed = batch
+        await pipeline.checkpoint()
         assert replayed is not None
+        sink = pipeline.sink
         # A crash after the insert but before the offset commit: the same calls come
         # back in a batch of another shape (another dedup token), so they are stored
         # twice until a merge; FINAL and the v_ views must not see the difference.
@@ -234,7 +198,7 @@ async def _pump(client: Client, events: list[dict[str, Any]], now: datetime,
         loaded.replayed_calls = len(again.calls)
         await sink.write(_alerts(now))
     finally:
-        sink.stop()
+        pipeline.close()
 
 
 def _alerts(now: datetime) -> SinkBatch:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -83,7 +84,9 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
     worker: WorkerHandle = make_worker(TOKENYIELD_DEADLINE_SECONDS="600",
                                        TOKENYIELD_ALLOWED_LATENESS_SECONDS="120",
                                        TOKENYIELD_RETENTION_SECONDS="3600",
-                                       TOKENYIELD_INPUT_IDLE_SECONDS="2").start()
+                                       TOKENYIELD_INPUT_IDLE_SECONDS="2",
+                                       TOKENYIELD_ROCKSDB_WRITE_BUFFER_MB="8",
+                                       TOKENYIELD_ROCKSDB_BLOCK_CACHE_MB="4").start()
     bootstrap = worker.env["TOKENYIELD_KAFKA_BOOTSTRAP"]
     db = "tokenyield"
 
@@ -238,6 +241,23 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
     assert "tokenyield_attribution_latency_seconds_count" in metrics
     health = worker.health()
     assert health is not None and health["status"] == "ok" and health["partitions"]
+
+    # Memory by holder, and the RocksDB options reached every table partition's database
+    # (Faust's own defaults are three 64 MiB memtables per partition). The block cache's
+    # size is not in RocksDB's OPTIONS file.
+    memory = {holder: float(value) for holder, value in re.findall(
+        r'^tokenyield_memory_bytes\{holder="([^"]+)"\} ([0-9.e+]+)$', metrics, re.MULTILINE)}
+    assert memory["resident"] > 100 * 2**20
+    assert 0 < memory["clickhouse"] < memory["resident"]
+    assert 0 < memory["rocksdb_memtables"] <= 5 * 2 * 8 * 2**20  # 5 databases, 2 x 8 MiB
+    assert "python_traced" not in memory  # only under tracemalloc
+    options = sorted((worker.data_dir / "faust").rglob("OPTIONS-*"))
+    assert {p.parent.name for p in options} == {"state-0.db", "state-1.db", "state-2.db",
+                                                "state-3.db", "rollup-0.db"}
+    for path in options:
+        text = path.read_text()
+        assert f"write_buffer_size={8 * 2**20}" in text, path
+        assert "max_write_buffer_number=2" in text, path
 
     # `tokenyield sql` answers while the worker owns the embedded ClickHouse.
     result = subprocess.run(

@@ -110,6 +110,30 @@ async def test_each_partition_receives_events_in_publish_order(
         assert stamps == sorted(stamps), f"{where} out of publish order"
 
 
+async def test_a_flush_cancelled_before_its_sends_start_does_not_stall_the_next(
+        broker: EmbeddedBroker, prefix: str) -> None:
+    # Sends to one partition wait for the previous append. A send cancelled before it ever
+    # ran (a flush cut short by a timeout, or asyncio.run's cancel-all at exit) must still
+    # release the next one, or every later flush waits forever (the soak hung on this).
+    await ensure_topics(KafkaConnection(bootstrap=broker.bootstrap), Topics(prefix, 4))
+    async with Publisher(broker.bootstrap, topic_prefix=prefix, linger_ms=60_000,
+                         max_batch_events=3) as publisher:
+        for n in range(10):  # one unit: one partition, three envelopes queued in order
+            await publisher.call(work_unit_id="same-unit", provider="openai", model="gpt-4o",
+                                 input_tokens=n, output_tokens=1, team="t", workflow="w")
+        cut_short = asyncio.create_task(publisher.flush())
+        await asyncio.sleep(0)  # the flush has queued its sends; none of them has run
+        cut_short.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cut_short
+        with pytest.raises(PublishError, match="cancelled"):
+            await asyncio.wait_for(publisher.flush(), 10)  # the lost sends are reported
+        await publisher.call(work_unit_id="same-unit", provider="openai", model="gpt-4o",
+                             input_tokens=99, output_tokens=1, team="t", workflow="w")
+        await asyncio.wait_for(publisher.flush(), 10)
+        assert publisher.events_sent >= 1
+
+
 def test_the_sync_publisher_delivers_on_exit(broker: EmbeddedBroker, prefix: str) -> None:
     asyncio.run(ensure_topics(KafkaConnection(bootstrap=broker.bootstrap), Topics(prefix, 4)))
     with SyncPublisher(broker.bootstrap, topic_prefix=prefix) as publisher:
