@@ -1,21 +1,23 @@
-"""Soak: a worker under steady traffic for a long while; RSS and lag must stay flat.
+"""Soak: a worker under steady traffic for a long while; memory and lag must stay flat.
 
-    python -m loadtest.soak --minutes 10 --rate 5000 --json soak.json --chart soak.html
+    python -m loadtest.soak --minutes 20 --rate 1500 --json soak.json --chart soak.html
 
 Starts ``tokenyield worker`` on its own embedded broker and chdb (a temporary data dir,
-or ``--data-dir``), publishes realistic generated traffic at ``--rate`` events/s with
-current event times, and every ``--every`` seconds samples the resident memory of the
-worker's process tree (the worker and its broker) and the consumer lag (from the
-worker's /metrics/). Prints a line per sample, writes the series as JSON, and ends with
-a verdict comparing the first and last thirds (medians): memory growth and lag.
-Not part of the test suite: run it on demand (docs/RELIABILITY.md has the figures).
-"""
+or ``--data-dir``) and publishes realistic generated traffic at ``--rate`` events/s with
+current event times. Every ``--every`` seconds it samples the worker's resident memory
+and its holders (RocksDB, chdb: ``tokenyield_memory_bytes``), the broker's memory, the
+CPU each uses, the open work units and the consumer lag, in messages and in seconds of
+input. Prints a line per sample, writes the series as JSON and charts (``--chart`` one
+HTML page, ``--svg-dir`` one SVG each), and ends with a verdict comparing the middle
+third with the last (medians). ``--from-json`` redraws a stored run.
+Not part of the test suite: run it on demand (docs/RELIABILITY.md has the figures)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import sys
@@ -27,29 +29,24 @@ from typing import Any
 
 from loadtest.generator import live_traffic, publisher_for
 from streams.demo import WorkerProcessHandle
+from streams.memory_report import resident_bytes
 from streams.settings import Settings
 from streams.worker import running_worker
 
 # Steady state within minutes: units leave state a minute after their final outcome (the
 # allowed lateness, which retention may not be shorter than, goes down to a minute too), and
 # units without one expire after two minutes of event time, then leave a minute later.
+LAG_FLOOR_SECONDS = 3.0  # a lag this small is flat whatever it was before
 SOAK_SETTINGS = {"TOKENYIELD_RETENTION_SECONDS": "60", "TOKENYIELD_DEADLINE_SECONDS": "120",
                  "TOKENYIELD_ALLOWED_LATENESS_SECONDS": "60"}
 
 
 def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return resident_bytes(pid) or 0
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants (Linux /proc): the worker and
-    its embedded broker, which keeps every message in memory."""
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc): the worker's embedded broker."""
     children: dict[int, list[int]] = {}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -58,17 +55,33 @@ def tree_rss_bytes(pid: int) -> int:
             children.setdefault(int(fields["PPid"]), []).append(int(fields["Pid"]))
         except (OSError, KeyError, ValueError):
             continue
-    total, stack = 0, [pid]
+    found, stack = [], list(children.get(pid, []))
     while stack:
         current = stack.pop()
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
+        found.append(current)
         stack.extend(children.get(current, []))
-    return total
+    return found
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants: the worker and its embedded
+    broker, which keeps every message in memory."""
+    return sum(rss_bytes(p) for p in [pid, *descendants(pid)])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def messages_in(metrics: str) -> float:
+    found = re.findall(r"^tokenyield_messages_in_total\{[^}]*\} ([0-9.e+]+)$", metrics,
+                       re.MULTILINE)
+    return sum(float(v) for v in found)
 
 
 def open_units(metrics: str) -> int:
@@ -104,27 +117,41 @@ async def soak(settings: Settings, worker: WorkerProcessHandle, minutes: float, 
     samples: list[dict[str, Any]] = []
     started = time.monotonic()
     assert worker.process is not None
+    pid = worker.process.pid
+    before = (started, cpu_seconds(pid), sum(map(cpu_seconds, descendants(pid))), 0.0)
     while time.monotonic() - started < minutes * 60:
         await asyncio.sleep(every)
         if task.done():
             task.result()  # raises what stopped the traffic
-        pid = worker.process.pid
         metrics = await asyncio.to_thread(worker.metrics)
         holders = memory_holders(metrics)
-        sample = {"seconds": round(time.monotonic() - started, 1), "published": counter[0],
+        now = (time.monotonic(), cpu_seconds(pid), sum(map(cpu_seconds, descendants(pid))),
+               messages_in(metrics))
+        elapsed = now[0] - before[0]
+        message_rate = (now[3] - before[3]) / elapsed
+        lag = await asyncio.to_thread(worker.lag)
+        sample = {"seconds": round(now[0] - started, 1), "published": counter[0],
                   "rss_mb": round(rss_bytes(pid) / 2**20, 1),
                   "broker_rss_mb": round((tree_rss_bytes(pid) - rss_bytes(pid)) / 2**20, 1),
-                  "lag": await asyncio.to_thread(worker.lag),
+                  "lag": lag,
+                  # Lag as seconds of input at the rate messages are arriving now.
+                  "lag_seconds": round(lag / message_rate, 2)
+                  if lag is not None and message_rate > 0 and before[3] else None,
+                  "worker_cpu_pct": round(100 * (now[1] - before[1]) / elapsed, 1),
+                  "broker_cpu_pct": round(100 * (now[2] - before[2]) / elapsed, 1),
                   "open_units": open_units(metrics),
                   **{f"{holder}_mb": value for holder, value in holders.items()
                      if holder != "resident"}}
+        before = now
         samples.append(sample)
         print(f"{sample['seconds']:>7.0f}s  published {sample['published']:>10,}  "
               f"worker rss {sample['rss_mb']:>7.1f} MiB (rocksdb "
               f"{sample.get('rocksdb_memtables_mb', 0):>5.1f} memtables, chdb "
               f"{sample.get('clickhouse_mb', 0):>5.1f})  broker rss "
               f"{sample['broker_rss_mb']:>7.1f} MiB  open units {sample['open_units']:>8,}  "
-              f"lag {sample['lag']}", flush=True)
+              f"lag {sample['lag']} ({sample['lag_seconds']} s)  cpu worker "
+              f"{sample['worker_cpu_pct']:.0f}% broker {sample['broker_cpu_pct']:.0f}%",
+              flush=True)
     # An orderly stop: the traffic ends its rounds and flushes its publisher. Cancelling
     # it instead left the publisher's sends to asyncio.run's final cancel-all, which hung.
     stop.set()
@@ -153,6 +180,17 @@ def verdict(samples: list[dict[str, Any]], rate: float) -> dict[str, Any]:
         - statistics.median(s.get(key) or 0 for s in first), 1) for key in holders}
     elapsed = samples[-1]["seconds"] if samples else 0
     achieved = samples[-1]["published"] / elapsed if elapsed else 0
+    seconds_first = [s["lag_seconds"] for s in first if s.get("lag_seconds") is not None]
+    seconds_last = [s["lag_seconds"] for s in last if s.get("lag_seconds") is not None]
+    if seconds_first and seconds_last:
+        # Flat: the lag at the end is a few seconds of input at most, or no more than half
+        # again what it was in the middle. A lag that keeps doubling fails either way.
+        lag_middle_s, lag_last_s = (statistics.median(seconds_first),
+                                    statistics.median(seconds_last))
+        lag_flat = lag_last_s <= max(LAG_FLOOR_SECONDS, 1.5 * lag_middle_s)
+    else:  # samples without a message rate (older runs): under a second of events
+        lag_middle_s = lag_last_s = None
+        lag_flat = lag_last < max(rate, 1000)
     return {
         "samples": len(samples), "target_rate": rate, "achieved_rate": round(achieved),
         "rss_middle_third_mb": rss_first, "rss_last_third_mb": rss_last,
@@ -161,11 +199,18 @@ def verdict(samples: list[dict[str, Any]], rate: float) -> dict[str, Any]:
         "growth_by_holder_mb": growth,
         "broker_rss_last_mb": samples[-1]["broker_rss_mb"] if samples else None,
         "lag_max": max(lags, default=0), "lag_last_third_median": lag_last,
-        # Flat: memory within 15% (allocator arenas settle), and lag not building up
-        # (under a second of traffic on the inputs at the end).
+        "lag_seconds_middle_third": lag_middle_s, "lag_seconds_last_third": lag_last_s,
+        "worker_cpu_pct_last_third": _median(last, "worker_cpu_pct"),
+        "broker_cpu_pct_last_third": _median(last, "broker_cpu_pct"),
+        # Flat memory: within 15% (allocator arenas settle).
         "rss_flat": bool(rss_first and rss_last / rss_first < 1.15),
-        "lag_flat": lag_last < max(rate, 1000),
+        "lag_flat": lag_flat,
     }
+
+
+def _median(samples: list[dict[str, Any]], key: str) -> float | None:
+    values = [s[key] for s in samples if s.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def charts(result: dict[str, Any]) -> dict[str, str]:
@@ -181,15 +226,18 @@ def charts(result: dict[str, Any]) -> dict[str, str]:
         return {key: [(t, float(s.get(key) or 0)) for t, s in zip(at, samples, strict=True)]
                 for key in keys}
 
-    def chart(title: str, *keys: str) -> str:
-        return line_chart(title, series(*keys), y_format="{:,.0f}", x_format="{:%M:%S}")
+    def chart(title: str, *keys: str, y_format: str = "{:,.0f}") -> str:
+        return line_chart(title, series(*keys), y_format=y_format, x_format="{:%M:%S}")
 
     holders = sorted({key for s in samples for key in s
                       if key.endswith("_mb") and key not in ("rss_mb", "broker_rss_mb")})
     return {"memory": chart("Resident memory (MiB)", "rss_mb", "broker_rss_mb"),
             "memory-by-holder": chart("Worker memory by holder (MiB)", "rss_mb", *holders),
             "open-units": chart("Open work units", "open_units"),
-            "lag": chart("Consumer lag (messages)", "lag")}
+            "lag": chart("Consumer lag (messages)", "lag"),
+            "lag-seconds": chart("Consumer lag (seconds of input)", "lag_seconds",
+                                 y_format="{:,.1f}"),
+            "cpu": chart("CPU (% of one core)", "worker_cpu_pct", "broker_cpu_pct")}
 
 
 def chart_page(result: dict[str, Any]) -> str:

@@ -64,12 +64,14 @@ async def sample_memory(services: Services) -> None:
     figures: dict[str, int | None] = {"resident": resident_bytes(),
                                       "python_traced": python_traced_bytes()}
     figures.update(rocksdb_bytes(services.tables))
-    if services.settings.clickhouse_target().startswith("chdb://"):
-        # On the sink's thread, behind any insert in progress; bounded so a sink stuck
-        # retrying an outage cannot hold the scrape. Its failures show in the sink's metrics.
+    sink = services.sink
+    if services.settings.clickhouse_target().startswith("chdb://") and sink.failing_since is None:
+        # On the sink's thread, behind any insert in progress; bounded, and skipped while
+        # inserts are failing, so a sink retrying an outage neither holds the scrape nor
+        # queues queries behind its retries. Its failures show in the sink's own metrics.
         with contextlib.suppress(Exception):
             figures["clickhouse"] = await asyncio.wait_for(
-                services.sink.call(clickhouse_bytes), timeout=2.0)
+                sink.call(clickhouse_bytes), timeout=2.0)
     for holder, value in figures.items():
         if value is not None:
             services.metrics.memory.labels(holder).set(value)

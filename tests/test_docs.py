@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from streams.metrics import Metrics
 from streams.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +20,12 @@ SETTINGS = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
 @pytest.mark.parametrize("variable", sorted(SETTINGS))
 def test_every_setting_is_documented(variable: str) -> None:
     assert f"`{variable}`" in CONFIGURATION
+
+
+@pytest.mark.parametrize("metric", Metrics().registry.collect(), ids=lambda m: m.name)
+def test_every_worker_metric_is_documented(metric: Any) -> None:
+    name = f"{metric.name}_total" if metric.type == "counter" else metric.name
+    assert f"| `{name}` | {metric.type} |" in CONFIGURATION
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)

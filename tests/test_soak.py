@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.soak import charts, main, memory_holders, verdict
+from loadtest.soak import (
+    charts,
+    cpu_seconds,
+    descendants,
+    main,
+    memory_holders,
+    messages_in,
+    tree_rss_bytes,
+    verdict,
+)
 
 METRICS = """# HELP tokenyield_memory_bytes Worker memory by holder
 # TYPE tokenyield_memory_bytes gauge
@@ -47,10 +60,27 @@ def test_flat_memory_and_drained_lag_pass_and_growth_fails() -> None:
     assert falling_behind["rss_flat"] and not falling_behind["lag_flat"]
 
 
+def test_lag_in_seconds_of_input_must_not_keep_growing() -> None:
+    def run(lag_seconds: list[float]) -> dict[str, Any]:
+        rows = samples([800] * 9, [int(100 * s) for s in lag_seconds], [10] * 9)
+        for row, value in zip(rows, lag_seconds, strict=True):
+            row["lag_seconds"] = value
+        return verdict(rows, rate=1500)
+
+    steady = run([0.5, 1, 4, 5, 6, 5, 6, 5, 6])  # above the floor, not growing
+    assert steady["lag_flat"] and steady["lag_seconds_last_third"] == 6
+    small = run([0, 0.1, 0.2, 0.3, 0.4, 1, 2, 2.5, 2])  # growing, but seconds at most
+    assert small["lag_flat"]
+    doubling = run([0.5, 1, 2, 4, 5, 6, 10, 12, 14])
+    assert not doubling["lag_flat"]
+    assert doubling["lag_seconds_middle_third"] == 5 and doubling["lag_seconds_last_third"] == 12
+
+
 def test_charts_are_drawn_and_a_stored_run_can_be_redrawn(tmp_path: Path) -> None:
     run = samples([500, 700, 800, 810, 805, 812], [0, 1, 2, 3, 4, 5], [10, 20, 30, 40, 20, 30])
     drawn = charts({"samples": run})
-    assert list(drawn) == ["memory", "memory-by-holder", "open-units", "lag"]
+    assert list(drawn) == ["memory", "memory-by-holder", "open-units", "lag", "lag-seconds",
+                           "cpu"]
     assert all(svg.startswith("<svg") for svg in drawn.values())
     assert "rocksdb_memtables_mb" in drawn["memory-by-holder"]
     assert "01:30" in drawn["lag"]  # minutes:seconds since the start, not clock times
@@ -59,7 +89,31 @@ def test_charts_are_drawn_and_a_stored_run_can_be_redrawn(tmp_path: Path) -> Non
     stored.write_text(json.dumps({"samples": run, "verdict": verdict(run, 1500)}))
     assert main(["--from-json", str(stored), "--svg-dir", str(tmp_path / "svg")]) == 0
     assert sorted(p.name for p in (tmp_path / "svg").iterdir()) == [
-        "soak-lag.svg", "soak-memory-by-holder.svg", "soak-memory.svg", "soak-open-units.svg"]
+        "soak-cpu.svg", "soak-lag-seconds.svg", "soak-lag.svg", "soak-memory-by-holder.svg",
+        "soak-memory.svg", "soak-open-units.svg"]
     growing = samples([500, 700, 900, 1100, 1300, 1500], [0] * 6, [10] * 6)
     stored.write_text(json.dumps({"samples": growing, "verdict": verdict(growing, 1500)}))
     assert main(["--from-json", str(stored)]) == 1
+
+
+def test_process_tree_figures_include_the_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        while child.pid not in descendants(os.getpid()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.pid in descendants(os.getpid())
+        assert tree_rss_bytes(os.getpid()) > tree_rss_bytes(child.pid) > 0
+        spent = cpu_seconds(os.getpid())
+        sum(i * i for i in range(2_000_000))  # burn a little CPU
+        assert cpu_seconds(os.getpid()) > spent
+        assert cpu_seconds(2**31) == 0.0  # no such process
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_messages_in_sums_every_input_topic() -> None:
+    text = ('tokenyield_messages_in_total{topic="t.calls"} 120.0\n'
+            'tokenyield_messages_in_total{topic="t.outcomes"} 30.0\n')
+    assert messages_in(text) == 150.0
