@@ -47,9 +47,8 @@ def seeds() -> dict[str, bytes]:
 
 
 def test_every_seed_passes_the_harness_checks() -> None:
-    for name, data in seeds().items():
+    for data in seeds().values():
         check(data)  # raises InvariantBroken on a broken rule
-        assert name
 
 
 def test_the_harness_notices_an_event_unaccounted_for() -> None:
