@@ -63,12 +63,6 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants: the worker and its embedded
-    broker, which keeps every message in memory."""
-    return sum(rss_bytes(p) for p in [pid, *descendants(pid)])
-
-
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far (0 if it is gone)."""
     try:
@@ -118,21 +112,23 @@ async def soak(settings: Settings, worker: WorkerProcessHandle, minutes: float, 
     started = time.monotonic()
     assert worker.process is not None
     pid = worker.process.pid
-    before = (started, cpu_seconds(pid), sum(map(cpu_seconds, descendants(pid))), 0.0)
+    broker = descendants(pid)  # the embedded broker, which keeps every message in memory
+    before = (started, cpu_seconds(pid), sum(map(cpu_seconds, broker)), 0.0)
     while time.monotonic() - started < minutes * 60:
         await asyncio.sleep(every)
         if task.done():
             task.result()  # raises what stopped the traffic
         metrics = await asyncio.to_thread(worker.metrics)
         holders = memory_holders(metrics)
-        now = (time.monotonic(), cpu_seconds(pid), sum(map(cpu_seconds, descendants(pid))),
+        broker = descendants(pid)
+        now = (time.monotonic(), cpu_seconds(pid), sum(map(cpu_seconds, broker)),
                messages_in(metrics))
         elapsed = now[0] - before[0]
         message_rate = (now[3] - before[3]) / elapsed
         lag = await asyncio.to_thread(worker.lag)
         sample = {"seconds": round(now[0] - started, 1), "published": counter[0],
                   "rss_mb": round(rss_bytes(pid) / 2**20, 1),
-                  "broker_rss_mb": round((tree_rss_bytes(pid) - rss_bytes(pid)) / 2**20, 1),
+                  "broker_rss_mb": round(sum(map(rss_bytes, broker)) / 2**20, 1),
                   "lag": lag,
                   # Lag as seconds of input at the rate messages are arriving now.
                   "lag_seconds": round(lag / message_rate, 2)

@@ -139,13 +139,15 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
            "value_serializer": "raw"}
     inputs = app.topic(topics.calls, topics.outcomes, topics.ticks, **raw)
     partials = app.topic(topics.window_partials, **raw)
-    rocksdb = settings.state_store.startswith("rocksdb")
-    state = TableStore(app.Table("state", key_type=bytes, value_type=bytes,
-                                 partitions=settings.partitions,
-                                 options=settings.rocksdb_options() if rocksdb else None))
-    rollup_state = TableStore(app.Table("rollup", key_type=bytes, value_type=bytes,
-                                        partitions=1,
-                                        options=settings.rocksdb_options() if rocksdb else None))
+
+    def table(name: str, partitions: int) -> TableStore:
+        rocksdb = settings.state_store.startswith("rocksdb")
+        return TableStore(app.Table(name, key_type=bytes, value_type=bytes,
+                                    partitions=partitions,
+                                    options=settings.rocksdb_options() if rocksdb else None))
+
+    state = table("state", settings.partitions)
+    rollup_state = table("rollup", 1)
     services.tables = [state.table, rollup_state.table]
     kinds: dict[str, EventKind] = {topics.calls: "calls", topics.outcomes: "outcomes"}
     now_ms = lambda: int(time.time() * 1000)  # noqa: E731 - only for future-skew checks
