@@ -1,7 +1,8 @@
 """Model costs as a FOCUS 1.2 cost and usage file (CSV or Parquet) for FinOps tools.
 
-FOCUS, the FinOps Open Cost and Usage Specification, is the column set that Vantage,
-CloudZero, Cloudability, the hyperscalers' cost exports and most FinOps tools read. This
+FOCUS, the FinOps Open Cost and Usage Specification, is the column set of the
+hyperscalers' cost exports, which FinOps tools read (Vantage's custom providers take a
+FOCUS CSV). This
 module turns tokenyield's exact costs into FOCUS rows; ``tokenyield export focus`` runs
 it (streams/cli/export.py).
 

@@ -44,12 +44,12 @@ def register(sub: Any) -> None:
     kinds = export.add_subparsers(dest="export_kind", required=True, metavar="FORMAT")
     focus = kinds.add_parser(
         "focus", help=f"a FOCUS {FOCUS_VERSION} cost and usage file (CSV or Parquet)",
-        description=f"Write model costs in [--from, --to) as a FOCUS {FOCUS_VERSION} cost and "
-                    "usage file that Vantage, CloudZero and other FinOps tools import: one "
-                    "row per hour, provider, model and work unit, with team, workflow, "
-                    "work unit and the call's attributes in Tags. Unpriced calls cannot be "
-                    "FOCUS rows (cost columns are never null); they are left out and "
-                    "counted on stderr.")
+        description=(
+            f"Write model costs in [--from, --to) as a FOCUS {FOCUS_VERSION} cost and usage "
+            "file for FinOps tools (Vantage's custom providers, any FOCUS reader): one row "
+            "per hour, provider, model and work unit, with team, workflow, work unit and "
+            "the call's attributes in Tags. Unpriced calls cannot be FOCUS rows (cost "
+            "columns are never null); they are left out and counted on stderr."))
     focus.add_argument("--from", dest="start", required=True, metavar="TIME",
                        help="inclusive start: ISO date or time, UTC unless an offset is "
                             "given (2026-11-01, 2026-11-01T06:00:00Z)")
@@ -141,19 +141,23 @@ def _whole(quantity: Decimal) -> str:
     return text.removesuffix(".0")
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def warnings(summary: ExportSummary) -> list[str]:
     found = []
     if summary.unpriced:
         detail = "; ".join(
-            f"{sku}: {usage.count} calls, {_whole(usage.quantity)} "
+            f"{sku}: {_count(usage.count, 'call')}, {_whole(usage.quantity)} "
             f"{(usage.unit or '').lower()}"
             for (_, sku), usage in sorted(summary.unpriced.items()))
         found.append(
-            f"left out {summary.unpriced_count} unpriced calls ({detail}). FOCUS cost "
-            "columns cannot be null and a 0 would be a placeholder; add prices for these "
-            "models (see `tokenyield prices`) and export again")
+            f"left out {_count(summary.unpriced_count, 'unpriced call')} ({detail}). FOCUS "
+            "cost columns cannot be null and a 0 would be a placeholder; add prices for "
+            "these models (see `tokenyield prices`) and export again")
     if summary.dropped_tag_keys:
         found.append(
-            f"left {summary.dropped_tag_keys} attribute keys out of Tags: keys beginning "
-            "with 'tokenyield/' are reserved for tokenyield's own tags")
+            f"left {_count(summary.dropped_tag_keys, 'attribute key')} out of Tags: keys "
+            "beginning with 'tokenyield/' are reserved for tokenyield's own tags")
     return found
