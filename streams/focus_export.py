@@ -89,6 +89,7 @@ shared.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -98,6 +99,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -109,6 +111,7 @@ FOCUS_VERSION = "1.2"
 TAG_PREFIX = "tokenyield/"
 HOUR = timedelta(hours=1)
 MILLION_TOKENS_UNIT = "1000000 Tokens"
+BATCH_ROWS = 10_000
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -626,15 +629,19 @@ class Progress:
 
 
 def focus_rows(rows: Iterable[Mapping[str, Any]], source: CostSource, window: Window,
-               accounts: BillingAccounts, summary: ExportSummary) -> list[dict[str, Any]]:
+               accounts: BillingAccounts, summary: ExportSummary) -> Iterator[dict[str, Any]]:
     """Result rows of ``source`` as FOCUS records; unpriced lines are counted instead."""
-    records = []
     for row in rows:
         line = source.to_line(row, window)
         summary.add(line)
         if line.cost is not None:
-            records.append(focus_record(line, accounts))
-    return records
+            yield focus_record(line, accounts)
+
+
+def batches(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(records)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 def export_focus(fetch: Fetch, path: Path, window: Window, *, database: str = "tokenyield",
@@ -651,18 +658,26 @@ def export_focus(fetch: Fetch, path: Path, window: Window, *, database: str = "t
     # Written beside the target and renamed at the end, so an upload job watching the
     # target never picks up half an export.
     partial = path.with_name(f".{path.name}.partial")
-    writer = open_writer(partial, fmt)
+    try:
+        writer = open_writer(partial, fmt)
+    except OSError as exc:
+        raise FocusExportError(f"cannot write {path}: {exc.strerror or exc}",
+                               path=str(path)) from exc
     try:
         for done, piece in enumerate(slices, start=1):
             for source, sql in queries:
                 rows = fetch(sql, {"start": piece.start, "end": piece.end})
-                writer.write(focus_rows(rows, source, piece, accounts, summary))
+                # Bounded batches: a busy day must not sit in memory as Python dicts.
+                records = focus_rows(rows, source, piece, accounts, summary)
+                for batch in batches(records, BATCH_ROWS):
+                    writer.write(batch)
             if progress is not None:
                 progress(Progress(done, len(slices), piece, summary.rows))
         writer.close()
         os.replace(partial, path)
     except BaseException:
-        writer.close()
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            writer.close()
         partial.unlink(missing_ok=True)
         raise
     return summary

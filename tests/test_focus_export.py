@@ -487,6 +487,18 @@ def test_a_failed_export_leaves_no_file(focus_db: FocusDb, tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_small_write_batches_give_the_same_file(
+        focus_db: FocusDb, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.focus_export as focus_export
+
+    export(focus_db, tmp_path / f"whole.{fmt}")
+    monkeypatch.setattr(focus_export, "BATCH_ROWS", 4)  # 6 rows: writes of 4 and 2
+    export(focus_db, tmp_path / f"batched.{fmt}")
+    assert read_focus(tmp_path / f"batched.{fmt}", fmt) == read_focus(
+        tmp_path / f"whole.{fmt}", fmt)
+
+
 def test_the_worker_path_query_returns_the_same_rows(focus_db: FocusDb) -> None:
     """The worker's /sql/ takes text only: the inlined query must mean the same."""
     sql = MODEL_CALLS.query(focus_db.database, Granularity.UNIT)
@@ -622,7 +634,8 @@ def test_the_command_writes_a_focus_file_by_its_extension(
     # Nothing silent: the unpriced call and the reserved attribute key are reported.
     assert "left out 1 unpriced call (acme/acme-internal-llm: 1 call, 1200 tokens)" in err
     assert "left 1 attribute key out of Tags" in err
-    assert "focus export:" not in err  # a range inside one day has no progress lines
+    # Progress only when the range spans more than one UTC day (it may, near midnight).
+    assert ("focus export:" in err) == (len(focus_db.window.slices()) > 1)
 
 
 def test_the_command_takes_a_format_flag_and_billing_accounts(
@@ -666,6 +679,13 @@ def test_the_command_rejects_an_unknown_extension(
                            str(cli_env / "costs.xlsx"))
     assert code == 2 and "--format csv|parquet" in err
     assert list(cli_env.glob("*costs*")) == []
+
+
+def test_the_command_reports_a_directory_it_cannot_write(
+        focus_db: FocusDb, cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = cli_env / "missing" / "costs.csv"
+    code, _, err = run_cli(capsys, "export", "focus", *_range_args(focus_db), "-o", str(target))
+    assert code == 2 and f"cannot write {target}" in err
 
 
 def test_the_readme_example_is_a_valid_command() -> None:
