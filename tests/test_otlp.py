@@ -583,3 +583,21 @@ def test_the_config_is_frozen_and_copies_the_service_map() -> None:
         config.encoding = "otlp_json"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.service_dimensions["svc"]["team"] = "x"  # type: ignore[index]
+
+
+def test_the_flat_json_path_reads_the_older_cache_and_reasoning_names_too() -> None:
+    # One table (otel.OTEL_FIELDS) serves both paths; the codec gains the older names.
+    from schemas.codec import call_codec
+
+    decoded = call_codec.decode(orjson.dumps({
+        "event_id": "e1", "work_unit_id": "w1", "start_time": "2026-12-01T10:00:00Z",
+        "team": "t", "workflow": "f", "gen_ai.system": "anthropic",
+        "gen_ai.request.model": "claude-haiku-4-5", "gen_ai.usage.prompt_tokens": 900,
+        "gen_ai.usage.completion_tokens": 40,
+        "gen_ai.usage.cache_read_input_tokens": 700,
+        "gen_ai.usage.cache_creation_input_tokens": 100,
+        "gen_ai.usage.reasoning_tokens": 30}))
+    assert decoded.errors == []
+    [call] = decoded.events
+    assert (call.input_tokens, call.cached_input_tokens, call.cache_write_tokens,
+            call.output_tokens, call.reasoning_tokens) == (900, 700, 100, 40, 30)
