@@ -13,11 +13,19 @@ index ``None``.
 
 Speed: a well-formed batch is validated in one pass in pydantic's Rust core; only a
 batch that fails falls back to validating item by item to find the bad ones.
+
+Exact numbers: both fast parsers read a JSON number with a fraction as a binary float,
+which keeps about 15 significant digits. A message holding a longer number literal
+(money such as ``0.12345678901234567891``) is parsed with the standard library's exact
+decimals instead, so money sent as a JSON number is exactly what was written.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -31,6 +39,15 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_EVENTS_PER_MESSAGE = 20_000
 
 E = TypeVar("E", bound=BaseModel)
+
+# A number literal with 16 or more digits (and points), or with an exponent: a binary
+# float may not hold it exactly. (Also matches inside strings: harmless, just slower.)
+_LONG_NUMBER = re.compile(rb"[0-9][0-9.]{15,}|[0-9][eE][-+]?[0-9]")
+
+
+def _exact_loads(data: bytes) -> Any:
+    """JSON with every fractional number as an exact Decimal."""
+    return json.loads(data, parse_float=Decimal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +103,13 @@ class EventCodec(Generic[E]):
                             f"{MAX_MESSAGE_BYTES}-byte limit", data[:4096])
             )
             return result
+        exact = _LONG_NUMBER.search(data) is not None
         first = data.lstrip()[:1]
-        if first == b"[" and self._fast_batch(data, result):
+        if not exact and first == b"[" and self._fast_batch(data, result):
             return result
         try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
+            parsed = _exact_loads(data) if exact else orjson.loads(data)
+        except (orjson.JSONDecodeError, ValueError, RecursionError) as exc:
             result.errors.append(DecodeError(None, "malformed_json", f"not JSON: {exc}", data))
             return result
         items, whole = self._items(parsed)
@@ -164,9 +182,15 @@ class EventCodec(Generic[E]):
 
 def _dump(item: Any) -> bytes:
     try:
-        return orjson.dumps(item)
+        return orjson.dumps(item, default=_exact_default)
     except TypeError:
         return repr(item).encode(errors="replace")
+
+
+def _exact_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value).encode())  # the number as written
+    raise TypeError
 
 
 def _text(value: Any) -> str | None:

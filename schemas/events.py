@@ -7,7 +7,9 @@ Contract rules (also in docs/EVENTS.md):
   does not break an older engine (forward compatibility). Nothing unknown is stored.
 - ``occurred_at`` is event time: it must carry a timezone and is normalised to UTC.
 - Money is ``Decimal``: JSON numbers or decimal strings are both accepted ("0.0125"),
-  NaN and infinities are not.
+  NaN and infinities are not. Money is exact: a JSON number is read from its text, never
+  through a binary float, and an amount with more than 18 decimal places (tokenyield
+  keeps money to 10^-18) is rejected rather than rounded.
 - ``input_tokens`` counts every prompt token; cache reads (``cached_input_tokens``) and
   cache writes (``cache_write_tokens``) are parts of it. ``reasoning_tokens`` are a
   part of ``output_tokens``. This is the OpenTelemetry GenAI convention.
@@ -59,8 +61,25 @@ RequiredDimension = Annotated[
 ]
 EventTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
-Money = Annotated[Decimal, Field(ge=0, le=MAX_MONEY, allow_inf_nan=False)]
-SignedMoney = Annotated[Decimal, Field(ge=-MAX_MONEY, le=MAX_MONEY, allow_inf_nan=False)]
+MONEY_PLACES = 18
+MINUTE_PLACES = 6
+
+
+def _places(limit: int, what: str) -> AfterValidator:
+    def check(value: Decimal) -> Decimal:
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > limit and value != value.quantize(
+                Decimal(1).scaleb(-limit)):
+            raise ValueError(f"has more than {limit} decimal places: tokenyield keeps {what} "
+                             f"exact to 10^-{limit} and does not round it")
+        return value
+    return AfterValidator(check)
+
+
+Money = Annotated[Decimal, Field(ge=0, le=MAX_MONEY, allow_inf_nan=False),
+                  _places(MONEY_PLACES, "money")]
+SignedMoney = Annotated[Decimal, Field(ge=-MAX_MONEY, le=MAX_MONEY, allow_inf_nan=False),
+                        _places(MONEY_PLACES, "money")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Share = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE_KEY_LENGTH)]
@@ -159,7 +178,8 @@ class Outcome(_Event):
     currency: Currency | None = None
     value_dimension: ValueDimension | None = None
     human_review_minutes: Annotated[
-        Decimal, Field(ge=0, le=Decimal(1_000_000), allow_inf_nan=False)
+        Decimal, Field(ge=0, le=Decimal(1_000_000), allow_inf_nan=False),
+        _places(MINUTE_PLACES, "review minutes")
     ] = Decimal(0)
     review_rate: Money | None = Field(
         None, description="Money per hour of review; defaults per team from settings."

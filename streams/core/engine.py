@@ -106,7 +106,7 @@ class PartitionEngine:
         self.config = config
         self.prices = prices
         self.now_ms = now_ms
-        self.units = UnitStore(partition, store or NoStore())
+        self.units = UnitStore(partition, store if store is not None else NoStore())
         self.wheel = DueWheel()
         self.index = SummaryIndex(partition, config.horizon_seconds * 1000)
         self.book = WindowBook(tuple(s * 1000 for s in config.window_seconds))
