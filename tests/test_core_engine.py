@@ -58,7 +58,7 @@ def test_a_unit_without_outcome_by_its_deadline_is_unattributed() -> None:
     run = harness.finish()
     d = run.attributions["D"]
     assert (d.state, d.outcomes, d.model_cost) == ("unattributed", 0, GPT4O_CALL)
-    assert d.revision == 2 * 1 + 1  # one event, plus the expiry
+    assert d.revision == 2 * (1 + 1) + 1  # one event, its price, plus the expiry
 
 
 def test_arrival_order_does_not_change_any_figure() -> None:
@@ -213,7 +213,7 @@ def test_an_outcome_after_the_deadline_revives_the_unit() -> None:
     assert harness.run.attributions["R"].state == "unattributed"
     harness.send([outcome("ro", "R", 805)])
     revived = harness.run.attributions["R"]
-    assert (revived.state, revived.outcomes, revived.revision) == ("revised", 1, 4)
+    assert (revived.state, revived.outcomes, revived.revision) == ("revised", 1, 6)
     run = harness.finish(seconds_later=120)  # close windows, but Z stays open
     totals = [w for w in run.windows.values() if w.scope == "total"
               and w.window_seconds == 3600]

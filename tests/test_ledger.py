@@ -319,7 +319,7 @@ def test_dims_come_from_the_earliest_call_whatever_the_order() -> None:
         harness.send([*order, outcome("o", "U", 20, team="alpha", workflow="w1")])
         a = harness.run.attributions["U"]
         results.append((a.team, a.workflow, a.agent, a.owner, a.revision))
-    assert results[0] == results[1] == ("alpha", "w1", "first", "ann", 6)
+    assert results[0] == results[1] == ("alpha", "w1", "first", "ann", 10)
 
 
 def test_model_names_cannot_collide_with_series_names() -> None:

@@ -188,7 +188,8 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
     assert Decimal(got["U1"][7]) == Decimal(2)
     assert Decimal(got["U1"][8]) == 2 * GPT4O + 2
     assert Decimal(got["U1"][9]) == Decimal(5)
-    assert got["U1"][10] == 2 * 3  # three distinct events; the duplicates changed nothing
+    assert got["U1"][10] == 2 * (3 + 2)  # three distinct events, two priced calls; the
+    # duplicates changed nothing
     assert got["U2"][1:6] == [2, 0, 1, "accepted", 1]
     assert Decimal(got["U2"][6]) == 2 * MINI
     assert got["U3"][3:6] == [2, "resolved", 1]

@@ -16,11 +16,14 @@ def _dt(ms: int) -> datetime:
 
 
 def revision_of(unit: UnitState) -> int:
-    """Grows with every event applied, every call priced late and with expiry; a
-    function of content (which events, which priced), not of arrival order. An expired
-    unit that gets an outcome gains an event and loses the expiry: still higher."""
+    """Grows with every event applied, every call that gets a price and with expiry;
+    a function of content (which events, which of its calls are priced), not of
+    arrival order: a call priced on arrival and one priced when its price came later
+    end at the same revision. An expired unit that gets an outcome gains an event and
+    loses the expiry: still higher."""
     unattributed = unit.expired_ms is not None and not unit.outcomes
-    return 2 * (unit.events + unit.repriced) + (1 if unattributed else 0)
+    priced = unit.calls - unit.unpriced
+    return 2 * (unit.events + priced) + (1 if unattributed else 0)
 
 
 def is_accepted(unit: UnitState) -> bool:

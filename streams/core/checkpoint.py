@@ -21,7 +21,8 @@ changelog partition in order, and the meta record goes last. Recovery reads the 
 and only what it names, so a checkpoint cut short by a crash is invisible: the state is
 exactly the previous checkpoint, and the inputs after its offsets are processed again
 (at least once; outputs carry deterministic ids). Summaries written by the unfinished
-checkpoint carry its number and are not read (``UnitStore.durable_seq``).
+checkpoint carry its life and number, which no meta vouches for, and are not read
+(``UnitStore.lives``); a summary record keeps the version it replaced for that case.
 
 The outbox is sent to the rollup only after the meta record is durable, and sent again
 after a restore (the rollup drops an ``(epoch, seq)`` it has applied): window changes
@@ -103,6 +104,8 @@ class Checkpointer:
         self.segments: dict[int, int] = {}  # seq -> chunk count, for live segments
         self.to_delete: list[bytes] = []
         self.swept_pending: set[str] = set()  # summaries deleted by the next plan
+        # This life of the state: a new one at every restore (see ``UnitStore.lives``).
+        self.life = os.urandom(4).hex()
         self.written_since_full = 0
         self.live_estimate = 0
         self.extra: dict[str, Any] = {}
@@ -118,7 +121,8 @@ class Checkpointer:
         plan = CheckpointPlan(seq=seq, full=full)
         units = engine.units
         for uid, data in units.evicted.items():
-            plan.batched.append((summary_key(engine.partition, uid), encode_summary(seq, data)))
+            plan.batched.append((summary_key(engine.partition, uid), encode_summary(
+                self.life, seq, data, units.stored_summary(uid))))
         plan.summaries_written = len(units.evicted)
         units.evicted = {}
         plan.batched.extend(engine.index.take_writes())
@@ -180,7 +184,7 @@ class Checkpointer:
         engine.dirty_units.clear()
         engine.removed_units.clear()
         engine.unpriced_changes.clear()
-        units.durable_seq = seq
+        units.lives[self.life] = seq  # durable once the runtime has written the plan
         units.park_idle(dumped)
         return plan
 
@@ -197,6 +201,7 @@ class Checkpointer:
             "input_max_ms": engine.input_max_ms,
             "ledger": engine.ledger.dump(),
             "horizon_index": {str(d): n for d, n in sorted(engine.index.chunks.items())},
+            "lives": {**engine.units.lives, self.life: seq},
             "live_estimate": self.live_estimate,
             "written_since_full": self.written_since_full,
             "extra": self.extra,
@@ -235,7 +240,9 @@ class Checkpointer:
                                **decoded.get("input_max_ms", {})}
         engine.ledger = Ledger.load(decoded["ledger"])
         engine.index.chunks = {int(d): n for d, n in decoded["horizon_index"].items()}
-        engine.units.durable_seq = self.seq
+        # The life that died may have been writing the next checkpoint; no meta will vouch
+        # for what it wrote. This life continues from the meta under a name of its own.
+        engine.units.lives = {str(k): int(v) for k, v in decoded["lives"].items()}
         units: dict[str, tuple[int | None, bytes]] = {}
         unpriced: dict[tuple[str, str], bool] = {}
         for chunk in chunks:

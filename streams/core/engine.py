@@ -862,7 +862,6 @@ class PartitionEngine:
         t_ms = _ms(call.occurred_at)
         team, workflow, model = _intern(call.team), _intern(call.workflow), _intern(call.model)
         unit.unpriced -= 1
-        unit.repriced += 1
         unit.cost += cost_atto
         unit.computed += computed_atto or 0
         self.ledger.repriced += 1

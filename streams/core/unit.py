@@ -67,7 +67,6 @@ class UnitState:
         "providers",
         "reasoning_tokens",
         "reported",
-        "repriced",
         "retries",
         "review_minutes",
         "runaway_alerted",
@@ -99,7 +98,6 @@ class UnitState:
         self.write_tokens = self.reasoning_tokens = self.system_tokens = 0
         self.context_tokens = 0
         self.unpriced = 0  # calls without a price (yet)
-        self.repriced = 0  # calls priced after they were applied
         self.cost = 0  # atto: reported where given, else computed
         self.computed = 0  # atto, over priced calls
         self.reported: int | None = None  # atto, over calls that reported a cost
@@ -164,7 +162,7 @@ class UnitState:
             [self.events, self.calls, self.retries, self.failed, self.input_tokens,
              self.output_tokens, self.cached_tokens, self.write_tokens,
              self.reasoning_tokens, self.system_tokens, self.context_tokens, self.unpriced,
-             self.repriced, self.outcomes],
+             self.outcomes],
             [str(self.cost), str(self.computed), _text(self.reported), _text(self.value),
              str(self.human_cost), _text(self.baseline), str(self.review_minutes)],
             self.providers,
@@ -190,8 +188,7 @@ class UnitState:
          unit.expired_ms) = times
         (unit.events, unit.calls, unit.retries, unit.failed, unit.input_tokens,
          unit.output_tokens, unit.cached_tokens, unit.write_tokens, unit.reasoning_tokens,
-         unit.system_tokens, unit.context_tokens, unit.unpriced, unit.repriced,
-         unit.outcomes) = counts
+         unit.system_tokens, unit.context_tokens, unit.unpriced, unit.outcomes) = counts
         unit.cost, unit.computed = int(money[0]), int(money[1])
         unit.reported, unit.value = _int(money[2]), _int(money[3])
         unit.human_cost, unit.baseline = int(money[4]), _int(money[5])

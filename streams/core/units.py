@@ -40,14 +40,29 @@ def expiry_chunk_key(partition: int, day: int, index: int) -> bytes:
     return f"sx/{partition}/{day}/{index}".encode()
 
 
-def encode_summary(seq: int, data: bytes) -> bytes:
-    """A summary record: the checkpoint that wrote it, then the unit's bytes."""
-    return b"%d\n" % seq + data
+Version = tuple[str, int, bytes]  # (life, checkpoint seq, the unit's bytes)
 
 
-def decode_summary(record: bytes) -> tuple[int, bytes]:
-    seq, _, data = record.partition(b"\n")
-    return int(seq), data
+def encode_summary(life: str, seq: int, data: bytes, previous: Version | None = None) -> bytes:
+    """A summary record: the life and checkpoint that wrote it and the unit's bytes, then
+    the version it replaces, if any. A record is overwritten in place, before the meta
+    record that vouches for it: should that checkpoint die, the replaced version
+    (vouched for by an earlier meta) is still in the record."""
+    record = f"{life} {seq} {len(data)}\n".encode() + data
+    if previous is not None:
+        record += f"{previous[0]} {previous[1]} {len(previous[2])}\n".encode() + previous[2]
+    return record
+
+
+def decode_summary(record: bytes) -> list[Version]:
+    """The versions in a record, newest first."""
+    versions = []
+    while record:
+        head, _, rest = record.partition(b"\n")
+        life, seq, length = head.decode().split(" ")
+        versions.append((life, int(seq), rest[:int(length)]))
+        record = rest[int(length):]
+    return versions
 
 
 class UnitStore:
@@ -60,10 +75,11 @@ class UnitStore:
         self.parked: dict[str, bytes] = {}
         self.touched: set[str] = set()
         self.evicted: dict[str, bytes] = {}  # summaries the next checkpoint writes
-        # Summaries written by a checkpoint after this one belong to a checkpoint that
-        # never completed (a crash before its meta record): the state they summarize is
-        # being rebuilt by the replay, so they are not read.
-        self.durable_seq = 0
+        # The last durable checkpoint of each life of this partition's state (a life ends
+        # with a crash). A summary written by a checkpoint no meta vouches for (one that
+        # died before its meta record) is not read: the state it summarizes is being
+        # rebuilt by the replay.
+        self.lives: dict[str, int] = {}
 
     # -- live units --------------------------------------------------------------------
     def get(self, unit_id: str) -> UnitState | None:
@@ -125,11 +141,19 @@ class UnitStore:
         data = self.evicted.get(unit_id)
         if data is not None:
             return data
+        stored = self.stored_summary(unit_id)
+        return stored[2] if stored is not None else None
+
+    def stored_summary(self, unit_id: str) -> Version | None:
+        """The newest version of a unit's summary record that a durable checkpoint
+        vouches for."""
         record = self.reader.get(summary_key(self.partition, unit_id))
         if record is None:
             return None
-        seq, data = decode_summary(record)
-        return data if seq <= self.durable_seq else None
+        for version in decode_summary(record):
+            if version[1] <= self.lives.get(version[0], -1):
+                return version
+        return None
 
     def revive(self, unit_id: str, data: bytes) -> UnitState:
         """Make an evicted unit live again from its summary. The stored summary stays
