@@ -69,6 +69,7 @@ class PartitionRuntime:
         self.last_checkpoint = time.monotonic()
         self.last_plan: CheckpointPlan | None = None
         self.unsent: Outbox | None = None  # restored outbox, sent again first
+        self.reported_clock = -1  # the clock the rollup last heard from this partition
 
     # -- recovery ---------------------------------------------------------------------
     def restore(self, store: StateStore) -> bool:
@@ -119,11 +120,12 @@ class PartitionRuntime:
         batch.late.extend(out.late)
 
     def checkpoint_pending(self) -> bool:
-        """Anything unsaved: held messages, changed state or unsent window cells."""
+        """Anything unsaved: held messages, changed state, unsent window changes, or a
+        clock the rollup has not heard of (it decides when windows are final)."""
         engine = self.engine
         return bool(self.held or engine.dirty_units or engine.book or engine.removed_units
                     or engine.units.evicted or engine.summary_deletes or self.unsent
-                    or len(self.batch))
+                    or len(self.batch) or engine.clock_ms > self.reported_clock)
 
     def checkpoint_due(self) -> bool:
         if not self.checkpoint_pending():
@@ -169,6 +171,7 @@ class PartitionRuntime:
         if plan.outbox is not None:
             await send_outbox(plan.outbox)
             await flush_producer()
+            self.reported_clock = plan.outbox.clock_ms
         held, self.held = self.held, []
         for ack in held:
             ack()
