@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
+import time
+from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib.resources import files
@@ -16,7 +17,11 @@ import orjson
 import pytest
 
 from schemas.events import ModelCall
-from schemas.litellm_import import import_litellm, import_litellm_file
+from schemas.litellm_import import (
+    convert_litellm,
+    convert_litellm_file,
+    import_litellm,
+)
 from schemas.pricing import (
     LongContextTier,
     PriceBook,
@@ -171,8 +176,20 @@ def test_the_shipped_catalog_covers_the_main_providers() -> None:
         assert book.entry_for(provider, model, at(1)) is not None, model
 
 
-LITELLM_PROVIDERS = {"openai", "anthropic", "gemini", "vertex_ai-language-models", "mistral",
-                     "deepseek", "xai", "bedrock", "azure"}
+# The main providers whose chat models the sweep compares with LiteLLM, model by model.
+SWEEP_PROVIDERS = {"openai", "azure", "azure_ai", "anthropic", "gemini", "vertex_ai",
+                   "vertex_ai-language-models", "vertex_ai-anthropic_models", "mistral",
+                   "deepseek", "xai", "groq", "bedrock", "bedrock_converse"}
+# LiteLLM's cost_per_token takes no service tier for these providers (its deepseek and xai
+# calculators drop it), so only their standard prices can be compared.
+NO_TIER_ARGUMENT = {"deepseek", "xai"}
+# A moment outside every off-peak window of the map (checked in the test): LiteLLM reads
+# the clock for off-peak prices, and the importer keeps the standard (peak) ones.
+PEAK_MOMENT = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)
+# LiteLLM returns binary floats: each product and sum rounds to 53 bits (about 1e-16
+# relative), so a float total of a few terms is within 1e-12 of the exact one; anything
+# further off is a different price, not rounding.
+FLOAT_TOLERANCE = Decimal("1e-12")
 
 
 def litellm_map() -> tuple[bytes, dict[str, dict[str, object]]]:
@@ -180,53 +197,96 @@ def litellm_map() -> tuple[bytes, dict[str, dict[str, object]]]:
     return raw, orjson.loads(raw)
 
 
-def test_imported_prices_match_litellm_cost_per_token_on_200_cases() -> None:
-    litellm = pytest.importorskip("litellm")  # a test-only dependency, always installed
+def sweep_sizes(levels: list[LongContextTier]) -> list[int]:
+    """Prompt sizes that exercise every long-context tier: below the first, exactly at
+    each threshold (where an inclusive tier starts) and just past it."""
+    sizes = {4_000}
+    for tier in levels:
+        sizes |= {tier.above_input_tokens, tier.above_input_tokens + 1}
+    return sorted(sizes)
+
+
+def litellm_usage(prompt: int, completion: int, cached: int, written: int, written_1h: int,
+                  reasoning: int) -> object:
     from litellm import Usage
 
+    details: dict[str, object] = {"cached_tokens": cached, "cache_creation_tokens": written}
+    if written_1h:
+        details["cache_creation_token_details"] = {"ephemeral_1h_input_tokens": written_1h}
+    return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                 total_tokens=prompt + completion, prompt_tokens_details=details,
+                 completion_tokens_details={"reasoning_tokens": reasoning} if reasoning else None)
+
+
+def test_imported_prices_match_litellm_cost_per_token_on_every_main_provider_model() -> None:
+    """Every chat model of the main providers, every long-context tier, every service
+    tier LiteLLM accepts, batch jobs, aliases, cache reads and both cache-write lifetimes:
+    the imported catalog prices each case as ``litellm.cost_per_token`` does.
+
+    No imported model is left out: the map's per-second and per-character-only models
+    have no token prices, so they are not imported (the import report counts them), and
+    LiteLLM prices the per-character Vertex models by their tokens when given tokens.
+    DeepSeek's off-peak models are compared at a peak moment."""
+    litellm = pytest.importorskip("litellm")  # a test-only dependency, always installed
+    from litellm._internal_context import pinned_billing_time
+    from litellm.litellm_core_utils.llm_cost_calc.utils import _is_off_peak
+
     raw, spec = litellm_map()
-    catalog = import_litellm(raw, providers=LITELLM_PROVIDERS)
-    # Off-peak (time-of-day) prices are not imported; LiteLLM applies them by clock.
-    entries = [e for e in catalog.entries
-               if "off_peak_pricing" not in spec[e.source.split(":", 1)[1]]]
-    rng = random.Random(20261122)
-    checked = with_cache = with_tier = 0
-    mismatches = []
-    tiered = [e for e in entries if e.long_context]
-    cases = [(e, None) for e in rng.sample(entries, 160)]
-    # And 40 calls past a long-context threshold, where tier rules are easiest to get wrong.
-    cases += [(e, e.long_context[0].above_input_tokens + rng.randint(1, 50_000))
-              for e in rng.choices(tiered, k=40)]
-    for priced_entry, forced_prompt in cases:
-        prompt = forced_prompt or rng.choice([rng.randint(0, 8000),
-                                              rng.randint(120_000, 320_000)])
-        cached = rng.randint(0, prompt // 2) if rng.random() < 0.6 else 0
-        written = rng.randint(0, (prompt - cached) // 3) if rng.random() < 0.4 else 0
-        completion = rng.randint(0, 4000)
-        # xAI bills reasoning at the output rate whatever the map says (a LiteLLM quirk).
-        reasoning = rng.randint(0, completion // 2) \
-            if rng.random() < 0.4 and priced_entry.provider != "xai" else 0
-        usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
-                      total_tokens=prompt + completion,
-                      prompt_tokens_details={"cached_tokens": cached,
-                                             "cache_creation_tokens": written},
-                      completion_tokens_details={"reasoning_tokens": reasoning}
-                      if reasoning else None)
-        expected = sum(litellm.cost_per_token(
-            model=priced_entry.model, custom_llm_provider=priced_entry.provider,
-            usage_object=usage))
-        ours, _, tier = price_tokens(priced_entry, prompt, completion, cached, written,
-                                     reasoning)
-        checked += 1
-        with_cache += bool(cached or written)
-        with_tier += tier
-        if abs(float(ours) - expected) > 1e-9:
-            mismatches.append((priced_entry.source, prompt, cached, written, completion,
-                               reasoning, str(ours), expected))
+    imported = convert_litellm(raw, providers=SWEEP_PROVIDERS)
+    assert not any(_is_off_peak(s["off_peak_pricing"], PEAK_MOMENT) for s in spec.values()
+                   if isinstance(s, dict) and s.get("off_peak_pricing"))
+    mismatches: list[tuple[object, ...]] = []
+    compared: Counter[str] = Counter()
+    start = time.monotonic()
+    with pinned_billing_time(PEAK_MOMENT):
+        for priced_entry in imported.catalog.entries:
+            compared["models"] += 1
+            compared["aliases"] += " (alias of " in priced_entry.source
+            tiers: list[str | None] = [None]
+            if priced_entry.provider not in NO_TIER_ARGUMENT:
+                tiers += sorted(priced_entry.service_tiers)
+            for tier in tiers:
+                levels = priced_entry.long_context if tier is None \
+                    else priced_entry.service_tiers[tier].long_context
+                for prompt in sweep_sizes(levels):
+                    mismatches += compare_with_litellm(litellm, priced_entry, tier, prompt)
+                    compared["cases"] += 1
+                    compared[f"tier {tier or 'standard'}"] += 1
+                    compared["long-context cases"] += prompt > 4_000
+    elapsed = time.monotonic() - start
     assert mismatches == []
-    assert checked == 200
-    assert with_cache >= 50 and with_tier >= 40
-    assert len({e.provider for e in entries}) >= 8
+    assert compared["models"] >= 1_200 and compared["aliases"] >= 40, compared
+    assert {p for p in SWEEP_PROVIDERS} == {e.provider for e in imported.catalog.entries}
+    for tier in ("flex", "priority", "batch", "ultrafast"):
+        assert compared[f"tier {tier}"] >= 10, compared
+    assert compared["long-context cases"] >= 300, compared
+    assert elapsed < 30, f"the sweep took {elapsed:.1f} s"
+
+
+def compare_with_litellm(litellm: object, priced_entry: PriceEntry, tier: str | None,
+                         prompt: int) -> list[tuple[object, ...]]:
+    """Two calls of ``prompt`` tokens, one without caching and one with cache reads, 5-minute
+    and 1-hour writes and reasoning, priced both ways; the differences found."""
+    found = []
+    for cached, written, written_1h, reasoning in [(0, 0, 0, 0),
+                                                   (prompt // 4, prompt // 8, prompt // 24, 700)]:
+        completion = 2_000
+        usage = litellm_usage(prompt, completion, cached, written, written_1h, reasoning)
+        options: dict[str, object] = {"call_type": "retrieve_batch"} if tier == "batch" \
+            else {"service_tier": tier}
+        expected_in, expected_out = litellm.cost_per_token(  # type: ignore[attr-defined]
+            model=priced_entry.model, custom_llm_provider=priced_entry.provider,
+            usage_object=usage, **options)
+        _, parts, _ = price_tokens(priced_entry, prompt, completion, cached, written, reasoning,
+                                   cache_write_1h_tokens=written_1h, service_tier=tier)
+        ours_in = parts.input + parts.cached_input + parts.cache_write + parts.cache_write_1h
+        ours_out = parts.output + parts.reasoning
+        for ours, theirs in ((ours_in, expected_in), (ours_out, expected_out)):
+            exact = Decimal(repr(theirs))
+            if abs(ours - exact) > FLOAT_TOLERANCE * max(abs(exact), Decimal(1)):
+                found.append((priced_entry.source, tier, prompt, cached, written, written_1h,
+                              reasoning, str(ours), theirs))
+    return found
 
 
 def test_import_litellm_prefers_the_provider_prefixed_entry() -> None:
@@ -261,9 +321,18 @@ def test_cli_import_litellm_then_quote(tmp_path: Path) -> None:
     result = cli("prices", "import-litellm", str(source), "-o", str(output),
                  "--provider", "openai", "--provider", "anthropic")
     assert result.returncode == 0, result.stderr
-    imported = import_litellm_file(output.parent / "litellm.json",
-                                   providers={"openai", "anthropic"})
-    assert len(load_catalog(output).entries) == len(imported.entries) > 50
+    imported = convert_litellm_file(output.parent / "litellm.json",
+                                    providers={"openai", "anthropic"})
+    assert len(load_catalog(output).entries) == len(imported.catalog.entries) > 50
+    # What was left out is printed, counted by reason: here every other provider, the
+    # rules block and the format's sample entry.
+    report = imported.report
+    assert report.skipped["other_provider"] > 1000 and report.skipped["rules"] == 1
+    for line in report.lines():
+        assert line in result.stdout
+    assert f"({report.aliases} of them aliases)" in result.stdout and report.aliases >= 8
+    assert "fallback_generalizations: 14 rules (3 infer a provider, 11 fill in " \
+           "capabilities), 0 with prices" in result.stdout
 
     quoted = cli("prices", "quote", "--catalog", str(output), "--provider", "openai",
                  "--model", "gpt-4o", "--input-tokens", "1000", "--output-tokens", "500",
@@ -275,10 +344,42 @@ def test_cli_import_litellm_then_quote(tmp_path: Path) -> None:
                 + Decimal(repr(gpt4o["cache_read_input_token_cost"])) * 200
                 + Decimal(repr(gpt4o["output_cost_per_token"])) * 500)
     assert Decimal(answer["cost"]) == expected
-    assert set(answer["breakdown"]) == {"input", "cached_input", "cache_write", "output",
-                                        "reasoning"}
+    assert set(answer["breakdown"]) == {"input", "cached_input", "cache_write",
+                                        "cache_write_1h", "output", "reasoning"}
+    assert answer["service_tier"] == "standard"
     assert Decimal(answer["breakdown"]["cached_input"]) == \
         Decimal(repr(gpt4o["cache_read_input_token_cost"])) * 200
+
+    # An alias priced as its target, in the batch tier, with 1-hour cache writes.
+    haiku = spec["claude-haiku-5-5"]
+    assert spec["claude-haiku-latest"] == {"alias_of": "claude-haiku-5-5"}
+    batch = cli("prices", "quote", "--catalog", str(output), "--provider", "anthropic",
+                "--model", "claude-haiku-latest", "--input-tokens", "1000",
+                "--output-tokens", "100", "--cache-write-tokens", "300",
+                "--cache-write-1h-tokens", "100", "--service-tier", "batch")
+    assert batch.returncode == 0, batch.stderr
+    answer = json.loads(batch.stdout)
+    def rate(key: str) -> Decimal:
+        return Decimal(repr(haiku[key]))
+    assert answer["service_tier"] == "batch"
+    assert Decimal(answer["cost"]) == (
+        rate("input_cost_per_token_batches") * 700
+        + rate("cache_creation_input_token_cost_batches") * 300  # no 1h batch rate: the write
+        + rate("output_cost_per_token_batches") * 100)
+    one_hour = cli("prices", "quote", "--catalog", str(output), "--provider", "anthropic",
+                   "--model", "claude-haiku-latest", "--input-tokens", "1000",
+                   "--output-tokens", "0", "--cache-write-tokens", "300",
+                   "--cache-write-1h-tokens", "100")
+    breakdown = json.loads(one_hour.stdout)["breakdown"]
+    assert Decimal(breakdown["cache_write"]) == rate("cache_creation_input_token_cost") * 200
+    assert Decimal(breakdown["cache_write_1h"]) == \
+        rate("cache_creation_input_token_cost_above_1hr") * 100
+    invalid = cli("prices", "quote", "--catalog", str(output), "--provider", "anthropic",
+                  "--model", "claude-haiku-latest", "--input-tokens", "10",
+                  "--output-tokens", "0", "--cache-write-tokens", "3",
+                  "--cache-write-1h-tokens", "4")
+    assert invalid.returncode != 0
+    assert "cache_write_1h_tokens (4) exceed cache_write_tokens (3)" in invalid.stderr
 
 
 def test_cli_quote_defaults_to_the_shipped_catalog_and_flags_unpriced_models() -> None:
