@@ -526,8 +526,8 @@ def convert_litellm(
             report.skip("duplicate", key)
 
     for key, spec in spec_map.items():
-        if key in aliases:
-            continue
+        if key in aliases or (isinstance(spec, dict) and "alias_of" in spec):
+            continue  # aliases come after the entries they name; a bad one is reported
         reason = _skip_reason(key, spec, providers, modes)
         if reason == "rules":
             _note_rules(key, spec, report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -30,6 +31,9 @@ from schemas.pricing import (
     load_catalog,
     price_call,
     price_tokens,
+    scaled_cost_of_call,
+    scaled_price,
+    service_tier_key,
 )
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -162,6 +166,138 @@ def test_book_versions_follow_content() -> None:
     changed = one.with_entries([entry(input_per_mtok="3")])
     assert changed.version != one.version
     assert cost_of_call(changed, call(output_tokens=0))[0] == Decimal(3)
+
+
+def test_one_hour_cache_writes_have_their_own_rate_defaulting_to_the_write_rate() -> None:
+    book = PriceBook([entry(cache_write_per_mtok="2.5", cache_write_1h_per_mtok="4",
+                            long_context=[LongContextTier(above_input_tokens=500_000,
+                                                          cache_write_1h_per_mtok=Decimal(8))])])
+    priced = price_call(book, call(input_tokens=400_000, output_tokens=0,
+                                   cache_write_tokens=300_000, cache_write_1h_tokens=100_000))
+    assert priced.breakdown is not None
+    assert priced.breakdown.cache_write == Decimal("0.5")  # 200k 5-minute writes x 2.5/M
+    assert priced.breakdown.cache_write_1h == Decimal("0.4")  # 100k x 4/M
+    assert priced.cost == Decimal("0.2") + Decimal("0.5") + Decimal("0.4")
+    long = price_call(book, call(input_tokens=600_000, output_tokens=0,
+                                 cache_write_tokens=100_000, cache_write_1h_tokens=100_000))
+    assert long.breakdown is not None and long.breakdown.cache_write_1h == Decimal("0.8")
+    # No 1-hour rate: 1-hour writes cost what other writes cost.
+    plain_book = PriceBook([entry(cache_write_per_mtok="2.5")])
+    both = price_call(plain_book, call(input_tokens=100, output_tokens=0, cache_write_tokens=100,
+                                       cache_write_1h_tokens=40))
+    assert both.cost == Decimal(100) * Decimal("2.5") / 1_000_000
+
+
+def tiered_entry() -> PriceEntry:
+    return entry(
+        cached_input_per_mtok="0.5", reasoning_per_mtok="12",
+        long_context=[LongContextTier(above_input_tokens=200_000, input_per_mtok=Decimal(4))],
+        service_tiers={
+            "priority": {"input_per_mtok": "4", "output_per_mtok": "16",
+                         "long_context": [{"above_input_tokens": 200_000,
+                                           "input_per_mtok": "8"}]},
+            "flex": {"input_per_mtok": "1"},
+        })
+
+
+def test_a_call_is_priced_at_its_service_tier_and_rates_it_leaves_out_are_the_entry_s() -> None:
+    book = PriceBook([tiered_entry()])
+    tokens = {"input_tokens": 100_000, "cached_input_tokens": 20_000, "output_tokens": 10_000,
+              "reasoning_tokens": 5_000}
+    standard = price_call(book, call(**tokens))
+    assert standard.cost == Decimal("0.16") + Decimal("0.01") + Decimal("0.04") + \
+        Decimal("0.06")
+    assert standard.service_tier is None
+    priority = price_call(book, call(service_tier="priority", **tokens))
+    # 80k x 4 + 20k cached x 0.5 (the entry's) + 5k x 16 + 5k reasoning x 12 (the entry's)
+    assert priority.cost == Decimal("0.32") + Decimal("0.01") + Decimal("0.08") + \
+        Decimal("0.06")
+    assert priority.service_tier == "priority"
+    # The flex tier names only its input rate: output is the entry's.
+    flex = price_call(book, call(service_tier="flex", input_tokens=1_000_000, output_tokens=100))
+    assert flex.cost == Decimal(1) + Decimal("0.0008")
+
+
+def test_a_service_tier_has_its_own_long_context_tiers_and_only_those() -> None:
+    book = PriceBook([tiered_entry()])
+    big = {"input_tokens": 300_000, "output_tokens": 0}
+    assert cost_of_call(book, call(**big))[0] == Decimal("1.2")  # the entry's tier: 4/M
+    assert cost_of_call(book, call(service_tier="priority", **big))[0] == Decimal("2.4")
+    # Flex has no long-context tier of its own: the entry's 4/M does not apply to it.
+    assert cost_of_call(book, call(service_tier="flex", **big))[0] == Decimal("0.3")
+    assert price_call(book, call(service_tier="flex", **big)).long_context is False
+
+
+@pytest.mark.parametrize(("given", "key"), [
+    (None, None), ("default", None), ("Standard", None), ("auto", None), ("on_demand", None),
+    ("flex", "flex"), ("PRIORITY", "priority"), ("fast", "priority"),
+    ("ON_DEMAND_PRIORITY", "priority"), ("batch", "batch"), ("scale", "scale"),
+])
+def test_service_tier_names_as_providers_report_them(given: str | None, key: str | None) -> None:
+    assert service_tier_key(given) == key
+
+
+def test_a_tier_the_entry_does_not_list_is_priced_at_standard_rates_and_says_so() -> None:
+    book = PriceBook([tiered_entry()])
+    for tier in ("default", "scale", "batch", "auto"):
+        priced = price_call(book, call(service_tier=tier, input_tokens=100_000,
+                                       output_tokens=0))
+        assert (priced.cost, priced.service_tier) == (Decimal("0.2"), None), tier
+    assert price_call(book, call(service_tier="fast", input_tokens=100_000,
+                                 output_tokens=0)).cost == Decimal("0.4")
+
+
+def test_scaled_price_is_the_exact_cost_in_atto_units_with_the_entry_currency() -> None:
+    eur = entry(model="m-eur", currency="EUR", cache_write_1h_per_mtok="6",
+                cache_write_per_mtok="3")
+    fine = entry(model="m-fine", input_per_mtok="0.0000000000001")  # 13 decimals per Mtok
+    book = PriceBook([tiered_entry(), eur, fine])
+    rng = random.Random(7)
+    for _ in range(300):
+        model = rng.choice(["m", "m-eur", "m-fine", "unknown"])
+        prompt = rng.randint(0, 400_000)
+        written = rng.randint(0, prompt // 3)
+        output = rng.randint(0, 5_000)
+        one = call(model, input_tokens=prompt, cached_input_tokens=rng.randint(0, prompt // 3),
+                   cache_write_tokens=written, cache_write_1h_tokens=rng.randint(0, written),
+                   output_tokens=output, reasoning_tokens=rng.randint(0, output),
+                   service_tier=rng.choice([None, "priority", "flex", "default", "batch"]))
+        priced = price_call(book, one)
+        scaled = scaled_price(book, one)
+        if priced.cost is None:
+            assert scaled is None and scaled_cost_of_call(book, one) is None
+            continue
+        # Exact to the atto unit; a rate finer than that (m-fine) rounds once, at the end.
+        assert scaled == (int(priced.cost.scaleb(18).to_integral_value()), priced.currency)
+        if model != "m-fine":
+            assert priced.cost.scaleb(18) == scaled[0]
+        assert scaled_cost_of_call(book, one) == scaled[0]
+    assert scaled_price(book, call("m-eur", input_tokens=1_000_000, output_tokens=0)) == \
+        (2 * 10**18, "EUR")
+
+
+def test_service_tier_prices_are_validated() -> None:
+    with pytest.raises(ValueError, match="pattern"):
+        entry(service_tiers={"Flex Tier": {"input_per_mtok": "1"}})
+    with pytest.raises(ValueError, match="ascending"):
+        entry(service_tiers={"flex": {"long_context": [
+            {"above_input_tokens": 5, "input_per_mtok": "1"},
+            {"above_input_tokens": 2, "input_per_mtok": "1"}]}})
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        entry(service_tiers={"flex": {"input_per_mtok": "-1"}})
+
+
+def test_the_shipped_catalog_keeps_its_version_and_prices() -> None:
+    """The catalog format grew (service tiers, 1-hour writes): a catalog written before
+    loads as it did, with the same content version, so nothing downstream sees a price
+    change that did not happen."""
+    book = PriceBook.load()
+    assert book.version == "2026-09-29#acb4099bba62"
+    assert all(not e.service_tiers and e.cache_write_1h_per_mtok is None for e in book.entries)
+    sonnet = price_call(book, call("claude-sonnet-4-5", provider="anthropic",
+                                   cache_write_tokens=100_000, cache_write_1h_tokens=50_000,
+                                   service_tier="priority"))
+    assert sonnet.cost == Decimal("0.9") * 3 + Decimal("0.1") * Decimal("3.75") + 15
 
 
 def test_the_shipped_catalog_covers_the_main_providers() -> None:
@@ -305,6 +441,131 @@ def test_import_litellm_prefers_the_provider_prefixed_entry() -> None:
     only = catalog.entries[0]
     assert only.input_per_mtok == Decimal("0.3")
     assert only.cache_write_per_mtok == Decimal(0)  # an explicit zero stays zero
+
+
+def chat(provider: str, input_cost: float, output_cost: float, **more: object
+         ) -> dict[str, object]:
+    return {"litellm_provider": provider, "mode": "chat", "input_cost_per_token": input_cost,
+            "output_cost_per_token": output_cost, **more}
+
+
+def test_aliases_are_priced_as_their_targets_following_chains() -> None:
+    spec = {
+        "claude-x-5": chat("anthropic", 1e-6, 5e-6, cache_creation_input_token_cost_above_1hr=2e-6),
+        "claude-x-latest": {"alias_of": "claude-x-5"},
+        "claude-newest": {"alias_of": "claude-x-latest"},  # a chain: alias of an alias
+        "anthropic/claude-x": {"alias_of": "claude-x-5"},  # prefixed: model "claude-x"
+        "gpt-9": chat("openai", 2e-6, 8e-6, aliases=["gpt-nine", "gpt-9"]),
+    }
+    imported = convert_litellm(orjson.dumps(spec))
+    by_model = {e.model: e for e in imported.catalog.entries}
+    assert set(by_model) == {"claude-x-5", "claude-x-latest", "claude-newest", "claude-x",
+                             "gpt-9", "gpt-nine"}
+    target = by_model["claude-x-5"]
+    for alias in ("claude-x-latest", "claude-newest", "claude-x"):
+        priced = by_model[alias]
+        assert priced.provider == "anthropic"
+        assert priced.model_dump(exclude={"model", "source"}) == \
+            target.model_dump(exclude={"model", "source"})
+        assert priced.source.endswith("(alias of claude-x-5)")
+    assert by_model["gpt-nine"].input_per_mtok == Decimal(2)
+    assert imported.report.aliases == 4
+    # "gpt-9" in its own aliases list names a key the map already has.
+    assert imported.report.skipped == {"alias_collides": 1}
+
+
+def test_alias_cycles_and_missing_targets_are_reported_not_imported() -> None:
+    spec = {
+        "a": {"alias_of": "b"}, "b": {"alias_of": "c"}, "c": {"alias_of": "a"},
+        "self": {"alias_of": "self"},
+        "gone": {"alias_of": "no-such-model"},
+        "odd": {"alias_of": 7},
+        "speech-latest": {"alias_of": "tts-1"},
+        "tts-1": {"litellm_provider": "openai", "mode": "audio_speech",
+                  "input_cost_per_character": 1.5e-5},
+        "per-second-latest": {"alias_of": "per-second"},
+        "per-second": {"litellm_provider": "acme", "mode": "chat",
+                       "input_cost_per_second": 1e-4},
+        "m": chat("acme", 1e-6, 1e-6),
+    }
+    imported = convert_litellm(orjson.dumps(spec))
+    assert [e.model for e in imported.catalog.entries] == ["m"]
+    report = imported.report
+    assert report.skipped == {"alias_cycle": 4, "alias_missing_target": 1, "alias_bad": 1,
+                              "other_mode": 2, "no_token_prices": 1,
+                              "alias_target_skipped": 1}
+    assert report.examples["alias_cycle"] == ["a", "b", "c"]
+    text = "\n".join(report.lines())
+    assert "4  alias in a cycle of aliases (e.g. a, b, c)" in text
+    assert "1  alias whose target is not in the map (e.g. gone)" in text
+
+
+def test_a_real_entry_wins_over_an_alias_of_the_same_name() -> None:
+    spec = {
+        "m-2": chat("acme", 2e-6, 2e-6),
+        "acme/m": {"alias_of": "m-2"},
+        "m": chat("acme", 1e-6, 1e-6),
+    }
+    imported = convert_litellm(orjson.dumps(spec))
+    assert {e.model: e.input_per_mtok for e in imported.catalog.entries} == \
+        {"m": Decimal(1), "m-2": Decimal(2)}
+    assert imported.report.skipped == {"duplicate": 1}
+    assert imported.report.examples["duplicate"] == ["acme/m"]
+
+
+def test_the_rules_block_and_other_unpriced_structures_are_counted() -> None:
+    spec = {
+        "fallback_generalizations": {"rules": [
+            {"name": "route", "pattern": "^x-", "model_info": {"litellm_provider": "acme"}},
+            {"name": "caps", "pattern": "x-", "model_info": {"supports_vision": True}},
+            {"name": "priced", "pattern": "y-", "model_info": {"input_cost_per_token": 1e-6}},
+        ]},
+        "sample_spec": {"mode": "chat"},
+        "tiered": {"litellm_provider": "dashscope", "mode": "chat", "tiered_pricing": [
+            {"input_cost_per_token": 1e-7, "output_cost_per_token": 1e-6, "range": [0, 1e5]}]},
+        "broken": [1, 2],
+        "orphan": {"mode": "chat", "input_cost_per_token": 1e-6},
+        "m": chat("acme", 1e-6, 1e-6),
+    }
+    imported = convert_litellm(orjson.dumps(spec))
+    assert [e.model for e in imported.catalog.entries] == ["m"]
+    assert imported.report.skipped == {"rules": 1, "rules_with_prices": 1, "sample_spec": 1,
+                                       "tiered_pricing": 1, "not_an_object": 1,
+                                       "no_provider": 1}
+    assert imported.report.notes == [
+        "fallback_generalizations: 3 rules (1 infer a provider, 2 fill in capabilities), "
+        "1 with prices"]
+    assert imported.report.examples["rules_with_prices"] == ["fallback_generalizations:priced"]
+
+
+def test_service_tier_and_batch_keys_become_service_tiers() -> None:
+    spec = {"m": chat(
+        "openai", 2e-6, 8e-6, cache_read_input_token_cost=5e-7,
+        input_cost_per_token_priority=4e-6, output_cost_per_token_priority=1.6e-5,
+        input_cost_per_token_flex=1e-6,
+        input_cost_per_token_above_200k_tokens=4e-6,
+        input_cost_per_token_above_200k_tokens_priority=8e-6,
+        output_cost_per_token_batches=4e-6,  # no batch input rate: LiteLLM halves the input
+    )}
+    entry_ = import_litellm(orjson.dumps(spec)).entries[0]
+    assert set(entry_.service_tiers) == {"priority", "flex", "batch"}
+    priority = entry_.service_tiers["priority"]
+    assert (priority.input_per_mtok, priority.output_per_mtok) == (Decimal(4), Decimal(16))
+    assert priority.cached_input_per_mtok == Decimal("0.5")  # the standard cache-read rate
+    assert [(t.above_input_tokens, t.input_per_mtok) for t in priority.long_context] == \
+        [(200_000, Decimal(8))]
+    flex = entry_.service_tiers["flex"]
+    assert (flex.input_per_mtok, flex.output_per_mtok) == (Decimal(1), Decimal(8))
+    # The standard 200k tier applies to flex calls too, in LiteLLM: flex gets it as its own.
+    assert [(t.above_input_tokens, t.input_per_mtok) for t in flex.long_context] == \
+        [(200_000, Decimal(4))]
+    batch = entry_.service_tiers["batch"]
+    assert (batch.input_per_mtok, batch.output_per_mtok, batch.cached_input_per_mtok) == \
+        (Decimal(1), Decimal(4), Decimal("0.25"))
+    assert batch.long_context == []
+    # A model whose map names no tier price has no tiers: nothing is guessed.
+    assert import_litellm(orjson.dumps({"n": chat("openai", 1e-6, 1e-6)})).entries[0] \
+        .service_tiers == {}
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
