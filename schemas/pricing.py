@@ -490,7 +490,9 @@ def scaled_price(book: PriceBook, call: ModelCall) -> tuple[int, str] | None:
     entry = book.entry_for(call.provider, call.model, call.occurred_at)
     if entry is None:
         return None
-    level, _ = _rates(entry).level(call.service_tier)
+    rates_of_entry = _rates(entry)
+    tier = call.service_tier
+    level = rates_of_entry.standard if tier is None else rates_of_entry.level(tier)[0]
     input_tokens = call.input_tokens
     rates = level.scaled_for_input(input_tokens)
     if rates is None:
