@@ -20,7 +20,8 @@ from schemas.pricing import PriceBook
 from streams.clickhouse_sink import ClickHouseSink, SinkBatch
 from streams.core.config import EngineConfig
 from streams.core.engine import EventKind, Outputs, PartitionEngine
-from streams.core.rollup import WindowRollup, decode_partials, encode_partials
+from streams.core.rollup import WindowRollup
+from streams.core.windows import Outbox
 from streams.partition_runtime import PartitionRuntime
 
 
@@ -59,12 +60,14 @@ class EngineIntoClickHouse:
         book = PriceBook.load()
         self.sink = ClickHouseSink(lambda: UnclosableClient(client), database,
                                    retry_max_seconds=retry_max_seconds)
+        self.store = DictStateStore()
         self.runtimes = [
-            PartitionRuntime(PartitionEngine(p, config, lambda: book, lambda: self.now_ms),
+            PartitionRuntime(PartitionEngine(p, config, lambda: book, lambda: self.now_ms,
+                                             store=self.store),
                              self.sink, interval_seconds=math.inf, max_events=2**62)
             for p in range(config.partitions)]
-        self.rollup = WindowRollup(config.currency, idle_seconds=10**9)
-        self.store = DictStateStore()
+        self.rollup = WindowRollup(config.currency, idle_seconds=10**9,
+                                   partitions=config.partitions)
         self.offsets: dict[tuple[str, int], int] = {}
         self.rollup_position = 0
         self.calls = 0
@@ -83,10 +86,9 @@ class EngineIntoClickHouse:
         written = []
         for runtime in self.runtimes:
             written.append(runtime.batch)
-            await runtime.checkpoint(self.store, self._to_rollup(runtime.partition),
-                                     _nothing_to_flush)
+            await runtime.checkpoint(self.store, self._to_rollup, _nothing_to_flush)
         self.rollup_position += 1
-        windows = SinkBatch(windows=self.rollup.updates() + self.rollup.close(self.now_ms))
+        windows = SinkBatch(windows=self.rollup.updates() + self.rollup.take_ready())
         windows.cover("rollup", 0, self.rollup_position)
         await self.sink.write(windows)
         return written
@@ -101,11 +103,8 @@ class EngineIntoClickHouse:
     def close(self) -> None:
         self.sink.stop()
 
-    def _to_rollup(self, partition: int) -> Any:
-        async def emit(cells: list[Any], clock_ms: int) -> None:
-            message = encode_partials(partition, clock_ms, cells)
-            self.rollup.apply(*decode_partials(message), self.now_ms)
-        return emit
+    async def _to_rollup(self, outbox: Outbox) -> None:
+        self.rollup.apply(Outbox.decode(outbox.encode()), self.now_ms)
 
 
 async def _nothing_to_flush() -> None:

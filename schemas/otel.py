@@ -23,6 +23,11 @@ OTEL_FIELDS: dict[str, str] = {
     "gen_ai.usage.cache_read.input_tokens": "cached_input_tokens",
     "gen_ai.usage.cache_creation.input_tokens": "cache_write_tokens",
     "gen_ai.usage.reasoning.output_tokens": "reasoning_tokens",
+    # Spellings from before the dotted names, still emitted: the Anthropic API's own
+    # (OpenLLMetry's semconv-ai before 0.5) and OpenLLMetry's reasoning count.
+    "gen_ai.usage.cache_read_input_tokens": "cached_input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens": "cache_write_tokens",
+    "gen_ai.usage.reasoning_tokens": "reasoning_tokens",
     # The tier OpenAI served the call on (default, flex, priority, scale): it sets the
     # price. The current name first, then the gen_ai.-prefixed one of older conventions.
     "openai.response.service_tier": "service_tier",
@@ -36,8 +41,10 @@ OTEL_FIELDS: dict[str, str] = {
     "span_id": "event_id",
     "start_time": "occurred_at",
 }
-_MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model")
-_PREFIX = "tokenyield."
+#: Model names, the one that answered first.
+MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model")
+#: Prefix of tokenyield's own fields among OTel attributes (``tokenyield.team``).
+NATIVE_PREFIX = "tokenyield."
 
 
 def looks_like_otel(item: Any) -> bool:
@@ -66,11 +73,11 @@ def from_otel(item: dict[str, Any]) -> dict[str, Any]:
     for key, value in flat.items():
         if key in OTEL_FIELDS:
             mapped.setdefault(OTEL_FIELDS[key], value)
-        elif key.startswith(_PREFIX):
-            native[key[len(_PREFIX) :]] = value
+        elif key.startswith(NATIVE_PREFIX):
+            native[key[len(NATIVE_PREFIX) :]] = value
         elif not key.startswith("gen_ai."):
             native[key] = value
-    for key in _MODEL_KEYS:
+    for key in MODEL_KEYS:
         if flat.get(key) is not None:
             mapped["model"] = flat[key]
             break

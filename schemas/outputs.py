@@ -31,6 +31,7 @@ AlertKind = Literal[
     "cost_per_outcome_regression",
 ]
 AlertStatus = Literal["firing", "resolved"]
+WindowScope = Literal["total", "model", "agent"]
 Severity = Literal["info", "warning", "critical"]
 
 #: The ``model`` of a window row that totals all models and carries the outcome figures.
@@ -114,12 +115,15 @@ class WorkUnitAttribution(_Output):
 class CostPerOutcomeWindow(_Output):
     """One tumbling event-time window, by team, workflow and model.
 
-    Rows with ``model == "*"`` and no ``agent`` total every model and carry the outcome
-    figures (and the cost per accepted outcome, acceptance rate and yield); rows per
-    model carry spend-side figures; rows with an ``agent`` (and ``model == "*"``)
-    carry one agent's calls, tokens and spend. ``final`` rows come once the event-time
-    clock of every active partition has passed the window's end; earlier rows are
-    running updates.
+    ``scope`` says what a row is: ``total`` rows (``model == "*"``, no agent) total every
+    model and carry the outcome figures (and the cost per accepted outcome, acceptance
+    rate and yield); ``model`` rows carry one model's spend-side figures (a model may be
+    called anything, ``*`` included); ``agent`` rows (``model == "*"``) carry one
+    agent's calls, tokens and spend. ``final`` rows come once the event-time clock of
+    every active partition has passed the window's end; earlier rows are running
+    updates. Changes that arrive after a window is final come as *correction* rows
+    (``correction`` set, additive figures only, ratios empty): a window's figures are
+    its row plus its corrections, which every view adds up.
     """
 
     window_id: str
@@ -130,6 +134,10 @@ class CostPerOutcomeWindow(_Output):
     workflow: str
     model: str
     agent: str = ""
+    scope: WindowScope = "total"
+    correction: str = Field("", description="Empty for the window's own row; else the "
+                                            "correction's id (source partition and "
+                                            "checkpoint)")
     revision: int
     final: bool
     currency: str
@@ -139,21 +147,29 @@ class CostPerOutcomeWindow(_Output):
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     overhead_tokens: int = Field(0, description="system prompt + context tokens")
     system_prompt_tokens: int = 0
+    latency_ms_sum: int = Field(0, description="summed latency of the calls that gave one")
+    latency_calls: int = Field(0, description="calls that gave a latency")
     spend: Decimal = Decimal(0)
     unpriced_calls: int = 0
     work_units: int = 0
-    outcomes: int = 0
-    accepted_outcomes: int = 0
+    outcomes: int = Field(0, description="Outcome events in the window.")
+    decided_units: int = Field(0, description="Work units whose deciding outcome is in "
+                                              "the window.")
+    accepted_outcomes: int = Field(0, description="Work units accepted by their deciding "
+                                                  "outcome in the window.")
     value: Decimal = Decimal(0)
     human_cost: Decimal = Decimal(0)
     fully_loaded_cost: Decimal = Decimal(0)
     linked_spend: Decimal = Field(Decimal(0), description="Spend linked to an outcome.")
     unlinked_spend: Decimal = Field(Decimal(0), description="Spend past its deadline, no outcome.")
-    cost_per_accepted_outcome: Decimal | None = None
-    acceptance_rate: Decimal | None = None
+    cost_per_accepted_outcome: Decimal | None = Field(
+        None, description="fully_loaded_cost / accepted_outcomes (total rows)")
+    acceptance_rate: Decimal | None = Field(
+        None, description="accepted_outcomes / decided_units (total rows)")
     yield_ratio: Decimal | None = None
     attribution_coverage: Decimal | None = None
     retry_share: Decimal | None = None
@@ -197,7 +213,9 @@ class DeadLetter(_Output):
 
 
 class LateEvent(_Output):
-    """A valid event that arrived after its window closed; counted, never applied."""
+    """An audit record: a valid event older than the partition's clock when it arrived.
+    It was applied like any other (its windows may have been final, so it reached them
+    as a correction); this says how late it was."""
 
     late_id: str
     source_topic: str

@@ -153,7 +153,9 @@ CALL_COLUMNS: list[tuple[str, Callable[[CallRecord], Any]]] = [
     ("cost", _attr("cost")),
     ("computed_cost", _attr("computed_cost")),
     ("reported_cost", _call("reported_cost")),
-    ("currency", lambda r: r.call.currency or "USD"),
+    ("currency", _attr("currency")),
+    ("reported_currency", lambda r: r.call.currency or ""),
+    ("price_currency", _attr("price_currency")),
     ("price_book_version", lambda r: r.price_book_version),
     ("attributes", _call("attributes")),
     ("kafka_partition", lambda r: r.partition),
@@ -204,11 +206,12 @@ ATTRIBUTION_COLUMNS: list[tuple[str, Callable[[WorkUnitAttribution], Any]]] = [
 ]
 
 _WINDOW_FIELDS = [
-    "window_id", "window_start", "window_end", "window_seconds", "team", "workflow", "model",
-    "agent", "system_prompt_tokens", "revision", "currency", "calls", "retries", "failed_calls",
-    "input_tokens",
-    "output_tokens", "cached_input_tokens", "reasoning_tokens", "overhead_tokens", "spend",
-    "unpriced_calls", "work_units", "outcomes", "accepted_outcomes", "value", "human_cost",
+    "window_id", "window_start", "window_end", "window_seconds", "team", "workflow", "scope",
+    "model", "agent", "correction", "system_prompt_tokens", "revision", "currency", "calls",
+    "retries", "failed_calls", "input_tokens", "output_tokens", "cached_input_tokens",
+    "cache_write_tokens", "reasoning_tokens", "overhead_tokens", "latency_ms_sum",
+    "latency_calls", "spend", "unpriced_calls",
+    "work_units", "outcomes", "decided_units", "accepted_outcomes", "value", "human_cost",
     "fully_loaded_cost", "linked_spend", "unlinked_spend", "cost_per_accepted_outcome",
     "acceptance_rate", "yield_ratio", "attribution_coverage", "retry_share", "context_share",
 ]

@@ -21,7 +21,7 @@ from faust.types import TP
 from schemas.codec import encode_models
 from streams.clickhouse_sink import ClickHouseSink
 from streams.core.engine import EventKind, Outputs, PartitionEngine
-from streams.core.rollup import decode_partials, encode_partials
+from streams.core.windows import Outbox
 from streams.kafka_topics import Topics
 from streams.metrics import Metrics
 from streams.partition_runtime import PartitionRuntime
@@ -156,7 +156,7 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
         runtime = services.runtimes.get(partition)
         if runtime is None:
             engine = PartitionEngine(partition, settings.engine_config(),
-                                     services.prices.current, now_ms)
+                                     services.prices.current, now_ms, store=state)
             runtime = PartitionRuntime(
                 engine, services.sink, interval_seconds=settings.checkpoint_interval_seconds,
                 max_events=settings.checkpoint_max_events, metrics=metrics)
@@ -207,9 +207,8 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
             target = topics.calls if kind == "calls" else topics.outcomes
             await send(target, unit_id.encode(), value, None, None, None)
 
-    async def emit_partials(partition: int, clock_ms: int, cells: list[Any]) -> None:
-        await app.producer.send(topics.window_partials, None,
-                                encode_partials(partition, clock_ms, cells), 0, None, None)
+    async def send_outbox(outbox: Outbox) -> None:
+        await app.producer.send(topics.window_partials, None, outbox.encode(), 0, None, None)
 
     async def flush() -> None:
         await app.producer.flush()
@@ -241,10 +240,7 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
                 await emit(out, message.partition)
             runtime.hold(event.ack)
             if runtime.checkpoint_due():
-                await runtime.checkpoint(
-                    state,
-                    lambda cells, clock, p=message.partition: emit_partials(p, clock, cells),
-                    flush)
+                await runtime.checkpoint(state, send_outbox, flush)
 
     @app.agent(partials)
     async def rollup(stream: faust.Stream) -> None:
@@ -254,7 +250,10 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
                 runtime.restore(rollup_state)
             message = event.message
             runtime.position = message.offset
+            # The message's own time stamp is the rollup's "now": a replay decides alike.
+            stamp_ms = int((message.timestamp or 0) * 1000)
             if event.value == TICK:
+                runtime.tick(stamp_ms)
                 if not runtime.checkpoint_pending():
                     event.ack()
                     continue
@@ -262,8 +261,7 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
                 event.ack()
                 continue
             else:
-                partition, clock_ms, cells = decode_partials(event.value)
-                runtime.apply(partition, clock_ms, cells, message.offset)
+                runtime.apply(Outbox.decode(event.value), message.offset, stamp_ms)
             runtime.hold(event.ack)
             if runtime.checkpoint_due():
                 await runtime.checkpoint(rollup_state, emit_rollup, flush)

@@ -2,17 +2,21 @@
 
 The Faust agent stays a thin loop (decode, call the core, emit); this is the glue it
 calls, free of Faust so it can be driven directly in tests. The order of a checkpoint
-is what makes the at-least-once guarantee hold:
+is what makes the guarantees hold:
 
-1. send the changed window cells to the rollup; wait until the broker has every
-   output so far;
+1. wait until the broker has every output so far (attributions, dead letters...);
 2. insert the checkpoint's rows into ClickHouse (retrying while it is down);
-3. write the state segments, then the meta record that makes them current;
-4. wait for the broker again, then acknowledge the input messages.
+3. write the state: summaries of evicted units, the segments, deletions, the outbox
+   of window changes, then the meta record that makes them current;
+4. send the outbox to the rollup stage; wait for the broker again, then acknowledge
+   the input messages.
 
 A crash anywhere in between re-processes the unacknowledged inputs from the previous
 checkpoint: outputs and rows are re-emitted with the same ids, and the state is exactly
 the previous checkpoint's (the unfinished one is invisible without its meta record).
+Window changes are sent only once they are part of a durable checkpoint, and the last
+outbox is sent again after a restore (the rollup ignores one it has applied), so they
+reach the rollup exactly once.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
+from schemas.errors import TokenyieldError
 from streams.clickhouse_sink import ClickHouseSink, SinkBatch
-from streams.core.checkpoint import Checkpointer, CheckpointPlan, meta_key
+from streams.core.checkpoint import Checkpointer, CheckpointPlan, meta_key, outbox_key
 from streams.core.engine import EventKind, Outputs, PartitionEngine, Source
+from streams.core.windows import Outbox
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,7 @@ class PartitionRuntime:
         self.events_since = 0
         self.last_checkpoint = time.monotonic()
         self.last_plan: CheckpointPlan | None = None
+        self.unsent: Outbox | None = None  # restored outbox, sent again first
 
     # -- recovery ---------------------------------------------------------------------
     def restore(self, store: StateStore) -> bool:
@@ -73,12 +80,13 @@ class PartitionRuntime:
         for key in Checkpointer.segment_keys(self.partition, meta):
             chunk = store.get(key)
             if chunk is None:
-                raise RuntimeError(f"checkpoint segment {key!r} is missing from the state table")
+                raise TokenyieldError(f"checkpoint segment {key!r} is missing from the state "
+                                      f"table", partition=self.partition, key=key.decode())
             chunks.append(chunk)
-        self.checkpointer.restore(meta, chunks)
-        log.info("partition %d restored: %d open units, %d window cells, offsets %s",
-                 self.partition, len(self.engine.units), len(self.engine.cells),
-                 self.engine.applied_offsets)
+        self.unsent = self.checkpointer.restore(meta, chunks,
+                                                store.get(outbox_key(self.partition)))
+        log.info("partition %d restored: %d live units, offsets %s", self.partition,
+                 len(self.engine.units), self.engine.applied_offsets)
         return True
 
     def already_applied(self, topic: str, offset: int) -> bool:
@@ -113,8 +121,9 @@ class PartitionRuntime:
     def checkpoint_pending(self) -> bool:
         """Anything unsaved: held messages, changed state or unsent window cells."""
         engine = self.engine
-        return bool(self.held or engine.dirty_units or engine.dirty_cells
-                    or engine.closed_cells or engine.removed_units or len(self.batch))
+        return bool(self.held or engine.dirty_units or engine.book or engine.removed_units
+                    or engine.units.evicted or engine.summary_deletes or self.unsent
+                    or len(self.batch))
 
     def checkpoint_due(self) -> bool:
         if not self.checkpoint_pending():
@@ -126,27 +135,40 @@ class PartitionRuntime:
     async def checkpoint(
         self,
         store: StateStore,
-        emit_cells: Callable[[list[Any], int], Awaitable[None]],
+        send_outbox: Callable[[Outbox], Awaitable[None]],
         flush_producer: Callable[[], Awaitable[None]],
     ) -> CheckpointPlan:
         started = time.perf_counter()
-        await emit_cells(self.engine.partial_updates(), self.engine.clock_ms)
+        if self.unsent is not None:
+            await send_outbox(self.unsent)  # restored: it may never have been sent
+            self.unsent = None
         await flush_producer()
         batch, self.batch = self.batch, SinkBatch()
         await self.sink.write(batch)
         plan = self.checkpointer.plan()
+        for key, value in plan.batched:
+            store.set(key, value)
+        if plan.batched:
+            await flush_producer()
         # One record per producer batch: the embedded broker (Tansu 0.6) reports the
         # end of a partition as the last batch's first offset + 1, so a changelog whose
         # last batch held several records would look shorter than it is, and recovery
-        # would stop early (or refuse to start). Single-record batches keep it exact.
+        # would stop early (or refuse to start). Single-record batches keep it exact
+        # (the summaries above may share batches: the meta record always comes later).
         for key, value in plan.writes:
             store.set(key, value)
             await flush_producer()
         for key in plan.deletes:
             store.delete(key)
+        if plan.deletes:
             await flush_producer()
+        store.set(*plan.outbox_record)
+        await flush_producer()
         store.set(*plan.meta)
         await flush_producer()
+        if plan.outbox is not None:
+            await send_outbox(plan.outbox)
+            await flush_producer()
         held, self.held = self.held, []
         for ack in held:
             ack()

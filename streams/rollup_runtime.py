@@ -1,10 +1,13 @@
 """The rollup stage's state, checkpoints and alerting, free of Faust.
 
-Its state is small (the open windows' cells per partition, and the detectors'
-baselines), so a checkpoint is a full snapshot with the input offset it covers. The
-snapshot's records are keyed by checkpoint number and the meta record naming them goes
-last, so a crash mid-write leaves the previous snapshot intact; the previous records
-are deleted only after the new meta is durable.
+Its state is small (the open windows' totals, which outbox of each partition it
+applied last, and the detectors' baselines), so a checkpoint is a full snapshot with
+the input offset it covers. The snapshot's records are keyed by checkpoint number and
+the meta record naming them goes last, so a crash mid-write leaves the previous
+snapshot intact; the previous records are deleted only after the new meta is durable.
+
+"Now" is each message's time stamp (``apply``, ``tick``), so a replay from the last
+snapshot decides exactly what the first run decided (see ``core.rollup``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import orjson
 from schemas.outputs import Alert, CostPerOutcomeWindow
 from streams.clickhouse_sink import ClickHouseSink, SinkBatch
 from streams.core.alerts import AlertEngine
-from streams.core.rollup import CellKey, WindowRollup
+from streams.core.rollup import WindowRollup
+from streams.core.windows import Outbox
 from streams.partition_runtime import StateStore
 
 META_KEY = b"rollup/meta"
@@ -26,14 +30,17 @@ CHUNK_BYTES = 512 * 1024
 
 class RollupRuntime:
     def __init__(self, sink: ClickHouseSink, alerts: AlertEngine, *, currency: str,
-                 idle_seconds: float, interval_seconds: float, topic: str) -> None:
+                 idle_seconds: float, interval_seconds: float, topic: str,
+                 partitions: int = 1) -> None:
         self.sink = sink
         self.alerts = alerts
         self.currency = currency
         self.idle_seconds = idle_seconds
         self.interval = interval_seconds
         self.topic = topic
-        self.rollup = WindowRollup(currency, idle_seconds)
+        self.partitions = partitions
+        self.rollup = WindowRollup(currency, idle_seconds, partitions)
+        self.now_ms = 0  # the time stamp of the last message applied
         self.restored = False
         self.applied_offset = -1
         self.position = -1  # the last message taken from the stream, ticks included
@@ -47,7 +54,7 @@ class RollupRuntime:
     def reset(self) -> None:
         self.__init__(self.sink, self.alerts.fresh(), currency=self.currency,  # type: ignore[misc]
                       idle_seconds=self.idle_seconds, interval_seconds=self.interval,
-                      topic=self.topic)
+                      topic=self.topic, partitions=self.partitions)
 
     def restore(self, store: StateStore) -> None:
         self.restored = True
@@ -59,8 +66,7 @@ class RollupRuntime:
         data = b"".join(store.get(_chunk_key(self.seq, i)) or b""
                         for i in range(decoded["chunks"]))
         state = orjson.loads(data)
-        now = _now_ms()
-        self.rollup.load(orjson.dumps(state["rollup"]), now)
+        self.rollup.load(orjson.dumps(state["rollup"]))
         self.alerts.load(state["alerts"])
         self.applied_offset = decoded["offset"]
         self.chunks = decoded["chunks"]
@@ -68,19 +74,24 @@ class RollupRuntime:
     def already_applied(self, offset: int) -> bool:
         return offset <= self.applied_offset
 
-    def apply(self, partition: int, clock_ms: int, cells: list[tuple[CellKey, list[int]]],
-              offset: int) -> None:
-        self.rollup.apply(partition, clock_ms, cells, _now_ms())
+    def apply(self, outbox: Outbox, offset: int, timestamp_ms: int) -> None:
+        self.now_ms = max(self.now_ms, timestamp_ms)
+        self.rollup.apply(outbox, self.now_ms)
         if self.first_offset is None:
             self.first_offset = offset
         self.applied_offset = offset
+
+    def tick(self, timestamp_ms: int) -> None:
+        """Time passed (a tick message's time stamp): windows may close."""
+        self.now_ms = max(self.now_ms, timestamp_ms)
+        self.rollup.close(self.now_ms)
 
     def hold(self, ack: Callable[[], object]) -> None:
         self.held.append(ack)
 
     def checkpoint_pending(self) -> bool:
         """Unacknowledged input, or rows to emit or windows to close."""
-        return bool(self.held) or self.rollup.has_pending(_now_ms())
+        return bool(self.held) or self.rollup.has_pending(self.now_ms)
 
     def checkpoint_due(self) -> bool:
         return bool(self.held) and time.monotonic() - self.last_checkpoint >= self.interval
@@ -91,9 +102,9 @@ class RollupRuntime:
         emit: Callable[[list[CostPerOutcomeWindow], list[Alert]], Awaitable[None]],
         flush_producer: Callable[[], Awaitable[None]],
     ) -> list[CostPerOutcomeWindow]:
-        now = _now_ms()
+        now = self.now_ms
         running = self.rollup.updates()
-        finals = self.rollup.close(now)
+        finals = self.rollup.take_ready()
         alerts = self.alerts.observe(running, finals, self.rollup.mix(), now)
         await emit(running + finals, alerts)
         await flush_producer()
@@ -128,9 +139,6 @@ class RollupRuntime:
         self.last_checkpoint = time.monotonic()
         return running + finals
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _chunk_key(seq: int, index: int) -> bytes:

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     allowed_lateness_seconds: int = Field(300, ge=0)
     deadline_seconds: int = Field(86_400, gt=0)
     retention_seconds: int = Field(3_600, ge=0)
+    horizon_seconds: int = Field(35 * 86_400, gt=0)
     max_future_skew_seconds: int = Field(3_600, ge=0)
     input_idle_seconds: int = Field(30, ge=0)
 
@@ -197,6 +198,7 @@ class Settings(BaseSettings):
             allowed_lateness_seconds=self.allowed_lateness_seconds,
             deadline_seconds=self.deadline_seconds,
             retention_seconds=self.retention_seconds,
+            horizon_seconds=self.horizon_seconds,
             max_future_skew_seconds=self.max_future_skew_seconds,
             input_idle_seconds=self.input_idle_seconds,
             currency=self.currency,

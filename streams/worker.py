@@ -136,7 +136,7 @@ class WorkerProcess:
         rollup = RollupRuntime(sink, alerts, currency=settings.currency,
                                idle_seconds=max(30.0, 10 * settings.checkpoint_interval_seconds),
                                interval_seconds=settings.checkpoint_interval_seconds,
-                               topic=topics.window_partials)
+                               topic=topics.window_partials, partitions=settings.partitions)
         services = Services(settings, sink, prices, metrics, rollup)
         settings_for_web = settings.model_copy(update={"web_port": self.web_port})
         services.settings = settings_for_web

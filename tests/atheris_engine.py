@@ -68,9 +68,12 @@ def check_outputs(out: Outputs, topic: str, offset: int) -> None:
 
 def balanced(engine: PartitionEngine) -> None:
     ledger = engine.ledger
-    if ledger.received != (ledger.rejected + ledger.late + ledger.duplicates
-                           + ledger.rerouted + ledger.applied):
+    if ledger.received != (ledger.rejected + ledger.duplicates + ledger.rerouted
+                           + ledger.applied):
         raise InvariantBroken(f"events unaccounted for: {ledger!r}")
+    if sum(engine.applied_split()) != ledger.applied:
+        raise InvariantBroken(f"applied events not in pending/attributed/unattributed: "
+                              f"{engine.applied_split()} vs {ledger!r}")
 
 
 def run_to_end(engine: PartitionEngine) -> list[Any]:

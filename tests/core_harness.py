@@ -12,10 +12,11 @@ import orjson
 from schemas.outputs import CostPerOutcomeWindow, WorkUnitAttribution
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook
-from streams.core.checkpoint import Checkpointer, CheckpointPlan
+from streams.core.checkpoint import Checkpointer, CheckpointPlan, meta_key, outbox_key
 from streams.core.config import EngineConfig
 from streams.core.engine import Outputs, PartitionEngine, Source
-from streams.core.rollup import WindowRollup, decode_partials, encode_partials
+from streams.core.rollup import WindowRollup
+from streams.core.windows import Outbox
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 BOOK = PriceBook.load()
@@ -45,6 +46,11 @@ def kind_of(event: dict[str, Any]) -> str:
     return "calls" if "model" in event else "outcomes"
 
 
+ADDITIVE = ("calls", "retries", "failed_calls", "input_tokens", "output_tokens", "spend",
+            "unpriced_calls", "work_units", "outcomes", "decided_units", "accepted_outcomes",
+            "value", "human_cost", "fully_loaded_cost", "linked_spend", "unlinked_spend")
+
+
 @dataclass
 class Run:
     """Everything a harness run produced."""
@@ -52,6 +58,17 @@ class Run:
     outputs: Outputs = field(default_factory=Outputs)
     attributions: dict[str, WorkUnitAttribution] = field(default_factory=dict)
     windows: dict[str, CostPerOutcomeWindow] = field(default_factory=dict)
+
+    def window_totals(self) -> dict[str, dict[str, Any]]:
+        """Each window's figures: its row plus its corrections, added up as the views
+        do (additive fields only), by the window's id."""
+        totals: dict[str, dict[str, Any]] = {}
+        for row in self.windows.values():
+            base = row.window_id.split("#", 1)[0]
+            figures = totals.setdefault(base, {name: 0 for name in ADDITIVE})
+            for name in ADDITIVE:
+                figures[name] += getattr(row, name)
+        return totals
 
     def keep(self, out: Outputs) -> None:
         self.outputs.extend(out)
@@ -70,13 +87,23 @@ class Harness:
         self.config = EngineConfig(partitions=partitions, **defaults)
         self.partitions = partitions
         self.now_ms = int(((now or T0) + timedelta(days=3)).timestamp() * 1000)
+        self.book = BOOK
+        self.stores: dict[int, dict[bytes, bytes]] = {p: {} for p in range(partitions)}
         self.engines = {p: self._engine(p) for p in range(partitions)}
         self.offsets: dict[tuple[str, int], int] = {}
-        self.rollup = WindowRollup("USD", idle_seconds=10**9)
+        self.rollup = WindowRollup(self.config.currency, idle_seconds=10**9)
         self.run = Run()
+        for partition, engine in self.engines.items():
+            # The rollup learns of every partition (as a worker's first checkpoint tells
+            # it), so none of them finalises a window the others have not reached.
+            checkpointer = engine._checkpointer  # type: ignore[attr-defined]
+            self.rollup.apply(Outbox(partition, checkpointer.epoch, 0, 0, {}), self.now_ms)
 
     def _engine(self, partition: int) -> PartitionEngine:
-        return PartitionEngine(partition, self.config, lambda: BOOK, lambda: self.now_ms)
+        engine = PartitionEngine(partition, self.config, lambda: self.book,
+                                 lambda: self.now_ms, store=self.stores[partition])
+        engine._checkpointer = Checkpointer(engine)  # type: ignore[attr-defined]
+        return engine
 
     def message(self, kind: str, events: list[dict[str, Any]] | bytes,
                 partition: int | None = None) -> Outputs:
@@ -106,13 +133,18 @@ class Harness:
             self.message(kind_of(batch[0]), batch)
 
     def collect_windows(self) -> list[CostPerOutcomeWindow]:
-        """Feed every partition's window cells to the rollup; keep the latest rows."""
-        for partition, engine in self.engines.items():
-            message = encode_partials(partition, engine.clock_ms, engine.partial_updates())
-            self.rollup.apply(*decode_partials(message), self.now_ms)
-        rows = self.rollup.updates() + self.rollup.close(self.now_ms)
+        """Checkpoint every partition (its outbox reaches the rollup); keep the latest
+        rows (corrections are rows of their own)."""
+        for partition in self.engines:
+            self.checkpoint(partition)
+        return self.rows()
+
+    def rows(self) -> list[CostPerOutcomeWindow]:
+        rows = self.rollup.updates() + self.rollup.take_ready()
         for row in rows:
-            self.run.windows[row.window_id] = row
+            previous = self.run.windows.get(row.window_id)
+            if previous is None or row.final or not previous.final:
+                self.run.windows[row.window_id] = row
         return rows
 
     def finish(self, seconds_later: float = 10 * 86400) -> Run:
@@ -129,32 +161,41 @@ class Harness:
         engine.max_event_ms = max(engine.max_event_ms, int(moment.timestamp() * 1000))
         self.run.keep(engine.tick())
 
-    def checkpoint(self, partition: int) -> CheckpointPlan:
-        """As the worker does: send the window cells to the rollup, then save."""
-        engine = self.engines[partition]
-        message = encode_partials(partition, engine.clock_ms, engine.partial_updates())
-        self.rollup.apply(*decode_partials(message), self.now_ms)
-        checkpointer = getattr(self.engines[partition], "_checkpointer", None)
-        if checkpointer is None:
-            checkpointer = Checkpointer(self.engines[partition])
-            self.engines[partition]._checkpointer = checkpointer  # type: ignore[attr-defined]
-        return checkpointer.plan()
+    def checkpoint(self, partition: int, *, send: bool = True) -> CheckpointPlan:
+        """As the worker does: save the plan's records to the partition's store, then
+        send its outbox to the rollup (``send=False``: crash before sending it)."""
+        checkpointer = self.engines[partition]._checkpointer  # type: ignore[attr-defined]
+        plan = checkpointer.plan()
+        write_plan(self.stores[partition], plan)
+        if send and plan.outbox is not None:
+            self.rollup.apply(Outbox.decode(plan.outbox.encode()), self.now_ms)
+        return plan
 
-    def crash_and_restore(self, partition: int, plans: list[CheckpointPlan]) -> None:
-        """Lose the partition's memory; rebuild it from the records of ``plans``."""
-        store: dict[bytes, bytes] = {}
-        for plan in plans:
-            for key, value in plan.writes:
-                store[key] = value
-            for key in plan.deletes:
-                store.pop(key, None)
-            store[plan.meta[0]] = plan.meta[1]
+    def crash_and_restore(self, partition: int, plans: list[CheckpointPlan] | None = None
+                          ) -> None:
+        """Lose the partition's memory; rebuild it from its store (the records of every
+        plan written so far), resending the last outbox as the worker does."""
+        store = self.stores[partition]
         engine = self._engine(partition)
         checkpointer = Checkpointer(engine)
-        meta = store[plans[-1].meta[0]]
-        checkpointer.restore(meta, [store[k] for k in Checkpointer.segment_keys(partition, meta)])
+        meta = store[meta_key(partition)]
+        outbox = checkpointer.restore(
+            meta, [store[k] for k in Checkpointer.segment_keys(partition, meta)],
+            store.get(outbox_key(partition)))
         engine._checkpointer = checkpointer  # type: ignore[attr-defined]
         self.engines[partition] = engine
+        if outbox is not None:
+            self.rollup.apply(Outbox.decode(outbox.encode()), self.now_ms)
+
+
+def write_plan(store: dict[bytes, bytes], plan: CheckpointPlan) -> None:
+    """A checkpoint plan's records into a store, in the order the runtime writes them."""
+    for key, value in [*plan.batched, *plan.writes]:
+        store[key] = value
+    for key in plan.deletes:
+        store.pop(key, None)
+    store[plan.outbox_record[0]] = plan.outbox_record[1]
+    store[plan.meta[0]] = plan.meta[1]
 
 
 def comparable(attribution: WorkUnitAttribution) -> dict[str, Any]:

@@ -15,10 +15,11 @@ import orjson
 import pytest
 
 from schemas.outputs import Alert, CostPerOutcomeWindow
-from streams.core import state as cf
+from streams.core import cells as cf
 from streams.core.alerts import AlertConfig, AlertEngine, BudgetRule
 from streams.core.money import ATTO
 from streams.core.rollup import ModelMix, WindowRollup
+from streams.core.windows import Outbox
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -40,7 +41,8 @@ def row(minute: float, team: str = "acme", workflow: str = "support", model: str
         window_start=datetime.fromtimestamp(start / 1000, UTC),
         window_end=datetime.fromtimestamp((start + size * 1000) / 1000, UTC),
         window_seconds=size, team=team, workflow=workflow, model=model, agent=agent,
-        revision=revision, final=final, currency="USD", calls=calls,
+        scope="agent" if agent else "total" if model == "*" else "model", revision=revision,
+        final=final, currency="USD", calls=calls,
         spend=Decimal(str(spend)), input_tokens=tokens * 4 // 5,
         output_tokens=tokens - tokens * 4 // 5, **figures)
 
@@ -541,9 +543,10 @@ def test_through_the_rollup_stage_as_the_runtime_calls_it() -> None:
         start = T0 + i * MINUTE
         values = [0] * cf.CELL_FIELDS
         values[cf.CALLS], values[cf.SPEND], values[cf.INPUT] = 100 * k, k * ATTO, 1000 * k
-        rollup.apply(0, start + 30_000, [((MINUTE, start, "t", "w", "gpt-4o"), values)],
+        rollup.apply(Outbox(0, "e", i + 1, start + 30_000,
+                            {(MINUTE, start, "t", "w", cf.model_series("gpt-4o")): values}),
                      now_ms=i * 1000)
-        running, finals = rollup.updates(), rollup.close(i * 1000)
+        running, finals = rollup.updates(), rollup.take_ready()
         assert {r.final for r in running} <= {False} and {r.final for r in finals} <= {True}
         fired += [(i, a.kind) for a in e.observe(running, finals, rollup.mix(), i * 1000)
                   if a.status == "firing"]

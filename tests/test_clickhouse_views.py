@@ -66,8 +66,8 @@ def test_migrations_create_every_view_and_are_idempotent(
         f"SELECT name, engine FROM system.tables WHERE database = '{DB}'").result_rows}
     for view in VIEWS + RANGED_VIEWS:
         assert tables.get(view) == "View", view
-    assert tables["model_usage_hourly"] == "AggregatingMergeTree"
-    assert tables["model_usage_hourly_mv"] == "MaterializedView"
+    assert tables["model_usage_hourly"] == "View"  # exact, no longer an incremental rollup
+    assert "model_usage_hourly_mv" not in tables
     assert tables["budgets"] == "ReplacingMergeTree"
     assert migrate(db.client, DB) == []
     for view in VIEWS:  # every view runs
@@ -94,25 +94,27 @@ def test_replayed_calls_are_stored_twice_but_counted_once_by_final(
     assert window_spend == db.scalar(f"SELECT sum({CALL_SPEND}) FROM {DB}.model_calls FINAL")
 
 
-def test_the_incremental_rollup_counts_every_inserted_row(
-        loaded_clickhouse: LoadedClickHouse) -> None:
-    """model_usage_hourly is approximate by design: it equals model_calls *without* FINAL,
-    so it counts the replayed calls once more (but not their identical retry)."""
+def test_model_usage_counts_a_replayed_call_once(loaded_clickhouse: LoadedClickHouse) -> None:
+    """Regression: model_usage_hourly was an incremental rollup that counted a replayed
+    call again (the "Spend by model" and "Tokens by kind" panels overstated spend after
+    any crash). It is now an exact view: it equals model_calls read with FINAL."""
     db = loaded_clickhouse
-    rollup = grouped(db, f"""
-        SELECT hour, team, workflow, model, provider, sum(calls), sum(retries), sum(cost),
-               sum(unpriced_calls), sum(input_tokens), sum(context_tokens), sum(retry_cost)
-        FROM {DB}.model_usage_hourly GROUP BY ALL""", 5)
-    raw = grouped(db, f"""
+    usage = grouped(db, f"""
+        SELECT hour, team, workflow, model, calls, retries, cost, unpriced_calls,
+               input_tokens, context_tokens, cache_write_tokens, cached_input_tokens,
+               latency_ms_sum, latency_calls
+        FROM {DB}.model_usage_hourly""", 4)
+    exact = grouped(db, f"""
         SELECT toStartOfHour(toDateTime(occurred_at, 'UTC')) AS h, team, workflow, model,
-               provider, count(), countIf(attempt > 1), sum({CALL_SPEND}),
-               countIf(cost IS NULL), sum(input_tokens), sum(context_tokens),
-               sumIf({CALL_SPEND}, attempt > 1)
-        FROM {DB}.model_calls GROUP BY ALL""", 5)
-    assert rollup == raw
-    over = sum(v[0] for v in rollup.values()) - db.scalar(
-        f"SELECT count() FROM {DB}.model_calls FINAL")
-    assert over == db.replayed_calls
+               count(), countIf(attempt > 1), sum({CALL_SPEND}), countIf(cost IS NULL),
+               sum(input_tokens), sum(context_tokens), sum(cache_write_tokens),
+               sum(cached_input_tokens), sum(coalesce(latency_ms, 0)),
+               countIf(latency_ms IS NOT NULL)
+        FROM {DB}.model_calls FINAL GROUP BY ALL""", 4)
+    assert usage == exact
+    assert db.replayed_calls > 0
+    assert sum(v[0] for v in usage.values()) == db.scalar(
+        f"SELECT count() FROM {DB}.model_calls") - db.replayed_calls
 
 
 # -- cost per accepted outcome, yield ------------------------------------------------------------

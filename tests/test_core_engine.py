@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.outputs import ALL_MODELS
 from schemas.partitioner import partition_for
 from tests.core_harness import BOOK, T0, Harness, call, comparable, outcome
 
@@ -90,16 +89,19 @@ def test_duplicates_are_applied_once_and_counted() -> None:
     assert harness.engines[0].ledger.duplicates == 5
 
 
-def test_late_events_are_reported_and_not_applied() -> None:
+def test_late_events_are_applied_and_audited() -> None:
     harness = Harness(allowed_lateness_seconds=60)
     harness.send([call("x1", "X", 1000)])
     out = harness.message("calls", [call("late", "Y", 900), call("fine", "Y", 950)])
-    assert [e.event_id for e in out.late] == ["late"]
+    assert [e.event_id for e in out.late] == ["late"]  # the audit: how late it was
     late = out.late[0]
     assert late.lateness_seconds == pytest.approx(40.0)
     assert (late.source_topic, late.offset, late.index) == ("calls", 1, 0)
-    assert harness.engines[0].ledger.late == 1
-    assert [c.call.event_id for c in out.calls] == ["fine"]
+    ledger = harness.engines[0].ledger
+    assert (ledger.late, ledger.applied) == (1, 3)  # late is a part of applied
+    assert [c.call.event_id for c in out.calls] == ["late", "fine"]  # and both count
+    harness.send([outcome("yo", "Y", 960)])
+    assert harness.run.attributions["Y"].model_cost == 2 * GPT4O_CALL
 
 
 def test_a_backlog_read_faster_on_one_topic_makes_nothing_late() -> None:
@@ -132,7 +134,8 @@ def test_a_silent_input_stops_holding_the_clock_after_the_idle_time() -> None:
     harness.run.keep(engine.tick())
     assert engine.clock_ms == engine.input_max_ms["calls"] - 60_000
     out = harness.message("outcomes", [outcome("o-old", "B", 100)])
-    assert [e.event_id for e in out.late] == ["o-old"]  # late, reported, never applied
+    assert [e.event_id for e in out.late] == ["o-old"]  # late: audited, and applied
+    assert harness.run.attributions["B"].outcomes == 1
 
 
 def test_an_input_with_a_backlog_holds_the_clock_however_long_it_is_silent() -> None:
@@ -212,7 +215,7 @@ def test_an_outcome_after_the_deadline_revives_the_unit() -> None:
     revived = harness.run.attributions["R"]
     assert (revived.state, revived.outcomes, revived.revision) == ("revised", 1, 4)
     run = harness.finish(seconds_later=120)  # close windows, but Z stays open
-    totals = [w for w in run.windows.values() if w.model == ALL_MODELS and not w.agent
+    totals = [w for w in run.windows.values() if w.scope == "total"
               and w.window_seconds == 3600]
     # Unlinked spend booked at expiry and taken back at revival nets to zero; the
     # revived unit's spend is linked.
@@ -224,9 +227,8 @@ def test_windows_add_up_to_the_attributions() -> None:
     harness = Harness(deadline_seconds=600)
     harness.send(story())
     run = harness.finish()
-    totals = [w for w in run.windows.values()
-              if w.model == ALL_MODELS and not w.agent and w.window_seconds == 60]
-    models = [w for w in run.windows.values() if w.model != ALL_MODELS and w.window_seconds == 60]
+    totals = [w for w in run.windows.values() if w.scope == "total" and w.window_seconds == 60]
+    models = [w for w in run.windows.values() if w.scope == "model" and w.window_seconds == 60]
     attributions = run.attributions.values()
     spend = sum(a.model_cost for a in attributions)
     assert sum(w.spend for w in totals) == spend == sum(w.spend for w in models)
@@ -240,7 +242,7 @@ def test_windows_add_up_to_the_attributions() -> None:
     assert all(w.final for w in run.windows.values())
     agents = [w for w in run.windows.values() if w.agent == "looper"]
     assert sum(w.spend for w in agents if w.window_seconds == 60) == GPT4O_CALL
-    hourly = [w for w in run.windows.values() if w.model == ALL_MODELS and not w.agent
+    hourly = [w for w in run.windows.values() if w.scope == "total"
               and w.window_seconds == 3600]
     assert sum(w.spend for w in hourly) == spend
     busy = max(totals, key=lambda w: w.accepted_outcomes)
@@ -263,8 +265,8 @@ def test_state_stays_bounded_units_are_evicted_after_retention() -> None:
     assert len(harness.engines[0].units) == 4
     harness.finish()
     engine = harness.engines[0]
-    assert len(engine.units) == 0 and len(engine.cells) == 0
-    assert engine.ledger.evicted_attributed + engine.ledger.evicted_unattributed == 10
+    assert len(engine.units) == 0 and not engine.book
+    assert engine.ledger.summarized_attributed + engine.ledger.summarized_unattributed == 10
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -279,8 +281,7 @@ def test_a_crash_and_restore_at_any_checkpoint_changes_no_result(
     expected = Harness(partitions=2)
     expected.send(events, per_message=per_message)
     want = {k: comparable(v) for k, v in expected.finish().attributions.items()}
-    want_windows = {k: (w.spend, w.calls, w.accepted_outcomes, w.linked_spend)
-                    for k, w in expected.run.windows.items()}
+    want_windows = expected.run.window_totals()
 
     harness = Harness(partitions=2)
     plans: dict[int, list] = {0: [], 1: []}
@@ -311,6 +312,4 @@ def test_a_crash_and_restore_at_any_checkpoint_changes_no_result(
     harness.send(rest, per_message=per_message)
     got = {k: comparable(v) for k, v in harness.finish().attributions.items()}
     assert got == want
-    got_windows = {k: (w.spend, w.calls, w.accepted_outcomes, w.linked_spend)
-                   for k, w in harness.run.windows.items()}
-    assert got_windows == want_windows
+    assert harness.run.window_totals() == want_windows

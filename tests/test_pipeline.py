@@ -125,7 +125,9 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
         wrong = (partition_for("U7", 4) + 1) % 4
         await produce(bootstrap, calls_topic, orjson.dumps(call("u7-c1", "U7", 92)),
                       partition=wrong)
-        # A model with no price yet, then its price arrives live on the prices topic.
+        # A model with no price yet, then its price arrives live on the prices topic: the
+        # call applied without a price is priced then (a correction), the next one on
+        # arrival.
         await produce(bootstrap, calls_topic, orjson.dumps(
             call("u8-c1", "U8", 93, provider="acme", model="m1")),
             partition=partition_for("U8", 4))
@@ -147,7 +149,7 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
                       partition=p4)
         # ... once the outcomes topic, silent since the story, stops holding the clock
         # (TOKENYIELD_INPUT_IDLE_SECONDS); after that, an event from the start of the
-        # story is late.
+        # story is late: applied all the same, and audited with its lateness.
         late_unit = next(f"L{i}" for i in range(200) if partition_for(f"L{i}", 4) == p4)
         await asyncio.sleep(4)
         await produce(bootstrap, calls_topic, orjson.dumps(call("late-1", late_unit, 5)),
@@ -157,11 +159,14 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
 
     q = worker.scalar
     # Units with spend and no outcome expire where the clock moved past their deadline:
-    # U4's partition (pushed by the K unit's call); the other partitions stay pending.
+    # U4's partition (pushed by the K unit's call), with the late unit; the other
+    # partitions stay pending.
     p4 = partition_for("U4", 4)
-    expired = {"U4"} | {u for u in ("U5", "U7", "U8") if partition_for(u, 4) == p4}
-    # 12 distinct valid calls: U1 2, U2 2, U3 1, U4 2, U5 1, U7 1, U8 2, the clock unit 1.
-    worker.wait_for(f"SELECT count() FROM {db}.model_calls FINAL", 12)
+    late_unit = next(f"L{i}" for i in range(200) if partition_for(f"L{i}", 4) == p4)
+    expired = {"U4", late_unit} | {u for u in ("U5", "U7", "U8") if partition_for(u, 4) == p4}
+    # 13 distinct valid calls: U1 2, U2 2, U3 1, U4 2, U5 1, U7 1, U8 2, the clock unit 1,
+    # the late unit 1.
+    worker.wait_for(f"SELECT count() FROM {db}.model_calls FINAL", 13)
     worker.wait_for(f"SELECT count() FROM {db}.attributions_latest FINAL", 3 + len(expired))
     unattributed = {r[0] for r in worker.sql(
         f"SELECT work_unit_id FROM {db}.attributions_latest FINAL "
@@ -191,11 +196,13 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
     assert got["U4"][0] == "unattributed"
     assert Decimal(got["U4"][6]) == 2 * GPT4O
 
-    # The priced call of U8 came after its price; the first one is unknown, not zero.
+    # U8's first call was applied before its model had a price: priced once the price
+    # came (its row written again with the cost), the second call on arrival.
+    worker.wait_for(f"SELECT countIf(cost IS NOT NULL) FROM {db}.model_calls FINAL "
+                    f"WHERE work_unit_id = 'U8'", 2)
     costs = dict(worker.sql(f"SELECT event_id, cost FROM {db}.model_calls FINAL "
                             f"WHERE work_unit_id = 'U8'"))
-    assert costs["u8-c1"] is None
-    assert Decimal(costs["u8-c2"]) == Decimal("0.0012")
+    assert Decimal(costs["u8-c1"]) == Decimal(costs["u8-c2"]) == Decimal("0.0012")
     assert q(f"SELECT count() FROM {db}.model_calls FINAL WHERE work_unit_id = 'U7'") == 1
 
     dead = worker.sql(f"SELECT source_topic, kafka_partition, kafka_offset, item_index, "
@@ -214,17 +221,19 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
 
     assert q(f"SELECT event_id FROM {db}.late_events FINAL") == "late-1"
 
-    worker.wait_for(f"SELECT sum(calls) FROM {db}.cost_per_outcome_windows FINAL "
-                    f"WHERE window_seconds = 3600 AND model = '*' AND agent = ''", 12)
+    spend = 9 * GPT4O + 2 * MINI + 2 * Decimal("0.0012")
+    worker.wait_for(f"SELECT sum(spend) FROM {db}.v_window_totals "
+                    f"WHERE window_seconds = 3600 AND scope = 'total'", f"{spend:.18f}")
     totals = worker.sql(
-        f"SELECT sum(calls), sum(spend), sum(outcomes), sum(accepted_outcomes), sum(value) "
-        f"FROM {db}.cost_per_outcome_windows FINAL "
-        f"WHERE window_seconds = 3600 AND model = '*' AND agent = ''")[0]
-    spend = Decimal(q(f"SELECT sum(cost) FROM {db}.model_calls FINAL"))
-    assert totals[0] == 12
-    assert Decimal(totals[1]) == spend == 8 * GPT4O + 2 * MINI + Decimal("0.0012")
-    assert totals[2:4] == [4, 3]
-    assert Decimal(totals[4]) == Decimal(15)
+        f"SELECT sum(calls), sum(spend), sum(outcomes), sum(decided_units), "
+        f"sum(accepted_outcomes), sum(value), sum(unpriced_calls) FROM {db}.v_window_totals "
+        f"WHERE window_seconds = 3600 AND scope = 'total'")[0]
+    assert totals[0] == 13
+    assert Decimal(totals[1]) == Decimal(q(f"SELECT sum(cost) FROM {db}.model_calls FINAL"))
+    # 4 outcome events; 3 units decided (U3 by its final outcome), all 3 accepted.
+    assert totals[2:5] == [4, 3, 3]
+    assert Decimal(totals[5]) == Decimal(15)
+    assert totals[6] == 0  # the unpriced call was priced: a correction took it back
 
     # The same records are on the Kafka topics for other consumers.
     dead_topic = asyncio.run(read_topic(worker.env["TOKENYIELD_KAFKA_BOOTSTRAP"],
@@ -267,4 +276,4 @@ def test_a_scripted_stream_lands_exactly(make_worker: Any, prefix: str) -> None:
         env={**os.environ, **{k: v for k, v in worker.env.items()
                               if k.startswith("TOKENYIELD_")}})
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [{"n": 12}]
+    assert json.loads(result.stdout) == [{"n": 13}]

@@ -38,7 +38,7 @@ def test_the_kcat_example_sends_a_valid_call_keyed_by_its_unit() -> None:
 
 
 COMMANDS = sorted(set(re.findall(r"^\| `tokenyield ([a-z-]+(?: [a-z-]+)?)", README, re.M)))
-GROUPS = ("prices", "db", "schemas")  # commands with actions: "prices quote", ...
+GROUPS = ("prices", "db", "schemas", "export")  # commands with actions: "prices quote"
 
 
 @pytest.mark.parametrize("command", COMMANDS)

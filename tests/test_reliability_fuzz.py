@@ -104,8 +104,9 @@ def mixed_batch(draw: st.DrawFn) -> tuple[list[Any], set[int]]:
 
 def balance(e: PartitionEngine) -> None:
     ledger = e.ledger
-    assert ledger.received == (ledger.rejected + ledger.late + ledger.duplicates
-                               + ledger.rerouted + ledger.applied)
+    assert ledger.received == (ledger.rejected + ledger.duplicates + ledger.rerouted
+                               + ledger.applied)
+    assert sum(e.applied_split()) == ledger.applied
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -97,8 +97,13 @@ def test_charts_are_drawn_and_a_stored_run_can_be_redrawn(tmp_path: Path) -> Non
 
 
 def test_process_tree_figures_include_the_children() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # The child says when it is up: while the interpreter starts, its memory grows between
+    # two readings and the comparison below would race it.
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time; print('up', flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE)
     try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
         deadline = time.monotonic() + 10
         while child.pid not in descendants(os.getpid()) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from schemas.errors import TokenyieldError
-from streams.cli import bench, budgets, data, prices, run
+from streams.cli import bench, budgets, data, export, prices, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub)
     prices.register(sub)
     budgets.register(sub)
+    export.register(sub)
     bench.register(sub)
     return parser
 

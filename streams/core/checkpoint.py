@@ -1,16 +1,32 @@
 """Atomic checkpoints of a partition's state, as a few large records in one table.
 
-Why not one table key per work unit: on this hardware a changelogged table write costs
-~80 µs (measured, docs/BENCHMARKS.md), which would cap a worker near 10k events/s.
-Instead a checkpoint writes the units and window cells changed since the previous one
-as *segment* records (chunks of up to ``CHUNK_BYTES``), then one *meta* record that
-lists the live segments and the input offsets the state covers.
+Why not one table key per live unit: a changelogged table write costs ~10-80 µs here
+(docs/BENCHMARKS.md), which would cap a worker near 10k events/s. Instead a checkpoint
+writes the live units changed since the previous one as *segment* records (chunks of up
+to ``CHUNK_BYTES``), then one *meta* record that lists the live segments and the input
+offsets the state covers. Evicted units are the exception: each leaves one *summary*
+record under its own key (read back by key when a late event arrives), written once.
+
+A checkpoint writes, in this order:
+
+1. the summaries of units evicted since the last one, and the horizon index chunks;
+2. the segments;
+3. deletions decided one checkpoint earlier (old segments, summaries past the horizon);
+4. the *outbox*: the window changes booked since the last checkpoint, numbered by the
+   checkpoint (``seq``) and the state's ``epoch``;
+5. the meta record, last.
 
 Atomicity without Kafka transactions: all records of a partition go to the same
 changelog partition in order, and the meta record goes last. Recovery reads the meta
-and only the segments it lists, so a checkpoint cut short by a crash is invisible: the
-state is exactly the previous checkpoint, and the inputs after its offsets are
-processed again (at least once; outputs carry deterministic ids).
+and only what it names, so a checkpoint cut short by a crash is invisible: the state is
+exactly the previous checkpoint, and the inputs after its offsets are processed again
+(at least once; outputs carry deterministic ids). Summaries written by the unfinished
+checkpoint carry its number and are not read (``UnitStore.durable_seq``).
+
+The outbox is sent to the rollup only after the meta record is durable, and sent again
+after a restore (the rollup drops an ``(epoch, seq)`` it has applied): window changes
+reach the rollup exactly once, although a crash may make the replay book them in
+other batches.
 
 Segments become garbage as units are rewritten or evicted. When the bytes written
 since the last full rewrite exceed twice the live estimate, the next checkpoint is a
@@ -20,17 +36,25 @@ drops them is durable (one checkpoint later).
 
 from __future__ import annotations
 
-import heapq
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from streams.core.engine import Ledger, PartitionEngine
-from streams.core.state import Cell, UnitState
+from schemas.errors import TokenyieldError
+from streams.core.engine import PartitionEngine
+from streams.core.records import Ledger
+from streams.core.unit import UnitState
+from streams.core.units import encode_summary, summary_key
+from streams.core.windows import Outbox
 
 CHUNK_BYTES = 512 * 1024
-FORMAT = 1
+FORMAT = 2
+
+
+class CheckpointError(TokenyieldError):
+    """A checkpoint cannot be read back (unknown format, a missing record)."""
 
 
 def meta_key(partition: int) -> bytes:
@@ -41,21 +65,30 @@ def segment_key(partition: int, seq: int, chunk: int) -> bytes:
     return f"seg/{partition}/{seq}/{chunk}".encode()
 
 
+def outbox_key(partition: int) -> bytes:
+    return f"outbox/{partition}".encode()
+
+
 @dataclass(slots=True)
 class CheckpointPlan:
-    """Records to write, in order: segments, deletions, then the meta record."""
+    """Records to write, in order: ``batched`` (in any batching), each of ``writes``
+    alone, ``deletes``, the outbox record, then the meta record."""
 
     seq: int
+    batched: list[tuple[bytes, bytes]] = field(default_factory=list)
     writes: list[tuple[bytes, bytes]] = field(default_factory=list)
     deletes: list[bytes] = field(default_factory=list)
+    outbox: Outbox | None = None
+    outbox_record: tuple[bytes, bytes] = (b"", b"")
     meta: tuple[bytes, bytes] = (b"", b"")
     full: bool = False
     units_written: int = 0
-    cells_written: int = 0
+    summaries_written: int = 0
 
     @property
     def bytes(self) -> int:
-        return sum(len(v) for _, v in self.writes) + len(self.meta[1])
+        return (sum(len(v) for _, v in self.batched) + sum(len(v) for _, v in self.writes)
+                + len(self.meta[1]))
 
 
 class Checkpointer:
@@ -64,8 +97,12 @@ class Checkpointer:
     def __init__(self, engine: PartitionEngine) -> None:
         self.engine = engine
         self.seq = 0
+        # A fresh state gets a new epoch: the rollup then knows its checkpoint numbers
+        # start again (the embedded broker forgets everything on restart).
+        self.epoch = os.urandom(6).hex()
         self.segments: dict[int, int] = {}  # seq -> chunk count, for live segments
         self.to_delete: list[bytes] = []
+        self.swept_pending: set[str] = set()  # summaries deleted by the next plan
         self.written_since_full = 0
         self.live_estimate = 0
         self.extra: dict[str, Any] = {}
@@ -74,39 +111,48 @@ class Checkpointer:
         engine = self.engine
         self.seq += 1
         seq = self.seq
-        live_entries = len(engine.units) + len(engine.cells)
+        live_entries = len(engine.units)
         full = force_full or (
             self.written_since_full > 2 * max(self.live_estimate, 64 * 1024)
         )
         plan = CheckpointPlan(seq=seq, full=full)
-        plan.deletes, self.to_delete = self.to_delete, []
+        units = engine.units
+        for uid, data in units.evicted.items():
+            plan.batched.append((summary_key(engine.partition, uid), encode_summary(seq, data)))
+        plan.summaries_written = len(units.evicted)
+        units.evicted = {}
+        plan.batched.extend(engine.index.take_writes())
+        # Deletions decided before the previous checkpoint: that checkpoint, now durable,
+        # no longer needs what they delete. The ones decided since wait for this one.
+        plan.deletes, self.to_delete = self.to_delete, list(engine.summary_deletes)
+        engine.summary_deletes = []
+        engine.swept -= self.swept_pending
+        self.swept_pending = set(engine.swept)
+
         entries: list[bytes] = []
         dumped: dict[str, bytes] = {}
         if full:
-            unit_ids = engine.units.ids()
-            cell_keys = list(engine.cells)
-            removed_units: set[str] = set()
-            removed_cells: set[Any] = set()
+            unit_ids = units.ids()
+            removed: set[str] = set()
+            unpriced = [(key, uid, True) for key, ids in engine.unpriced.items()
+                        for uid in sorted(ids)]
         else:
             unit_ids = sorted(engine.dirty_units)
-            cell_keys = [k for k in engine.cells if engine.cells[k].dirty]
-            removed_units = engine.removed_units
-            removed_cells = engine.removed_cells
-        # Removals first: a unit evicted and then reopened in the same interval is live.
-        for uid in sorted(removed_units):
+            removed = engine.removed_units
+            unpriced = [(key, uid, present)
+                        for (key, uid), present in sorted(engine.unpriced_changes.items())]
+        # Removals first: a unit evicted and then revived in the same interval is live.
+        for uid in sorted(removed):
             entries.append(orjson.dumps(["x", uid]))
-        for key in sorted(removed_cells):
-            entries.append(orjson.dumps(["y", list(key)]))
         for uid in unit_ids:
-            unit = engine.units.hot.get(uid)
-            data = unit.dump() if unit is not None else engine.units.parked[uid]
+            unit = units.hot.get(uid)
+            data = unit.dump() if unit is not None else units.parked[uid]
             dumped[uid] = data
-            due = engine.due.get(uid)
+            due = engine.wheel.due.get(uid)
             entries.append(orjson.dumps(["u", uid, due, orjson.Fragment(data)]))
-        for key in cell_keys:
-            entries.append(orjson.dumps(["c", engine.cells[key].dump(key)]))
+        for key, uid, present in unpriced:
+            entries.append(orjson.dumps(["p", key, uid, present]))
         plan.units_written = len(unit_ids)
-        plan.cells_written = len(cell_keys)
 
         chunks = _chunk(entries)
         for index, chunk in enumerate(chunks):
@@ -125,15 +171,17 @@ class Checkpointer:
             self.live_estimate = max(self.live_estimate, int(average * live_entries))
         if chunks:
             self.segments[seq] = len(chunks)
+        plan.outbox = Outbox(engine.partition, self.epoch, seq, engine.clock_ms,
+                             engine.book.take())
+        plan.outbox_record = (outbox_key(engine.partition), plan.outbox.encode())
         plan.meta = (meta_key(engine.partition), self._meta(seq))
 
         # The engine's change tracking restarts from this checkpoint.
         engine.dirty_units.clear()
         engine.removed_units.clear()
-        engine.removed_cells.clear()
-        for cell in engine.cells.values():
-            cell.dirty = False
-        engine.units.park_idle(dumped)
+        engine.unpriced_changes.clear()
+        units.durable_seq = seq
+        units.park_idle(dumped)
         return plan
 
     def _meta(self, seq: int) -> bytes:
@@ -141,12 +189,14 @@ class Checkpointer:
         return orjson.dumps({
             "format": FORMAT,
             "seq": seq,
+            "epoch": self.epoch,
             "partition": engine.partition,
             "segments": {str(k): v for k, v in sorted(self.segments.items())},
             "offsets": engine.applied_offsets,
             "max_event_ms": engine.max_event_ms,
             "input_max_ms": engine.input_max_ms,
             "ledger": engine.ledger.dump(),
+            "horizon_index": {str(d): n for d, n in sorted(engine.index.chunks.items())},
             "live_estimate": self.live_estimate,
             "written_since_full": self.written_since_full,
             "extra": self.extra,
@@ -161,13 +211,20 @@ class Checkpointer:
                 for seq, count in sorted(decoded["segments"].items(), key=lambda x: int(x[0]))
                 for i in range(count)]
 
-    def restore(self, meta: bytes, chunks: list[bytes]) -> None:
-        """Load the state a meta record and its segments describe into the engine."""
+    def restore(self, meta: bytes, chunks: list[bytes], outbox: bytes | None = None
+                ) -> Outbox | None:
+        """Load the state a meta record and its segments describe into the engine.
+        Returns the meta's outbox when the record holds it (it may not have reached the
+        rollup: send it again)."""
         engine = self.engine
         decoded = orjson.loads(meta)
         if decoded.get("format") != FORMAT:
-            raise ValueError(f"unknown checkpoint format {decoded.get('format')!r}")
+            raise CheckpointError(
+                f"checkpoint format {decoded.get('format')!r} is not {FORMAT}: this state "
+                f"was written by another version; reset the worker's state to start over",
+                format=decoded.get("format"), partition=engine.partition)
         self.seq = decoded["seq"]
+        self.epoch = decoded["epoch"]
         self.segments = {int(k): v for k, v in decoded["segments"].items()}
         self.live_estimate = decoded["live_estimate"]
         self.written_since_full = decoded["written_since_full"]
@@ -177,8 +234,10 @@ class Checkpointer:
         engine.input_max_ms = {"calls": engine.max_event_ms, "outcomes": engine.max_event_ms,
                                **decoded.get("input_max_ms", {})}
         engine.ledger = Ledger.load(decoded["ledger"])
+        engine.index.chunks = {int(d): n for d, n in decoded["horizon_index"].items()}
+        engine.units.durable_seq = self.seq
         units: dict[str, tuple[int | None, bytes]] = {}
-        cells: dict[tuple[int, int, str, str, str], Cell] = {}
+        unpriced: dict[tuple[str, str], bool] = {}
         for chunk in chunks:
             for line in chunk.splitlines():
                 if not line:
@@ -189,28 +248,22 @@ class Checkpointer:
                     units[item[1]] = (item[2], orjson.dumps(item[3]))
                 elif tag == "x":
                     units.pop(item[1], None)
-                elif tag == "c":
-                    key, cell = Cell.load(item[1])
-                    cells[key] = cell
-                elif tag == "y":
-                    cells.pop(tuple(item[1]), None)  # type: ignore[arg-type]
+                elif tag == "p":
+                    unpriced[(item[1], item[2])] = bool(item[3])
         for uid, (due, data) in units.items():
             engine.units.parked[uid] = data
             if due is None:
-                due = -(-engine._next_due(UnitState.load(data)) // 60_000)
-            engine.due[uid] = due
-            bucket = engine.wheel.get(due)
-            if bucket is None:
-                bucket = engine.wheel[due] = []
-                heapq.heappush(engine.wheel_heap, due)
-            bucket.append(uid)
-        for key, cell in cells.items():
-            engine.cells[key] = cell
-            size, start, team, workflow, model = key
-            engine.groups.setdefault((size, start, team, workflow), set()).add(model)
-            if (size, start) not in engine.open_windows:
-                engine.open_windows.add((size, start))
-                heapq.heappush(engine.window_heap, (start + size, size, start))
+                engine._schedule(UnitState.load(data))
+            else:
+                engine.wheel.put(uid, due)
+        for (key, uid), present in sorted(unpriced.items()):
+            if present:
+                engine.unpriced.setdefault(key, set()).add(uid)
+        if outbox is not None:
+            found = Outbox.decode(outbox)
+            if found.seq == self.seq and found.epoch == self.epoch:
+                return found
+        return None
 
 
 def _chunk(entries: list[bytes]) -> list[bytes]:

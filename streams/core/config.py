@@ -19,6 +19,7 @@ class EngineConfig(BaseModel):
     allowed_lateness_seconds: int = Field(300, ge=0)
     deadline_seconds: int = Field(86_400, gt=0)
     retention_seconds: int = Field(3_600, ge=0)
+    horizon_seconds: int = Field(35 * 86_400, gt=0)
     max_future_skew_seconds: int = Field(3_600, ge=0)
     input_idle_seconds: int = Field(30, ge=0)
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
@@ -40,12 +41,13 @@ class EngineConfig(BaseModel):
             raise ConfigurationError("window sizes must be whole minutes", sizes=sizes)
         if any(s % sizes[0] for s in sizes):
             raise ConfigurationError("every window size must be a multiple of the smallest")
-        if self.retention_seconds < self.allowed_lateness_seconds:
+        if self.horizon_seconds < self.deadline_seconds + self.retention_seconds:
             raise ConfigurationError(
-                "retention must be at least the allowed lateness, or a late event could "
-                "reopen a unit that was already evicted",
+                "the horizon must be at least the deadline plus the retention: a unit's "
+                "summary is kept for the horizon after its last event, and a unit is "
+                "evicted to its summary up to deadline + retention after it",
+                horizon_seconds=self.horizon_seconds, deadline_seconds=self.deadline_seconds,
                 retention_seconds=self.retention_seconds,
-                allowed_lateness_seconds=self.allowed_lateness_seconds,
             )
         return self
 

@@ -42,9 +42,19 @@ def per(amount_atto: int, count: int) -> Decimal | None:
     """Money divided by a count, rounded half-even to 10^-18."""
     if not count:
         return None
-    quotient, remainder = divmod(amount_atto, count)
-    # Half-even rounding of the integer division.
+    return from_atto(divide_half_even(amount_atto, count))
+
+
+def divide_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half-even to an integer (denominator > 0)."""
+    quotient, remainder = divmod(numerator, denominator)
     twice = 2 * remainder
-    if twice > count or (twice == count and quotient % 2):
+    if twice > denominator or (twice == denominator and quotient % 2):
         quotient += 1
-    return from_atto(quotient)
+    return quotient
+
+
+def convert(amount_atto: int, rate_atto: int) -> int:
+    """Money times an exchange rate (both atto), rounded half-even at 10^-18: banks
+    round a conversion to the nearest unit, not down."""
+    return divide_half_even(amount_atto * rate_atto, ATTO)

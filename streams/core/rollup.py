@@ -1,14 +1,22 @@
-"""Global cost-per-outcome windows from the partitions' window cells.
+"""Global cost-per-outcome windows from the partitions' window changes.
 
-Each partition's engine books its own events into window cells and sends the cells
-it changed, with its event-time clock, at every checkpoint. The rollup keeps the
-latest cell of every partition (a newer message replaces, so a replay changes
-nothing), sums them into global rows, and declares a window final once the clock of
-every *active* partition has passed its end. A partition whose clock has not moved for
-``idle_seconds`` of wall time is idle and does not hold windows open (otherwise one
-quiet partition would stall every window); if it wakes up with events for a window
-already final, the window's cells are still kept (for ``closed_retention_seconds`` of
-event time) and a corrected final row with a higher revision follows.
+Each partition's checkpoint sends its *outbox*: the changes it booked into window cells
+since its previous checkpoint, numbered ``(epoch, seq)``. The rollup applies each
+outbox exactly once (a resent one is recognised by its number), adds the changes up
+into the totals of open windows, and declares a window final once the clock of every
+*active* partition has passed its end. A partition whose clock has not moved for
+``idle_seconds`` is idle and does not hold windows open (else one quiet partition would
+stall every window).
+
+A change for a window that is already final becomes a **correction row**: a row of its
+own, id ``<window>#p<partition>:<epoch>:<seq>``, carrying just that change. A window's
+figures are its final row plus its corrections; every view adds them up. So no change
+is ever refused, and the rollup keeps nothing of a window once it is final.
+
+Determinism: "now" is the time stamp of the message being applied (its Kafka
+CreateTime), never the wall clock, and windows close as messages are applied, so the
+same sequence of messages gives the same final rows and corrections, which is what
+makes a replay of this stage harmless.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ from typing import Any
 import orjson
 
 from schemas.outputs import ALL_MODELS, CostPerOutcomeWindow
-from streams.core import state as cf
+from streams.core import cells as cf
+from streams.core.cells import CellKey
 from streams.core.money import from_atto, per, ratio
+from streams.core.windows import Outbox
 
-CellKey = tuple[int, int, str, str, str]
 RowKey = CellKey
+MIX_KEEP_MS = 2 * 3_600_000  # model-mix cells kept this long after their hour ends
 
 
 def _dt(ms: int) -> datetime:
@@ -45,29 +55,34 @@ class ModelMix:
     cost: Decimal
 
 
-def is_detector_series(model: str) -> bool:
-    """Series that are not model rows: agent spend and the model mix."""
-    return model.startswith(cf.AGENT_SERIES) or model.startswith(cf.MIX_SERIES)
-
-
-def window_row(key: RowKey, v: list[int], revision: int, final: bool,
-               currency: str) -> CostPerOutcomeWindow:
-    """A window row from its additive figures."""
+def window_id(key: RowKey, correction: str = "") -> str:
     size, start, team, workflow, series = key
-    agent = series[len(cf.AGENT_SERIES):] if series.startswith(cf.AGENT_SERIES) else ""
-    model = ALL_MODELS if agent else series
+    scope, name = cf.scope_of(series)
+    base = f"{size // 1000}:{start}:{team}:{workflow}:{scope}:{name}"
+    return f"{base}#{correction}" if correction else base
+
+
+def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: str,
+               correction: str = "") -> CostPerOutcomeWindow:
+    """A window row (or a correction row) from its additive figures."""
+    size, start, team, workflow, series = key
+    scope, name = cf.scope_of(series)
+    assert scope is not None
     loaded = v[cf.SPEND] + v[cf.HUMAN]
     resolved = v[cf.LINKED] + v[cf.UNLINKED]
-    is_total = model == ALL_MODELS and not agent
+    ratios = not correction
+    is_total = scope == "total" and ratios
     return CostPerOutcomeWindow(
-        window_id=f"{size // 1000}:{start}:{team}:{workflow}:{model}:{agent}",
+        window_id=window_id(key, correction),
         window_start=_dt(start),
         window_end=_dt(start + size),
         window_seconds=size // 1000,
         team=team,
         workflow=workflow,
-        model=model,
-        agent=agent,
+        model=name if scope == "model" else ALL_MODELS,
+        agent=name if scope == "agent" else "",
+        scope=scope,
+        correction=correction,
         revision=revision,
         final=final,
         currency=currency,
@@ -77,6 +92,9 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool,
         input_tokens=v[cf.INPUT],
         output_tokens=v[cf.OUTPUT],
         cached_input_tokens=v[cf.CACHED],
+        cache_write_tokens=v[cf.CACHE_WRITE],
+        latency_ms_sum=v[cf.LATENCY_MS],
+        latency_calls=v[cf.LATENCY_CALLS],
         reasoning_tokens=v[cf.REASONING],
         overhead_tokens=v[cf.OVERHEAD],
         system_prompt_tokens=v[cf.SYSTEM],
@@ -84,6 +102,7 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool,
         unpriced_calls=v[cf.UNPRICED],
         work_units=v[cf.WORK_UNITS],
         outcomes=v[cf.OUTCOMES],
+        decided_units=v[cf.DECIDED],
         accepted_outcomes=v[cf.ACCEPTED],
         value=from_atto(v[cf.VALUE]),
         human_cost=from_atto(v[cf.HUMAN]),
@@ -91,194 +110,196 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool,
         linked_spend=from_atto(v[cf.LINKED]),
         unlinked_spend=from_atto(v[cf.UNLINKED]),
         cost_per_accepted_outcome=per(loaded, v[cf.ACCEPTED]) if is_total else None,
-        acceptance_rate=ratio(v[cf.ACCEPTED], v[cf.OUTCOMES]) if is_total else None,
+        acceptance_rate=ratio(v[cf.ACCEPTED], v[cf.DECIDED]) if is_total else None,
         yield_ratio=ratio(v[cf.VALUE], loaded) if is_total else None,
-        attribution_coverage=ratio(v[cf.LINKED], resolved) if resolved > 0 else None,
-        retry_share=ratio(v[cf.RETRIES], v[cf.CALLS]),
-        context_share=ratio(v[cf.OVERHEAD], v[cf.INPUT]),
+        attribution_coverage=ratio(v[cf.LINKED], resolved) if ratios and resolved > 0
+        else None,
+        retry_share=ratio(v[cf.RETRIES], v[cf.CALLS]) if ratios else None,
+        context_share=ratio(v[cf.OVERHEAD], v[cf.INPUT]) if ratios else None,
     )
 
 
-def encode_partials(partition: int, clock_ms: int,
-                    cells: list[tuple[CellKey, int, list[int]]]) -> bytes:
-    """The message a partition sends to the rollup at each checkpoint."""
-    return orjson.dumps({
-        "partition": partition,
-        "clock_ms": clock_ms,
-        "cells": [[*key, revision, [str(x) for x in values]] for key, revision, values in cells],
-    })
+def total_key(key: RowKey) -> RowKey:
+    return (key[0], key[1], key[2], key[3], cf.TOTAL)
 
 
-def decode_partials(data: bytes) -> tuple[int, int, list[tuple[CellKey, list[int]]]]:
-    message = orjson.loads(data)
-    cells = [((c[0], c[1], c[2], c[3], c[4]), [int(x) for x in c[6]])
-             for c in message["cells"]]
-    return int(message["partition"]), int(message["clock_ms"]), cells
+def totals_of(cells: dict[CellKey, list[int]]) -> dict[RowKey, list[int]]:
+    """Row figures of a set of cells: model and agent rows as they are, total rows with
+    their own cell plus the spend side of their model rows."""
+    rows: dict[RowKey, list[int]] = {}
+    for key, values in cells.items():
+        scope, _ = cf.scope_of(key[4])
+        if scope is None:
+            continue
+        row = rows.setdefault(key, cf.zero())
+        cf.add_into(row, values)
+        if scope == "model":
+            total = rows.setdefault(total_key(key), cf.zero())
+            for field in cf.SPEND_SIDE:
+                total[field] += values[field]
+    return rows
 
 
 class WindowRollup:
-    """Sums partition cells into global window rows and decides when rows are final."""
+    """Adds partition outboxes into global window rows and decides when rows are final."""
 
-    def __init__(self, currency: str, idle_seconds: float = 30.0,
-                 closed_retention_seconds: int = 7200) -> None:
+    def __init__(self, currency: str, idle_seconds: float = 30.0, partitions: int = 1) -> None:
         self.currency = currency
         self.idle_ms = int(idle_seconds * 1000)
-        self.closed_retention_ms = closed_retention_seconds * 1000
-        self.closed: dict[tuple[int, int], int] = {}  # closed window -> its end
-        self.corrected: set[RowKey] = set()
-        self.cells: dict[CellKey, dict[int, list[int]]] = {}
-        self.groups: dict[tuple[int, int, str, str], set[str]] = {}
+        self.partitions = partitions
+        self.first_seen_ms: int | None = None  # time of the first message applied
+        self.cells: dict[CellKey, list[int]] = {}  # open windows only
+        self.windows: dict[tuple[int, int], set[CellKey]] = {}
+        self.heap: list[tuple[int, int, int]] = []  # (end, size, start) of open windows
+        self.finalized_ms = 0  # windows ending at or before this are final: monotonic
         self.clocks: dict[int, int] = {}
-        self.clock_moved_at: dict[int, int] = {}  # wall ms when the clock last advanced
+        self.clock_moved_at: dict[int, int] = {}  # message time the clock last advanced
+        self.applied: dict[int, tuple[str, int]] = {}  # partition -> (epoch, seq)
         self.revisions: dict[RowKey, int] = {}
-        self.finalized: dict[tuple[int, int], int] = {}  # window -> wall ms it went final
-        self.heap: list[tuple[int, int, int]] = []
-        self.open: set[tuple[int, int]] = set()
         self.dirty: set[RowKey] = set()
+        self.mix_cells: dict[CellKey, list[int]] = {}
+        self.ready: list[CostPerOutcomeWindow] = []  # final and correction rows to emit
+        self.duplicates = 0
 
-    def apply(self, partition: int, clock_ms: int, cells: list[tuple[CellKey, list[int]]],
-              now_ms: int) -> None:
-        if clock_ms > self.clocks.get(partition, -1):
-            self.clocks[partition] = clock_ms
-            self.clock_moved_at[partition] = now_ms
-        for key, values in cells:
-            per_partition = self.cells.get(key)
-            size, start, team, workflow, model = key
-            if per_partition is None:
-                per_partition = self.cells[key] = {}
-                self.groups.setdefault((size, start, team, workflow), set()).add(model)
-                if (size, start) not in self.open and (size, start) not in self.closed:
-                    self.open.add((size, start))
-                    heapq.heappush(self.heap, (start + size, size, start))
-            per_partition[partition] = values
-            changed = self.corrected if (size, start) in self.closed else self.dirty
-            changed.add(key)
-            changed.add((*key[:4], ALL_MODELS))
+    # -- input ------------------------------------------------------------------------
+    def apply(self, outbox: Outbox, now_ms: int) -> bool:
+        """Apply one partition's outbox; False if it was applied already."""
+        p = outbox.partition
+        if self.first_seen_ms is None:
+            self.first_seen_ms = now_ms
+        applied = self.applied.get(p)
+        if applied is not None and applied[0] == outbox.epoch and outbox.seq <= applied[1]:
+            self.duplicates += 1
+            return False
+        self.applied[p] = (outbox.epoch, outbox.seq)
+        if outbox.clock_ms > self.clocks.get(p, -1):
+            self.clocks[p] = outbox.clock_ms
+            self.clock_moved_at[p] = now_ms
+        late: dict[CellKey, list[int]] = {}
+        for key, values in outbox.cells.items():
+            size, start, _, _, series = key
+            if series.startswith(cf.MIX):
+                cf.add_into(self.mix_cells.setdefault(key, cf.zero()), values)
+            elif start + size <= self.finalized_ms:
+                late[key] = values
+            else:
+                self._add(key, values)
+        if late:
+            correction = f"p{p}:{outbox.epoch}:{outbox.seq}"
+            for key, values in sorted(totals_of(late).items()):
+                self.ready.append(window_row(key, values, 1, True, self.currency, correction))
+        self.close(now_ms)
+        return True
 
+    def _add(self, key: CellKey, values: list[int]) -> None:
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = cf.zero()
+            size, start = key[0], key[1]
+            members = self.windows.get((size, start))
+            if members is None:
+                members = self.windows[(size, start)] = set()
+                heapq.heappush(self.heap, (start + size, size, start))
+            members.add(key)
+        cf.add_into(cell, values)
+        self.dirty.add(key)
+        self.dirty.add(total_key(key))
+
+    # -- closing ------------------------------------------------------------------------
     def low_watermark(self, now_ms: int) -> int | None:
-        """The smallest clock among partitions that moved within the idle timeout."""
+        """The smallest clock among partitions that moved within the idle timeout. Until
+        every partition has reported once, or the idle timeout has passed since the first
+        one did, nothing is final: the others may be just starting."""
+        if len(self.clocks) < self.partitions and (
+                self.first_seen_ms is None or now_ms - self.first_seen_ms < self.idle_ms):
+            return None
         active = [c for p, c in self.clocks.items()
                   if now_ms - self.clock_moved_at.get(p, 0) <= self.idle_ms]
         if active:
             return min(active)
         return max(self.clocks.values()) if self.clocks else None
 
+    def close(self, now_ms: int) -> None:
+        """Finalise the windows every active partition has passed (``now_ms`` is the
+        time of the message or tick being applied)."""
+        watermark = self.low_watermark(now_ms)
+        if watermark is not None and watermark > self.finalized_ms:
+            self.finalized_ms = watermark
+        while self.heap and self.heap[0][0] <= self.finalized_ms:
+            _, size, start = heapq.heappop(self.heap)
+            members = self.windows.pop((size, start))
+            cells = {key: self.cells.pop(key) for key in members}
+            for key, values in sorted(totals_of(cells).items()):
+                revision = self.revisions.pop(key, 0) + 1
+                self.ready.append(window_row(key, values, revision, True, self.currency))
+                self.dirty.discard(key)
+        newest = max(self.clocks.values(), default=0)
+        for key in [k for k in self.mix_cells if k[1] + k[0] + MIX_KEEP_MS <= newest]:
+            del self.mix_cells[key]
+
+    def _running_revision(self, key: RowKey) -> int:
+        revision = self.revisions[key] = self.revisions.get(key, 0) + 1
+        return revision
+
+    # -- output -------------------------------------------------------------------------
     def has_pending(self, now_ms: int) -> bool:
-        """Rows to emit, corrections, or a window that can close now."""
-        if self.corrected or any(not k[4].startswith(cf.MIX_SERIES) for k in self.dirty):
+        """Rows to emit, or a window that can close now."""
+        if self.ready or self.dirty:
             return True
         watermark = self.low_watermark(now_ms)
         return bool(self.heap) and watermark is not None and self.heap[0][0] <= watermark
 
     def updates(self) -> list[CostPerOutcomeWindow]:
-        """Running rows of every row changed since the last call."""
-        rows = [self._row(key, final=False) for key in sorted(self.dirty)
-                if not key[4].startswith(cf.MIX_SERIES)]
-        self.dirty = {k for k in self.dirty if k[4].startswith(cf.MIX_SERIES)}
-        return [r for r in rows if r is not None]
+        """Running rows of the open rows changed since the last call."""
+        rows: dict[RowKey, list[int]] = {}
+        for window in {(k[0], k[1]) for k in self.dirty}:
+            members = {k: self.cells[k] for k in self.windows.get(window, ())}
+            for key, values in totals_of(members).items():
+                if key in self.dirty:
+                    rows[key] = values
+        self.dirty = set()
+        return [window_row(key, values, self._running_revision(key), False, self.currency)
+                for key, values in sorted(rows.items())]
+
+    def take_ready(self) -> list[CostPerOutcomeWindow]:
+        """Final rows and corrections decided since the last call, in order."""
+        ready, self.ready = self.ready, []
+        return ready
 
     def mix(self) -> list[ModelMix]:
-        """Model-mix figures of the open and recently closed hours, for the detectors."""
+        """Model-mix figures of the recent hours, for the mismatch detector."""
         found = []
-        for key, parts in self.cells.items():
+        for key, v in self.mix_cells.items():
             _size, start, task_type, _, series = key
-            if not series.startswith(cf.MIX_SERIES):
-                continue
-            units = sum(v[cf.OUTCOMES] for v in parts.values())
-            accepted = sum(v[cf.ACCEPTED] for v in parts.values())
-            cost = sum(v[cf.SPEND] for v in parts.values())
-            found.append(ModelMix(_dt(start), task_type, series[len(cf.MIX_SERIES):], units,
-                                  accepted, from_atto(cost)))
-        self.dirty = {k for k in self.dirty if not k[4].startswith(cf.MIX_SERIES)}
+            found.append(ModelMix(_dt(start), task_type, series[len(cf.MIX):], v[cf.DECIDED],
+                                  v[cf.ACCEPTED], from_atto(v[cf.SPEND])))
         return sorted(found, key=lambda m: (m.window_start, m.task_type, m.model))
-
-    def close(self, now_ms: int) -> list[CostPerOutcomeWindow]:
-        """Final rows of the windows every active partition has passed; then forget them."""
-        watermark = self.low_watermark(now_ms)
-        finals: list[CostPerOutcomeWindow] = []
-        for key in sorted(self.corrected):
-            if key[4].startswith(cf.MIX_SERIES):
-                continue
-            row = self._row(key, final=True)
-            if row is not None:
-                finals.append(row)
-        self.corrected.clear()
-        if watermark is None:
-            return finals
-        while self.heap and self.heap[0][0] <= watermark:
-            end, size, start = heapq.heappop(self.heap)
-            self.open.discard((size, start))
-            self.closed[(size, start)] = end
-            for group in sorted(g for g in self.groups if g[0] == size and g[1] == start):
-                keys = [(*group, m) for m in sorted(self.groups[group] | {ALL_MODELS})
-                        if not m.startswith(cf.MIX_SERIES)]
-                finals.extend(r for k in keys if (r := self._row(k, final=True)) is not None)
-                for key in keys:
-                    self.dirty.discard(key)
-        self._forget_closed()
-        return finals
-
-    def _forget_closed(self) -> None:
-        newest = max(self.clocks.values(), default=0)
-        expired = [w for w, end in self.closed.items()
-                   if end + self.closed_retention_ms <= newest]
-        for size, start in expired:
-            del self.closed[(size, start)]
-            for group in [g for g in self.groups if g[0] == size and g[1] == start]:
-                for model in self.groups.pop(group) | {ALL_MODELS}:
-                    self.cells.pop((*group, model), None)
-                    self.revisions.pop((*group, model), None)
-
-    def _row(self, key: RowKey, final: bool) -> CostPerOutcomeWindow | None:
-        size, start, team, workflow, model = key
-        values = [0] * cf.CELL_FIELDS
-        if model == ALL_MODELS:
-            found = False
-            for m in self.groups.get((size, start, team, workflow), ()):
-                if is_detector_series(m):
-                    continue
-                for cell in self.cells.get((size, start, team, workflow, m), {}).values():
-                    found = True
-                    for i, x in enumerate(cell):
-                        # Distinct work units are counted on the "*" cell itself.
-                        if i != cf.WORK_UNITS or m == ALL_MODELS:
-                            values[i] += x
-            if not found:
-                return None
-        else:
-            parts = self.cells.get(key)
-            if not parts:
-                return None
-            for cell in parts.values():
-                for i, x in enumerate(cell):
-                    values[i] += x
-        revision = self.revisions.get(key, 0) + 1
-        self.revisions[key] = revision
-        return window_row(key, values, revision, final, self.currency)
 
     # -- persistence --------------------------------------------------------------------
     def dump(self) -> bytes:
+        """The state (call after ``take_ready``: rows not taken are not saved)."""
         return orjson.dumps({
-            "cells": [[*k, {str(p): [str(x) for x in v] for p, v in parts.items()}]
-                      for k, parts in self.cells.items()],
+            "cells": [[*k, [str(x) for x in v]] for k, v in self.cells.items()],
+            "mix": [[*k, [str(x) for x in v]] for k, v in self.mix_cells.items()],
+            "finalized_ms": self.finalized_ms,
+            "first_seen_ms": self.first_seen_ms,
             "clocks": {str(p): c for p, c in self.clocks.items()},
-            "closed": [[size, start, end] for (size, start), end in self.closed.items()],
+            "moved_at": {str(p): c for p, c in self.clock_moved_at.items()},
+            "applied": {str(p): list(a) for p, a in self.applied.items()},
             "revisions": [[*k, r] for k, r in self.revisions.items()],
         })
 
-    def load(self, data: bytes, now_ms: int) -> None:
+    def load(self, data: bytes) -> None:
         decoded: dict[str, Any] = orjson.loads(data)
-        for p, clock in decoded["clocks"].items():
-            self.clocks[int(p)] = clock
-            self.clock_moved_at[int(p)] = now_ms
-        for size, start, end in decoded.get("closed", []):
-            self.closed[(size, start)] = end
         for item in decoded["cells"]:
-            key = (item[0], item[1], item[2], item[3], item[4])
-            for p, values in item[5].items():
-                self.apply(int(p), self.clocks.get(int(p), 0), [(key, [int(x) for x in values])],
-                           now_ms)
-        for item in decoded["revisions"]:
-            self.revisions[(item[0], item[1], item[2], item[3], item[4])] = item[5]
-        self.dirty.clear()
-        self.corrected.clear()
+            self._add((item[0], item[1], item[2], item[3], item[4]), [int(x) for x in item[5]])
+        for item in decoded["mix"]:
+            self.mix_cells[(item[0], item[1], item[2], item[3], item[4])] = \
+                [int(x) for x in item[5]]
+        self.finalized_ms = decoded["finalized_ms"]
+        self.first_seen_ms = decoded["first_seen_ms"]
+        self.clocks = {int(p): c for p, c in decoded["clocks"].items()}
+        self.clock_moved_at = {int(p): c for p, c in decoded["moved_at"].items()}
+        self.applied = {int(p): (a[0], int(a[1])) for p, a in decoded["applied"].items()}
+        self.revisions = {(i[0], i[1], i[2], i[3], i[4]): i[5] for i in decoded["revisions"]}
+        self.dirty = set()

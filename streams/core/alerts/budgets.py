@@ -1,11 +1,11 @@
 """Budgets per team or workflow, per UTC day or month, alerting from running rows.
 
-Spend is the ``spend`` of the detection size's total rows (``model == "*"``, no agent),
+Spend is the ``spend`` of the detection size's total rows (``scope == "total"``),
 running and final. A window's row arrives many times (running at every checkpoint,
-then final, then maybe a corrected final): the latest revision per ``window_id``
-replaces the previous one, so only its change is added to the period totals. Per-window
-values are kept for ``correction_horizon_seconds`` of event time (longer than the
-rollup keeps a closed window open to corrections); after that a window is settled.
+then final): the latest revision per ``window_id`` replaces the previous one, so only
+its change is added to the period totals. Correction rows (changes that reached a
+window after it was final) add their spend whenever they come. Per-window values are
+kept for ``correction_horizon_seconds`` of event time; after that a window is settled.
 
 Only teams named by a budget rule are tracked, so a rule added mid-period counts spend
 from when the engine first saw it configured.
@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from schemas.outputs import ALL_MODELS, Alert, AlertKind, CostPerOutcomeWindow
+from schemas.outputs import Alert, AlertKind, CostPerOutcomeWindow
 from streams.core.alerts.config import AlertConfig, BudgetRule
 from streams.core.alerts.figures import clock, dec, dt, iso, money, pct
 
@@ -86,20 +86,23 @@ class BudgetTracker:
             return []
         touched: set[tuple[str, int]] = set()
         for row in rows:
-            if (row.model != ALL_MODELS or row.agent or row.team not in self.teams
+            if (row.scope != "total" or row.team not in self.teams
                     or row.window_seconds * 1000 != self.size_ms):
                 continue
             start = int(row.window_start.timestamp() * 1000)
             end = start + self.size_ms
             self.clock_ms = max(self.clock_ms, end)
-            series = self.windows.setdefault((row.team, row.workflow), {})
-            previous = series.get(start)
-            if previous is None and end < self.clock_ms - self.horizon_ms:
-                continue  # settled long ago: already counted, or too late to count
-            if previous is not None and row.revision < previous[0]:
-                continue
-            delta = row.spend - (previous[1] if previous else 0)
-            series[start] = (row.revision, row.spend)
+            if row.correction:
+                delta = row.spend  # a correction adds to its window, whenever it comes
+            else:
+                series = self.windows.setdefault((row.team, row.workflow), {})
+                previous = series.get(start)
+                if previous is None and end < self.clock_ms - self.horizon_ms:
+                    continue  # settled long ago: already counted
+                if previous is not None and row.revision < previous[0]:
+                    continue
+                delta = row.spend - (previous[1] if previous else 0)
+                series[start] = (row.revision, row.spend)
             for period in PERIODS:
                 key = (row.team, row.workflow, period, period_bounds(period, start)[0])
                 self.totals[key] = self.totals.get(key, Decimal(0)) + delta

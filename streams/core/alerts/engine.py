@@ -62,11 +62,14 @@ class AlertEngine:
         by_start: dict[int, list[CostPerOutcomeWindow]] = defaultdict(list)
         for row in finals:
             start = int(row.window_start.timestamp() * 1000)
+            if row.correction:
+                continue  # late changes to a judged window: only budgets take them
             if row.window_seconds * 1000 == self.size_ms and start > self.last_window_ms:
                 by_start[start].append(row)
         alerts: list[Alert] = []
         for start in sorted(by_start):
-            rows = sorted(by_start[start], key=lambda r: (r.team, r.workflow, r.model, r.agent))
+            rows = sorted(by_start[start],
+                          key=lambda r: (r.team, r.workflow, r.scope, r.model, r.agent))
             alerts.extend(self._window(start, rows))
         alerts.extend(self.budgets.observe([*running, *finals]))
         return alerts

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from schemas.outputs import ALL_MODELS, AlertKind, CostPerOutcomeWindow, Severity
+from schemas.outputs import AlertKind, CostPerOutcomeWindow, Severity
 from streams.core.alerts.baseline import LevelParams, RobustLevel, alpha_for
 from streams.core.alerts.config import AlertConfig
 from streams.core.alerts.figures import (
@@ -69,9 +69,9 @@ def spike_figures(rows: list[CostPerOutcomeWindow]) -> dict[str, Figures]:
         figures.tokens += row.input_tokens + row.output_tokens
 
     for row in rows:
-        if row.agent:
+        if row.scope == "agent":
             add({"team": row.team, "workflow": row.workflow, "agent": row.agent}, row)
-        elif row.model == ALL_MODELS:
+        elif row.scope == "total":
             add({"team": row.team, "workflow": row.workflow}, row)
             add({"team": row.team}, row)
         else:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.outputs import ALL_MODELS, AlertKind, CostPerOutcomeWindow, Severity
+from schemas.outputs import AlertKind, CostPerOutcomeWindow, Severity
 from streams.core.alerts.baseline import DecayedSums
 from streams.core.alerts.config import AlertConfig
 from streams.core.alerts.figures import (
@@ -95,9 +95,9 @@ class WasteDetector:
         holding: set[PairKey] = set()
         span = (start_ms, start_ms + size_ms)
         for row in rows:
-            if row.agent:
+            if row.scope == "agent":
                 continue
-            judged = self._workflow(row, span) if row.model == ALL_MODELS \
+            judged = self._workflow(row, span) if row.scope == "total" \
                 else self._model(row, span)
             for kind, key, verdict in judged:
                 if isinstance(verdict, Reading):

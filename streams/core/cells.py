@@ -1,0 +1,107 @@
+"""The additive figures of a window row, and how a row is named.
+
+A window *cell* is one row's figures as a list of integers (money in atto units),
+indexed by the field constants below. Partitions send the rollup stage *changes* to
+cells; the rollup adds them up, so every field must be additive (ratios are computed
+from the sums at the output boundary, never stored).
+
+A cell key is ``(size_ms, start_ms, team, workflow, series)``. The series says what the
+row is about, with a tag that no user-supplied name can forge (a model called ``*`` or
+``agent:x`` is still a model):
+
+- ``"m:" + model``  spend-side figures of one model;
+- ``"t"``           the all-models total of a team and workflow, where outcome figures
+                    and distinct work units are booked (spend-side figures of the total
+                    are the sum of its model rows, added by the rollup);
+- ``"a:" + agent``  spend-side figures of one agent (spike detection per agent);
+- ``"x:" + model``  units finalised with that primary model, for model-mismatch
+                    detection; the key's team slot holds the task type. Approximate by
+                    design and never part of the ledger.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+CellKey = tuple[int, int, str, str, str]
+
+# Spend side: booked by each call in its own window, under its own team and workflow.
+CALLS = 0
+RETRIES = 1
+FAILED = 2
+INPUT = 3
+OUTPUT = 4
+CACHED = 5
+REASONING = 6
+OVERHEAD = 7  # system prompt + context tokens
+SPEND = 8  # atto, priced calls
+UNPRICED = 9  # calls without a price (yet)
+SYSTEM = 10
+# Unit side: booked from a unit's state, moved exactly when the state changes.
+WORK_UNITS = 11  # distinct units with calls in the row
+LINKED = 12  # atto: spend of units with an outcome
+UNLINKED = 13  # atto: spend of units past their deadline without one
+DECIDED = 14  # units whose deciding outcome falls in the window (total rows)
+ACCEPTED = 15  # ... and accepted by it
+# Outcome side: booked by each outcome in its own window (total rows).
+OUTCOMES = 16  # outcome events
+VALUE = 17  # atto
+HUMAN = 18  # atto, review cost
+CACHE_WRITE = 19  # cache-write tokens (spend side)
+LATENCY_MS = 20  # summed latency of the calls that reported one (spend side)
+LATENCY_CALLS = 21  # calls that reported a latency
+CELL_FIELDS = 22
+
+FIELD_NAMES = (
+    "calls", "retries", "failed_calls", "input_tokens", "output_tokens",
+    "cached_input_tokens", "reasoning_tokens", "overhead_tokens", "spend", "unpriced_calls",
+    "system_prompt_tokens", "work_units", "linked_spend", "unlinked_spend", "decided_units",
+    "accepted_outcomes", "outcomes", "value", "human_cost", "cache_write_tokens",
+    "latency_ms_sum", "latency_calls",
+)
+MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN})
+
+#: Fields a total row takes from its model rows (the rest are booked on the total itself).
+SPEND_SIDE = (CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD, SPEND,
+              UNPRICED, SYSTEM, LINKED, UNLINKED, CACHE_WRITE, LATENCY_MS, LATENCY_CALLS)
+
+TOTAL = "t"
+MODEL = "m:"
+AGENT = "a:"
+MIX = "x:"
+
+Scope = Literal["total", "model", "agent"]
+
+
+def model_series(model: str) -> str:
+    return MODEL + model
+
+
+def agent_series(agent: str) -> str:
+    return AGENT + agent
+
+
+def mix_series(model: str) -> str:
+    return MIX + model
+
+
+def scope_of(series: str) -> tuple[Scope | None, str]:
+    """(scope, name) of a series: the row kind and the model or agent it names.
+    ``None`` for detector-only series (the model mix), which never become rows."""
+    if series == TOTAL:
+        return "total", ""
+    if series.startswith(MODEL):
+        return "model", series[len(MODEL):]
+    if series.startswith(AGENT):
+        return "agent", series[len(AGENT):]
+    return None, series[len(MIX):]
+
+
+def zero() -> list[int]:
+    return [0] * CELL_FIELDS
+
+
+def add_into(target: list[int], values: list[int]) -> None:
+    for i, x in enumerate(values):
+        if x:
+            target[i] += x

@@ -1,0 +1,121 @@
+"""Plain data the engine takes and gives: message coordinates, the rows it produces
+for the event tables, everything one step emits, and the ledger of where every event
+went."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from decimal import Decimal
+from typing import Any, Literal
+
+from schemas.events import ModelCall, Outcome
+from schemas.outputs import Alert, DeadLetter, LateEvent, WorkUnitAttribution
+from streams.core.money import from_atto
+
+EventKind = Literal["calls", "outcomes"]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """A validated, priced call for the ``model_calls`` table. Money is in the reporting
+    currency (``cost`` is the reported cost when given, else the computed one)."""
+
+    call: ModelCall
+    cost_atto: int | None
+    computed_atto: int | None
+    price_book_version: str
+    partition: int
+    offset: int
+    currency: str = "USD"  # the reporting currency: of cost and computed cost
+    price_currency: str = ""  # the currency of the price entry that priced it, if any
+
+    @property
+    def cost(self) -> Decimal | None:
+        return from_atto(self.cost_atto) if self.cost_atto is not None else None
+
+    @property
+    def computed_cost(self) -> Decimal | None:
+        return from_atto(self.computed_atto) if self.computed_atto is not None else None
+
+
+@dataclass(slots=True)
+class OutcomeRecord:
+    """A validated outcome for the ``outcomes`` table, money in the reporting currency."""
+
+    outcome: Outcome
+    value: Decimal | None
+    human_cost: Decimal
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class Outputs:
+    """Everything one step produced, in order."""
+
+    attributions: list[WorkUnitAttribution] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    late: list[LateEvent] = field(default_factory=list)
+    reroute: list[tuple[EventKind, str, bytes]] = field(default_factory=list)
+    calls: list[CallRecord] = field(default_factory=list)
+    outcomes: list[OutcomeRecord] = field(default_factory=list)
+
+    def extend(self, other: Outputs) -> None:
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            getattr(self, name).extend(getattr(other, name))
+
+    def __len__(self) -> int:
+        return sum(len(getattr(self, n)) for n in self.__slots__)  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Where every event went.
+
+    ``received == rejected + duplicates + rerouted + applied``: each event received is
+    in exactly one of those. ``late`` and ``beyond_horizon`` are parts of ``applied``
+    (applied as corrections), ``repriced`` counts calls priced after they were applied.
+    Applied events sit in live units (pending, attributed, unattributed: see
+    ``PartitionEngine.live_events``), in summaries of evicted units, or, past the
+    horizon, in forgotten ones.
+    """
+
+    received: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    rerouted: int = 0
+    applied: int = 0
+    late: int = 0
+    beyond_horizon: int = 0
+    repriced: int = 0
+    summarized_attributed: int = 0
+    summarized_unattributed: int = 0
+    forgotten_attributed: int = 0
+    forgotten_unattributed: int = 0
+
+    def dump(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def load(cls, values: dict[str, Any]) -> Ledger:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: int(v) for k, v in values.items() if k in names})
+
+
+def event_hash(kind: str, event_id: str) -> int:
+    """A stable 64-bit hash of an event's identity: its kind and id. A call and an
+    outcome that happen to share an id are different events. (Python's ``hash`` changes
+    per process.)"""
+    digest = hashlib.blake2b(f"{kind}\x00{event_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
