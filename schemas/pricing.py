@@ -150,6 +150,14 @@ class PriceEntry(BaseModel):
         if self.effective_from.tzinfo is None:
             raise ValueError("effective_from needs a timezone")
         _check_thresholds(self.long_context)
+        for name in self.service_tiers:
+            # Calls name tiers as providers do; these names never reach a catalog key.
+            if name in STANDARD_SERVICE_TIERS:
+                raise ValueError(f"service tier {name!r} is the standard one: its rates are "
+                                 "the entry's own")
+            if name in SERVICE_TIER_ALIASES:
+                raise ValueError(f"service tier {name!r} is priced as "
+                                 f"{SERVICE_TIER_ALIASES[name]!r}: name it so")
         return self
 
     @property

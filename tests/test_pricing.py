@@ -285,6 +285,30 @@ def test_service_tier_prices_are_validated() -> None:
             {"above_input_tokens": 2, "input_per_mtok": "1"}]}})
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         entry(service_tiers={"flex": {"input_per_mtok": "-1"}})
+    with pytest.raises(ValueError, match="'default' is the standard one"):
+        entry(service_tiers={"default": {"input_per_mtok": "1"}})
+    with pytest.raises(ValueError, match="'fast' is priced as 'priority'"):
+        entry(service_tiers={"fast": {"input_per_mtok": "1"}})
+
+
+def test_price_records_without_tiers_are_written_as_older_workers_read_them() -> None:
+    """The compacted prices topic is read by every worker, possibly of an older version
+    whose entries forbid unknown fields: an entry without the new fields is encoded
+    without them."""
+    from streams.prices import encode_price
+
+    before = {"provider", "model", "model_pattern", "effective_from", "currency",
+              "input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
+              "cache_write_per_mtok", "reasoning_per_mtok", "long_context", "source"}
+    plain_entry = entry(long_context=[{"above_input_tokens": 10, "input_per_mtok": "3"}])
+    key, value = encode_price(plain_entry)
+    record = orjson.loads(value)
+    assert set(record) <= before and set(record["long_context"][0]) <= \
+        {"above_input_tokens", "inclusive", "input_per_mtok"}
+    assert PriceEntry.model_validate_json(value) == plain_entry
+    tiered = tiered_entry()
+    assert PriceEntry.model_validate_json(encode_price(tiered)[1]) == tiered
+    assert key == plain_entry.key.encode()
 
 
 def test_the_shipped_catalog_keeps_its_version_and_prices() -> None:
