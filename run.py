@@ -4,8 +4,9 @@
     python3 run.py demo     run tokenyield end to end (embedded broker and ClickHouse)
     python3 run.py test     run the test suite
 
-The first use creates .venv and installs the project with its test tools into it
-(again whenever pyproject.toml changes). Arguments after the command are passed on:
+The first use creates .venv and installs into it what the command needs: the project for
+``demo``, the project and its test tools for ``test`` (again whenever pyproject.toml
+changes; one .venv serves both). Arguments after the command are passed on:
 ``python3 run.py demo --duration 60``, ``python3 run.py test -k pricing``.
 """
 
@@ -24,21 +25,42 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 
 
-def install() -> None:
+#: What each command needs installed: the demo only the package, the tests its test tools
+#: too (litellm, hypothesis...: minutes more on a fresh machine).
+NEEDS = {"demo": "package", "test": "test"}
+#: Each install covers itself and the ones before it.
+COVERS = {"package": ("package",), "test": ("package", "test")}
+SPECS = {"package": f"{ROOT}", "test": f"{ROOT}[test]"}
+
+
+def stamp(level: str) -> Path:
+    """The file that says ``level`` is installed for the current pyproject.toml."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
-    stamp = VENV / f".installed-{digest}"
-    if stamp.exists():
+    return VENV / f".installed-{level}-{digest}"
+
+
+def installed(level: str) -> bool:
+    return any(stamp(done).exists() for done, covered in COVERS.items() if level in covered)
+
+
+def install(level: str) -> None:
+    """Install what ``level`` needs into the one .venv, unless it is already there for
+    this pyproject.toml (a change to it installs again)."""
+    if installed(level):
         return
-    print(f"Installing tokenyield and its test tools into {VENV} (first run only; a few "
-          f"minutes)...", flush=True)
+    what = "tokenyield" if level == "package" else "tokenyield and its test tools"
+    print(f"Installing {what} into {VENV} (once; again when pyproject.toml changes)...",
+          flush=True)
     if not PYTHON.exists():
         venv.create(VENV, with_pip=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check"]
     subprocess.run([*pip, "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "--progress-bar", "on", "-e", f"{ROOT}[test]"], check=True)
+    subprocess.run([*pip, "--progress-bar", "on", "-e", SPECS[level]], check=True)
+    current = {stamp(done) for done in COVERS}
     for old in VENV.glob(".installed-*"):
-        old.unlink()
-    stamp.touch()
+        if old not in current:  # a stamp of an older pyproject.toml, or of the old format
+            old.unlink()
+    stamp(level).touch()
 
 
 def main() -> int:
@@ -51,7 +73,7 @@ def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__, file=sys.stderr)
         return 2
-    install()
+    install(NEEDS[sys.argv[1]])
     os.chdir(ROOT)
     try:
         return subprocess.run([*commands[sys.argv[1]], *sys.argv[2:]]).returncode

@@ -13,6 +13,10 @@ Contract rules (also in docs/EVENTS.md):
 - ``input_tokens`` counts every prompt token; cache reads (``cached_input_tokens``) and
   cache writes (``cache_write_tokens``) are parts of it. ``reasoning_tokens`` are a
   part of ``output_tokens``. This is the OpenTelemetry GenAI convention.
+  ``cache_write_1h_tokens`` are the part of ``cache_write_tokens`` written to a 1-hour
+  cache (Anthropic's ``ephemeral_1h_input_tokens``); the rest are 5-minute writes.
+- ``service_tier`` is the tier the provider served the call on (``flex``, ``priority``,
+  ``batch``...; ``default``, ``standard``, ``auto`` or no value mean standard prices).
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ Money = Annotated[Decimal, Field(ge=0, le=MAX_MONEY, allow_inf_nan=False),
 SignedMoney = Annotated[Decimal, Field(ge=-MAX_MONEY, le=MAX_MONEY, allow_inf_nan=False),
                         _places(MONEY_PLACES, "money")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+ServiceTier = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
+]
 Share = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE_KEY_LENGTH)]
 AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE_LENGTH)]
@@ -115,9 +122,19 @@ class ModelCall(_Event):
     input_tokens: TokenCount = 0
     output_tokens: TokenCount = 0
     cached_input_tokens: TokenCount = Field(0, description="Cache reads; a part of input.")
-    cache_write_tokens: TokenCount = Field(0, description="Cache writes; a part of input.")
+    cache_write_tokens: TokenCount = Field(
+        0, description="Cache writes, of any lifetime; a part of input.")
+    cache_write_1h_tokens: TokenCount = Field(
+        0, description="The 1-hour cache writes: a part of cache_write_tokens (Anthropic's "
+                       "usage.cache_creation.ephemeral_1h_input_tokens), priced at the 1-hour "
+                       "cache-write rate; the rest of cache_write_tokens are 5-minute writes.")
     reasoning_tokens: TokenCount = Field(0, description="A part of output.")
     latency_ms: Annotated[int, Field(ge=0, le=86_400_000, strict=True)] | None = None
+    service_tier: ServiceTier | None = Field(
+        None, description="The provider's service tier the call ran on, as the provider "
+                          "reports it (OpenAI: default, flex, priority; Anthropic: standard, "
+                          "priority, batch); priced at that tier's rates when the price entry "
+                          "lists them. None, default, standard and auto mean standard prices.")
     status: CallStatus = "ok"
     attempt: Annotated[int, Field(ge=1, le=10_000, strict=True)] = Field(
         1, description="1 is the first try; above 1 is a retry."
@@ -145,6 +162,11 @@ class ModelCall(_Event):
                 "cached_input_tokens + cache_write_tokens "
                 f"({self.cached_input_tokens} + {self.cache_write_tokens}) "
                 f"exceed input_tokens ({self.input_tokens})"
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            problems.append(
+                f"cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed "
+                f"cache_write_tokens ({self.cache_write_tokens})"
             )
         if self.reasoning_tokens > self.output_tokens:
             problems.append(

@@ -28,6 +28,10 @@ OTEL_FIELDS: dict[str, str] = {
     "gen_ai.usage.cache_read_input_tokens": "cached_input_tokens",
     "gen_ai.usage.cache_creation_input_tokens": "cache_write_tokens",
     "gen_ai.usage.reasoning_tokens": "reasoning_tokens",
+    # The tier OpenAI served the call on (default, flex, priority, scale): it sets the
+    # price. The current name first, then the gen_ai.-prefixed one of older conventions.
+    "openai.response.service_tier": "service_tier",
+    "gen_ai.openai.response.service_tier": "service_tier",
     "gen_ai.agent.name": "agent",
     "gen_ai.operation.name": "task_type",
     "gen_ai.conversation.id": "work_unit_id",

@@ -12,6 +12,18 @@ uncached input = input - cache reads - cache writes, and reasoning is a part of 
 threshold (or reach it, for an ``inclusive`` tier), every token of that call is priced
 at the rates of the highest such tier, which is how the providers bill it. A rate a
 tier leaves out is the entry's own; a missing cache rate is the tier's input rate.
+
+Cache writes come in two lifetimes: ``cache_write_tokens`` are all of a call's cache
+writes, and ``cache_write_1h_tokens`` the part of them written for one hour (Anthropic's
+``ephemeral_1h_input_tokens``), priced at ``cache_write_1h_per_mtok``; the rest are
+short-lived (5-minute) writes at ``cache_write_per_mtok``.
+
+``service_tiers`` holds the prices of a provider's service tiers (``flex``,
+``priority``, ``batch``...), by tier name. A call that names a tier the entry lists
+(``ModelCall.service_tier``) is priced at that tier's rates; a call in the default tier,
+or in a tier the entry does not list, at the entry's own. A rate a service tier leaves
+out is the entry's own, and its ``long_context`` tiers are its own: the entry's
+long-context tiers do not apply to a call in a service tier.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -39,6 +51,25 @@ DEFAULT_CATALOG = Path(__file__).parent / "catalog" / "default_prices.json"
 Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
 
+#: Names a call may give its service tier that mean the provider's standard prices.
+STANDARD_SERVICE_TIERS = frozenset({"", "auto", "default", "standard", "standard_only",
+                                    "on_demand"})
+#: Other spellings of a tier, as providers and LiteLLM report them.
+SERVICE_TIER_ALIASES = {"fast": "priority", "on_demand_priority": "priority",
+                        "on_demand_flex": "flex", "batches": "batch"}
+ServiceTierName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+def service_tier_key(name: str | None) -> str | None:
+    """The catalog key of a call's service tier: None for the standard tier."""
+    if name is None:
+        return None
+    key = name.strip().lower()
+    if key in STANDARD_SERVICE_TIERS:
+        return None
+    return SERVICE_TIER_ALIASES.get(key, key)
+
+
 class LongContextTier(BaseModel):
     """Rates that apply to a whole call once its input exceeds ``above_input_tokens``."""
 
@@ -50,7 +81,35 @@ class LongContextTier(BaseModel):
     output_per_mtok: Rate | None = None
     cached_input_per_mtok: Rate | None = None
     cache_write_per_mtok: Rate | None = None
+    cache_write_1h_per_mtok: Rate | None = None
     reasoning_per_mtok: Rate | None = None
+
+
+def _check_thresholds(tiers: list[LongContextTier]) -> None:
+    thresholds = [t.above_input_tokens for t in tiers]
+    if thresholds != sorted(set(thresholds)):
+        raise ValueError("long_context tiers must have distinct, ascending thresholds")
+
+
+class ServiceTierPrices(BaseModel):
+    """A service tier's rates (per million tokens). A rate left out is the entry's own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_per_mtok: Rate | None = None
+    output_per_mtok: Rate | None = None
+    cached_input_per_mtok: Rate | None = None
+    cache_write_per_mtok: Rate | None = None
+    cache_write_1h_per_mtok: Rate | None = None
+    reasoning_per_mtok: Rate | None = None
+    long_context: list[LongContextTier] = Field(
+        default_factory=list,
+        description="This tier's own long-context tiers; the entry's do not apply to it.")
+
+    @model_validator(mode="after")
+    def _tiers_ascend(self) -> ServiceTierPrices:
+        _check_thresholds(self.long_context)
+        return self
 
 
 class PriceEntry(BaseModel):
@@ -66,9 +125,17 @@ class PriceEntry(BaseModel):
     input_per_mtok: Rate
     output_per_mtok: Rate
     cached_input_per_mtok: Rate | None = Field(None, description="Default: the input rate.")
-    cache_write_per_mtok: Rate | None = Field(None, description="Default: the input rate.")
+    cache_write_per_mtok: Rate | None = Field(
+        None, description="Cache writes (short-lived, 5-minute ones). Default: the input rate.")
+    cache_write_1h_per_mtok: Rate | None = Field(
+        None, description="1-hour cache writes (ModelCall.cache_write_1h_tokens). "
+                          "Default: the cache-write rate.")
     reasoning_per_mtok: Rate | None = Field(None, description="Default: the output rate.")
     long_context: list[LongContextTier] = Field(default_factory=list)
+    service_tiers: dict[ServiceTierName, ServiceTierPrices] = Field(
+        default_factory=dict,
+        description="Prices of service tiers (flex, priority, batch...) by name; a call in "
+                    "a tier not listed here is priced at the entry's own rates.")
     source: str = ""
 
     @model_validator(mode="after")
@@ -82,9 +149,15 @@ class PriceEntry(BaseModel):
                 raise ValueError(f"model_pattern is not a regular expression: {exc}") from exc
         if self.effective_from.tzinfo is None:
             raise ValueError("effective_from needs a timezone")
-        thresholds = [t.above_input_tokens for t in self.long_context]
-        if thresholds != sorted(set(thresholds)):
-            raise ValueError("long_context tiers must have distinct, ascending thresholds")
+        _check_thresholds(self.long_context)
+        for name in self.service_tiers:
+            # Calls name tiers as providers do; these names never reach a catalog key.
+            if name in STANDARD_SERVICE_TIERS:
+                raise ValueError(f"service tier {name!r} is the standard one: its rates are "
+                                 "the entry's own")
+            if name in SERVICE_TIER_ALIASES:
+                raise ValueError(f"service tier {name!r} is priced as "
+                                 f"{SERVICE_TIER_ALIASES[name]!r}: name it so")
         return self
 
     @property
@@ -95,13 +168,15 @@ class PriceEntry(BaseModel):
 
 
 class PriceBreakdown(BaseModel):
-    """Cost of each kind of token, in the entry's currency."""
+    """Cost of each kind of token, in the entry's currency; the parts add up to the cost.
+    ``cache_write`` is the short-lived (5-minute) writes, ``cache_write_1h`` the 1-hour ones."""
 
     model_config = ConfigDict(frozen=True)
 
     input: Decimal = Decimal(0)
     cached_input: Decimal = Decimal(0)
     cache_write: Decimal = Decimal(0)
+    cache_write_1h: Decimal = Decimal(0)
     output: Decimal = Decimal(0)
     reasoning: Decimal = Decimal(0)
 
@@ -117,6 +192,8 @@ class PricedCall(BaseModel):
     currency: str
     unpriced: bool
     long_context: bool = False
+    service_tier: str | None = Field(
+        None, description="The service tier whose rates priced the call; None: standard.")
     breakdown: PriceBreakdown | None = None
     price_key: str | None = None
 
@@ -132,6 +209,19 @@ class PriceCatalog(BaseModel):
     currency: str = "USD"
     source: str = ""
     entries: list[PriceEntry]
+
+
+def _identity(entry: PriceEntry) -> dict[str, object]:
+    """An entry's content for the book's version hash. Fields added since the first
+    catalog format are left out while unset, so a catalog written before them keeps
+    its version (a version change reads as a price change downstream)."""
+    data = entry.model_dump(mode="json")
+    if not data["service_tiers"]:
+        del data["service_tiers"]
+    for holder in [data, *data["long_context"]]:
+        if holder.get("cache_write_1h_per_mtok") is None:
+            holder.pop("cache_write_1h_per_mtok", None)
+    return data
 
 
 class PriceBook:
@@ -159,7 +249,7 @@ class PriceBook:
         """``<catalog version>#<content hash>``: equal books have equal versions."""
         digest = hashlib.sha256()
         for entry in self.entries:
-            digest.update(orjson.dumps(entry.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS))
+            digest.update(orjson.dumps(_identity(entry), option=orjson.OPT_SORT_KEYS))
         return f"{self.base_version}#{digest.hexdigest()[:12]}"
 
     def with_entries(self, entries: list[PriceEntry], removed: set[str] = frozenset()) -> PriceBook:
@@ -217,27 +307,32 @@ def load_catalog(path: Path | str | None = None) -> PriceCatalog:
         raise PriceBookError(f"price catalog {target} is invalid: {exc}", path=str(target)) from exc
 
 
-RateTuple = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
+#: Per-token rates of one price level, in this order.
+RATE_FIELDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning")
+RateTuple = tuple[Decimal, Decimal, Decimal, Decimal, Decimal, Decimal]
+RateSource = PriceEntry | ServiceTierPrices | LongContextTier
 
 
 SCALE = 18
 _ATTO = Decimal(10) ** SCALE
 
 
-class _Rates:
-    """Per-token rates of one entry, resolved once (defaults filled in, divided by 1e6),
-    also as integers of 10^-18 currency units per token when that is exact (it is for
-    any price with at most 12 decimals per million tokens) so the hot path can price
-    with integer arithmetic."""
+class _Level:
+    """The rates of one service tier of an entry (the standard one or a named one) and of
+    its long-context tiers, resolved once (defaults filled in, divided by 1e6), also as
+    integers of 10^-18 currency units per token when that is exact (it is for any price
+    with at most 12 decimals per million tokens) so the hot path can price with integer
+    arithmetic."""
 
     __slots__ = ("base", "scaled_base", "scaled_tiers", "tiers")
 
-    def __init__(self, entry: PriceEntry) -> None:
-        self.base = _per_token_rates(entry, entry)
+    def __init__(self, layers: tuple[RateSource, ...], long_context: list[LongContextTier]
+                 ) -> None:
+        self.base = _per_token_rates(layers)
         # Highest threshold first: the first tier a call crosses is the one that applies.
         self.tiers = [
-            (t.above_input_tokens, t.inclusive, _per_token_rates(t, entry))
-            for t in reversed(entry.long_context)
+            (t.above_input_tokens, t.inclusive, _per_token_rates((t, *layers)))
+            for t in reversed(long_context)
         ]
         self.scaled_base = _scaled(self.base)
         self.scaled_tiers = [(t, i, _scaled(r)) for t, i, r in self.tiers]
@@ -255,6 +350,25 @@ class _Rates:
         return self.scaled_base
 
 
+class _Rates:
+    """Every price level of one entry: the standard one and one per service tier."""
+
+    __slots__ = ("levels", "standard")
+
+    def __init__(self, entry: PriceEntry) -> None:
+        self.standard = _Level((entry,), entry.long_context)
+        self.levels = {name: _Level((prices, entry), prices.long_context)
+                       for name, prices in entry.service_tiers.items()}
+
+    def level(self, service_tier: str | None) -> tuple[_Level, str | None]:
+        """The level a call in ``service_tier`` is priced at, and that level's name."""
+        if service_tier is None or not self.levels:
+            return self.standard, None
+        key = service_tier_key(service_tier)
+        found = self.levels.get(key) if key is not None else None
+        return (found, key) if found is not None else (self.standard, None)
+
+
 def _scaled(rates: RateTuple) -> tuple[int, ...] | None:
     scaled = [r * _ATTO for r in rates]
     if any(x != x.to_integral_value() for x in scaled):
@@ -262,15 +376,23 @@ def _scaled(rates: RateTuple) -> tuple[int, ...] | None:
     return tuple(int(x) for x in scaled)
 
 
-def _per_token_rates(rates: PriceEntry | LongContextTier, entry: PriceEntry) -> RateTuple:
-    input_rate = _first(rates.input_per_mtok, entry.input_per_mtok)
-    output_rate = _first(rates.output_per_mtok, entry.output_per_mtok)
+def _pick(layers: tuple[RateSource, ...], name: str, *defaults: Decimal) -> Decimal:
+    return _first(*(getattr(layer, name) for layer in layers), *defaults)
+
+
+def _per_token_rates(layers: tuple[RateSource, ...]) -> RateTuple:
+    """Rates of the most specific layer first (long-context tier, service tier, entry),
+    each missing rate taken from the next layer, then derived from this level's own."""
+    input_rate = _pick(layers, "input_per_mtok")
+    output_rate = _pick(layers, "output_per_mtok")
+    cache_write = _pick(layers, "cache_write_per_mtok", input_rate)
     chosen = (
         input_rate,
-        _first(rates.cached_input_per_mtok, entry.cached_input_per_mtok, input_rate),
-        _first(rates.cache_write_per_mtok, entry.cache_write_per_mtok, input_rate),
+        _pick(layers, "cached_input_per_mtok", input_rate),
+        cache_write,
+        _pick(layers, "cache_write_1h_per_mtok", cache_write),
         output_rate,
-        _first(rates.reasoning_per_mtok, entry.reasoning_per_mtok, output_rate),
+        _pick(layers, "reasoning_per_mtok", output_rate),
     )
     # Dividing by 10**6 only moves the exponent: exact.
     return tuple(MONEY.divide(r, MILLION) for r in chosen)  # type: ignore[return-value]
@@ -290,20 +412,36 @@ def _rates(entry: PriceEntry) -> _Rates:
     return rates
 
 
-def _parts(
-    entry: PriceEntry, input_tokens: int, output_tokens: int, cached: int, written: int,
-    reasoning: int,
-) -> tuple[tuple[Decimal, ...], bool]:
-    r, use_tier = _rates(entry).for_input(input_tokens)
+class TokenCounts(NamedTuple):
+    """One call's tokens as the price book needs them (parts as in ``ModelCall``)."""
+
+    input: int
+    output: int
+    cached_input: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+    cache_write_1h: int = 0
+
+    @classmethod
+    def of(cls, call: ModelCall) -> TokenCounts:
+        return cls(call.input_tokens, call.output_tokens, call.cached_input_tokens,
+                   call.cache_write_tokens, call.reasoning_tokens, call.cache_write_1h_tokens)
+
+    def billed(self) -> tuple[int, int, int, int, int, int]:
+        """Token counts in ``RATE_FIELDS`` order, each billed once."""
+        return (self.input - self.cached_input - self.cache_write, self.cached_input,
+                self.cache_write - self.cache_write_1h, self.cache_write_1h,
+                self.output - self.reasoning, self.reasoning)
+
+
+def _parts(entry: PriceEntry, tokens: TokenCounts, service_tier: str | None
+           ) -> tuple[tuple[Decimal, ...], bool, str | None]:
+    level, tier_name = _rates(entry).level(service_tier)
+    rates, use_tier = level.for_input(tokens.input)
     mul = MONEY.multiply
-    parts = (
-        mul(r[0], Decimal(input_tokens - cached - written)),
-        mul(r[1], Decimal(cached)),
-        mul(r[2], Decimal(written)),
-        mul(r[3], Decimal(output_tokens - reasoning)),
-        mul(r[4], Decimal(reasoning)),
-    )
-    return parts, use_tier
+    parts = tuple(mul(rate, Decimal(count)) for rate, count in zip(rates, tokens.billed(),
+                                                                    strict=True))
+    return parts, use_tier, tier_name
 
 
 def price_tokens(
@@ -313,17 +451,19 @@ def price_tokens(
     cached_input_tokens: int = 0,
     cache_write_tokens: int = 0,
     reasoning_tokens: int = 0,
+    *,
+    cache_write_1h_tokens: int = 0,
+    service_tier: str | None = None,
 ) -> tuple[Decimal, PriceBreakdown, bool]:
     """Exact cost of one call's tokens under ``entry``: (total, breakdown, long-context?)."""
-    parts, use_tier = _parts(
-        entry, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
-        reasoning_tokens,
-    )
-    breakdown = PriceBreakdown(
-        input=parts[0], cached_input=parts[1], cache_write=parts[2], output=parts[3],
-        reasoning=parts[4],
-    )
-    return _sum(parts), breakdown, use_tier
+    tokens = TokenCounts(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
+                         reasoning_tokens, cache_write_1h_tokens)
+    parts, use_tier, _ = _parts(entry, tokens, service_tier)
+    return _sum(parts), _breakdown(parts), use_tier
+
+
+def _breakdown(parts: tuple[Decimal, ...]) -> PriceBreakdown:
+    return PriceBreakdown(**dict(zip(RATE_FIELDS, parts, strict=True)))
 
 
 def _sum(parts: tuple[Decimal, ...]) -> Decimal:
@@ -348,31 +488,44 @@ def plain(amount: Decimal) -> str:
     return "0" if text in ("", "-0") else text
 
 
-def scaled_cost_of_call(book: PriceBook, call: ModelCall) -> int | None:
-    """The computed cost of a call in integer 10^-18 units, exactly; None if unpriced.
+def scaled_price(book: PriceBook, call: ModelCall) -> tuple[int, str] | None:
+    """The computed cost of a call in integer 10^-18 units of the price entry's currency,
+    exactly, with that currency; None if unpriced. Honours the call's service tier.
 
-    The engine's hot path: integer arithmetic, no Decimal.
+    The engine's hot path: integer arithmetic, no Decimal (unless a rate has more than
+    12 decimals per million tokens).
     """
     entry = book.entry_for(call.provider, call.model, call.occurred_at)
     if entry is None:
         return None
+    rates_of_entry = _rates(entry)
+    tier = call.service_tier
+    level = rates_of_entry.standard if tier is None else rates_of_entry.level(tier)[0]
     input_tokens = call.input_tokens
-    rates = _rates(entry).scaled_for_input(input_tokens)
+    rates = level.scaled_for_input(input_tokens)
     if rates is None:
-        total, _, _ = price_tokens(entry, input_tokens, call.output_tokens,
-                                   call.cached_input_tokens, call.cache_write_tokens,
-                                   call.reasoning_tokens)
-        return int(total.scaleb(SCALE).to_integral_value())
+        parts, _, _ = _parts(entry, TokenCounts.of(call), call.service_tier)
+        return int(_sum(parts).scaleb(SCALE).to_integral_value()), entry.currency
     cached = call.cached_input_tokens
     written = call.cache_write_tokens
+    written_1h = call.cache_write_1h_tokens
     reasoning = call.reasoning_tokens
     return ((input_tokens - cached - written) * rates[0] + cached * rates[1]
-            + written * rates[2] + (call.output_tokens - reasoning) * rates[3]
-            + reasoning * rates[4])
+            + (written - written_1h) * rates[2] + written_1h * rates[3]
+            + (call.output_tokens - reasoning) * rates[4] + reasoning * rates[5],
+            entry.currency)
+
+
+def scaled_cost_of_call(book: PriceBook, call: ModelCall) -> int | None:
+    """The computed cost of a call in integer 10^-18 units of the price entry's
+    currency, exactly; None if unpriced. See ``scaled_price``, which also says the
+    currency."""
+    priced = scaled_price(book, call)
+    return priced[0] if priced is not None else None
 
 
 def cost_of_call(book: PriceBook, call: ModelCall) -> tuple[Decimal | None, Decimal | None, bool]:
-    """The hot-path price of a call: (cost, computed cost, long-context tier used?).
+    """The price of a call: (cost, computed cost, long-context tier used?).
 
     ``cost`` is the provider's reported cost when given, else the computed one; both
     are None when no entry prices the model and nothing was reported.
@@ -381,10 +534,7 @@ def cost_of_call(book: PriceBook, call: ModelCall) -> tuple[Decimal | None, Deci
     computed = None
     use_tier = False
     if entry is not None:
-        parts, use_tier = _parts(
-            entry, call.input_tokens, call.output_tokens, call.cached_input_tokens,
-            call.cache_write_tokens, call.reasoning_tokens,
-        )
+        parts, use_tier, _ = _parts(entry, TokenCounts.of(call), call.service_tier)
         computed = _sum(parts)
     cost = call.reported_cost if call.reported_cost is not None else computed
     return cost, computed, use_tier
@@ -396,15 +546,10 @@ def price_call(book: PriceBook, call: ModelCall, currency: str = "USD") -> Price
     computed: Decimal | None = None
     breakdown = None
     long_context = False
+    tier_name = None
     if entry is not None:
-        computed, breakdown, long_context = price_tokens(
-            entry,
-            call.input_tokens,
-            call.output_tokens,
-            call.cached_input_tokens,
-            call.cache_write_tokens,
-            call.reasoning_tokens,
-        )
+        parts, long_context, tier_name = _parts(entry, TokenCounts.of(call), call.service_tier)
+        computed, breakdown = _sum(parts), _breakdown(parts)
     cost = call.reported_cost if call.reported_cost is not None else computed
     if call.reported_cost is not None and call.currency:
         cost_currency = call.currency
@@ -417,6 +562,7 @@ def price_call(book: PriceBook, call: ModelCall, currency: str = "USD") -> Price
         currency=cost_currency,
         unpriced=cost is None,
         long_context=long_context,
+        service_tier=tier_name,
         breakdown=breakdown,
         price_key=entry.key if entry is not None else None,
     )

@@ -60,6 +60,15 @@ def connect(dsn: str, *, username: str | None = None, password: str | None = Non
                            dsn=_safe(dsn)) from exc
 
 
+def use_database(client: Client, database: str) -> Client:
+    """Make ``database`` the client's default, so unqualified table names in a query mean
+    tokenyield's tables (qualified names still reach any database). On chdb the default
+    is the handle's USE state; on a server it is sent with each request."""
+    if client.database != database:
+        client.database = database
+    return client
+
+
 def _safe(dsn: str) -> str:
     if "@" in dsn and "://" in dsn:
         scheme, rest = dsn.split("://", 1)

@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -302,12 +304,28 @@ class Demo:
                                on_events=count)
 
 
+def tokenyield_command(cwd: Path | None = None) -> str:
+    """How to type ``tokenyield`` in the folder the demo ran from: plain ``tokenyield`` when
+    the shell finds this installation, else its path. ``python3 run.py demo`` installs into
+    ``.venv``, which is not on PATH, so it prints ``.venv/bin/tokenyield``."""
+    own = Path(sys.executable).parent / "tokenyield"  # not resolved: a venv's bin is a link
+    found = shutil.which("tokenyield")
+    if found is not None and (not own.exists() or Path(found).resolve() == own.resolve()):
+        return "tokenyield"
+    if not own.exists():
+        return f"{shlex.quote(sys.executable)} -m streams.cli"
+    try:
+        return shlex.quote(str(own.relative_to(cwd or Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(own))
+
+
 def next_steps(summary: DemoSummary, settings: Settings) -> str:
     snap = summary.snapshot
     data_dir = summary.data_dir
     env = "" if data_dir == Path(".tokenyield").resolve() else \
-        f"TOKENYIELD_DATA_DIR={data_dir} "
-    db = settings.clickhouse_database
+        f"TOKENYIELD_DATA_DIR={shlex.quote(str(data_dir))} "
+    command = tokenyield_command()
     return "\n".join([
         "",
         f"Done: {summary.published:,} events published; ClickHouse holds {snap.calls:,} calls, "
@@ -316,11 +334,11 @@ def next_steps(summary: DemoSummary, settings: Settings) -> str:
         f"{summary.worker_log})",
         "",
         "What next:",
-        f"  {env}tokenyield report     an HTML report with charts (opens offline)",
-        f"  {env}tokenyield sql \"SELECT * FROM {db}.v_yield_by_workflow ORDER BY "
+        f"  {env}{command} report     an HTML report with charts (opens offline)",
+        f"  {env}{command} sql \"SELECT * FROM v_yield_by_workflow ORDER BY "
         "yield_ratio DESC\"",
-        f"  {env}tokenyield sql \"SELECT kind, status, message FROM {db}.v_alerts\"",
-        "  tokenyield worker     run the worker alone; send events with `tokenyield publish`"
-        " or schemas.kafka_publisher",
+        f"  {env}{command} sql \"SELECT kind, status, message FROM v_alerts\"",
+        f"  {env}{command} worker     run the worker alone; send events with "
+        f"`{command} publish` or schemas.kafka_publisher",
         "  docker compose up -d  production: Kafka, ClickHouse, Grafana (http://localhost:3000)",
     ])

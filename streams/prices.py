@@ -13,6 +13,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+import orjson
 from pydantic import ValidationError
 
 from schemas.kafka_options import KafkaConnection
@@ -45,8 +46,15 @@ class PriceBookHolder:
 
 
 def encode_price(entry: PriceEntry) -> tuple[bytes, bytes]:
-    """Key and value to publish a price on the compacted ``prices`` topic."""
-    return entry.key.encode(), entry.model_dump_json(exclude_none=True).encode()
+    """Key and value to publish a price on the compacted ``prices`` topic.
+
+    An entry without service tiers is written without the field, byte for byte as before
+    it existed, so a worker of an older version still reads it (entries forbid unknown
+    fields); only an entry that has service tiers needs a worker that knows them."""
+    data = entry.model_dump(mode="json", exclude_none=True)
+    if not data.get("service_tiers"):
+        data.pop("service_tiers", None)
+    return entry.key.encode(), orjson.dumps(data)
 
 
 async def follow_prices(connection: KafkaConnection, topic: str, holder: PriceBookHolder,

@@ -3,8 +3,9 @@
 - ``GET /health/``: JSON status; 503 when ClickHouse inserts keep failing.
 - ``GET /metrics/``: Prometheus text format; reading it samples the memory figures.
 - ``POST /sql/`` with ``{"sql": "SELECT ..."}``: a read-only query against the worker's
-  ClickHouse. With embedded chdb only the worker may open the data directory, so
-  ``tokenyield sql`` routes through here while a worker runs.
+  ClickHouse, in its configured database (qualified names reach others). With embedded
+  chdb only the worker may open the data directory, so ``tokenyield sql`` routes through
+  here while a worker runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.clickhouse_client import use_database
 from streams.faust_app import Services
 from streams.memory_report import (
     clickhouse_bytes,
@@ -51,7 +53,9 @@ def run_read_only(services: Services, sql: str) -> dict[str, Any]:
     """Run one read-only statement; return columns, types and rows as JSON values."""
     if not READ_ONLY.match(sql) or ";" in sql.strip().rstrip(";"):
         raise ValueError("only one SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or EXISTS statement")
-    result = services.sink.client().query(sql.strip().rstrip(";"))
+    # Unqualified names mean tokenyield's tables, as for `tokenyield sql` without a worker.
+    client = use_database(services.sink.client(), services.settings.clickhouse_database)
+    result = client.query(sql.strip().rstrip(";"))
     return {
         "columns": list(result.column_names),
         "types": [t.name for t in result.column_types],

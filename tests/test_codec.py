@@ -223,3 +223,25 @@ def test_a_native_event_may_carry_genai_names_in_its_attributes() -> None:
     parsed = call_codec.decode(orjson.dumps([native])).events[0]
     assert parsed.attributes == {"gen_ai.operation.name": "chat"}
     assert parsed.model == "gpt-4o"
+
+
+def test_otel_openai_service_tier_becomes_the_call_service_tier() -> None:
+    span = {
+        "span_id": "s1", "start_time": "2026-11-20T10:00:00Z",
+        "attributes": {
+            "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-5",
+            "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 2,
+            "openai.response.service_tier": "flex",
+            "tokenyield.work_unit_id": "w", "tokenyield.team": "t",
+            "tokenyield.workflow": "f",
+        },
+    }
+    parsed = call_codec.decode(orjson.dumps(span)).events[0]
+    assert parsed.service_tier == "flex"
+    older = {**span, "attributes": {**span["attributes"]}}
+    del older["attributes"]["openai.response.service_tier"]
+    older["attributes"]["gen_ai.openai.response.service_tier"] = "priority"
+    assert call_codec.decode(orjson.dumps(older)).events[0].service_tier == "priority"
+    # A native field wins over the OTel attribute, as for every other field.
+    native = {**span, "attributes": {**span["attributes"], "tokenyield.service_tier": "batch"}}
+    assert call_codec.decode(orjson.dumps(native)).events[0].service_tier == "batch"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -93,3 +94,52 @@ def test_the_report_draws_its_charts_from_the_demo_data(
         assert row["workflow"] in html
     for row in sql(env, f"SELECT DISTINCT kind FROM {DB}.alerts FINAL"):
         assert row["kind"] in html
+
+
+def what_next(out: str) -> list[str]:
+    """The commands of the demo's "What next:" lines, as printed (descriptions cut off)."""
+    lines = out.split("What next:\n", 1)[1].strip().splitlines()
+    return [re.split(r"\s{2,}", line.strip(), maxsplit=1)[0] for line in lines]
+
+
+def test_what_next_lines_work_as_printed(demo_run: tuple[dict[str, str], str],
+                                         tmp_path: Path) -> None:
+    """Each line runs, pasted into a shell whose PATH does not hold the virtualenv (as
+    after `python3 run.py demo`), from a folder of its own (the report lands there)."""
+    env, out = demo_run
+    commands = what_next(out)
+    assert len(commands) == 5
+    # PYTHONPATH: the printed tokenyield is the virtualenv's, whose editable install may
+    # name another checkout of the project (a venv shared by worktrees); this one's code
+    # is what is under test, as it would be with run.py's own .venv.
+    shell_env = {**env, "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    report, yield_sql, alerts_sql, worker, compose = commands
+    assert compose == "docker compose up -d"  # needs a Docker engine: not run here
+    for line in (report, yield_sql, alerts_sql):
+        done = subprocess.run(["bash", "-c", line], env=shell_env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+    assert (tmp_path / "tokenyield-report.html").exists()
+    assert "yield_ratio" in subprocess.run(["bash", "-c", yield_sql], env=shell_env,
+                                           capture_output=True, text=True, timeout=120).stdout
+    # The worker runs until stopped: its command is checked to exist as printed.
+    assert worker.endswith(" worker")
+    done = subprocess.run(["bash", "-c", f"{worker} --help"], env=shell_env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
+
+
+def test_the_printed_command_is_the_one_the_shell_can_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams import demo
+
+    project = tmp_path / "project"
+    bin_dir = project / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "tokenyield").touch()
+    monkeypatch.setattr(demo.sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setattr(demo.shutil, "which", lambda name: None)
+    assert demo.tokenyield_command(project) == ".venv/bin/tokenyield"  # run.py's venv
+    assert demo.tokenyield_command(tmp_path / "elsewhere") == str(bin_dir / "tokenyield")
+    monkeypatch.setattr(demo.shutil, "which", lambda name: str(bin_dir / "tokenyield"))
+    assert demo.tokenyield_command(project) == "tokenyield"  # an activated venv

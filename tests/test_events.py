@@ -43,6 +43,7 @@ def test_a_minimal_call_gets_the_documented_defaults() -> None:
     assert parsed.status == "ok"
     assert parsed.attempt == 1
     assert parsed.cached_input_tokens == 0
+    assert (parsed.cache_write_1h_tokens, parsed.service_tier) == (0, None)
     assert parsed.agent is None
     assert parsed.attributes == {}
     assert not parsed.is_retry
@@ -79,6 +80,10 @@ def test_event_time_is_normalised_to_utc() -> None:
         ({"attributes": {"k": "v" * 300}}, "attributes.k", "at most 256 characters"),
         ({"system_prompt_tokens": 900, "context_tokens": 900}, "event", "exceed input_tokens"),
         ({"input_tokens": 10**12}, "input_tokens", "less than or equal"),
+        ({"cache_write_tokens": 10, "cache_write_1h_tokens": 11}, "event",
+         "cache_write_1h_tokens (11) exceed cache_write_tokens (10)"),
+        ({"service_tier": ""}, "service_tier", "at least 1 character"),
+        ({"service_tier": "flex tier"}, "service_tier", "pattern"),
     ],
 )
 def test_invalid_calls_are_rejected_with_the_field_and_reason(

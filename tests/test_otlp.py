@@ -187,7 +187,8 @@ def expected_calls() -> list[dict[str, Any]]:
     base = {"schema_version": "1", "attempt": 1, "agent": None, "reported_cost": None,
             "currency": None, "system_prompt_tokens": None, "context_tokens": None,
             "owner": "", "environment": "", "cache_write_tokens": 0,
-            "cached_input_tokens": 0, "reasoning_tokens": 0}
+            "cached_input_tokens": 0, "reasoning_tokens": 0, "cache_write_1h_tokens": 0,
+            "service_tier": None}
 
     def ids(n: int, trace: int) -> dict[str, str]:
         return {"trace_id": hex_id(trace_id(trace)), "span_id": hex_id(span_id(n))}
@@ -200,6 +201,7 @@ def expected_calls() -> list[dict[str, Any]]:
          "work_unit_id": "conv-1", "occurred_at": at(10), "provider": "openai",
          "model": "gpt-4o-2024-08-06", "input_tokens": 1200, "output_tokens": 300,
          "cached_input_tokens": 1000, "reasoning_tokens": 120, "latency_ms": 1235,
+         "service_tier": "flex",  # openai.response.service_tier: priced at flex rates
          "status": "ok", "team": "payments", "workflow": "checkout", "task_type": "chat",
          "service": "checkout-api", "environment": "prod",
          "attributes": {**ids(2, 1), "openai.response.service_tier": "flex",

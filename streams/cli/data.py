@@ -19,7 +19,7 @@ from schemas.errors import ConfigurationError, StorageError
 from schemas.json_schema import SCHEMA_DIR, export
 from schemas.kafka_publisher import Publisher
 from streams.cli.common import bootstrap_for, load_settings, worker_sql
-from streams.clickhouse_client import connect, migrate
+from streams.clickhouse_client import connect, migrate, use_database
 from streams.settings import Settings
 from streams.web import to_jsonable
 from streams.worker import running_worker
@@ -40,7 +40,9 @@ def register(sub: Any) -> None:
     migrate_parser.set_defaults(handler=migrate_command)
 
     sql = sub.add_parser("sql", help="run a read-only query against the configured ClickHouse")
-    sql.add_argument("query", help='for example "SELECT count() FROM tokenyield.model_calls"')
+    sql.add_argument("query", help='for example "SELECT count() FROM attributions_latest": '
+                                   "it runs in the configured database "
+                                   "(TOKENYIELD_CLICKHOUSE_DATABASE); qualified names reach others")
     sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
     sql.set_defaults(handler=sql_command)
 
@@ -140,14 +142,23 @@ def query(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
     try:
         client = connect(settings.clickhouse_target(), username=settings.clickhouse_username,
                          password=_password(settings))
+        use_database(client, settings.clickhouse_database)
         result = client.query(sql, settings={"readonly": 1} if not settings.clickhouse_target()
                               .startswith("chdb://") else None)
     except StorageError:
         raise
     except Exception as exc:
-        raise ConfigurationError(f"query failed: {exc}") from exc
+        raise ConfigurationError(f"query failed: {exc}{_hint(exc, settings)}",
+                                 database=settings.clickhouse_database) from exc
     rows = [[to_jsonable(v) for v in row] for row in result.result_rows]
     return list(result.column_names), rows
+
+
+def _hint(exc: Exception, settings: Settings) -> str:
+    if "UNKNOWN_DATABASE" in str(exc):
+        return (f" (database {settings.clickhouse_database} is created by `tokenyield db "
+                "migrate` or a worker's start)")
+    return ""
 
 
 def sql_command(args: argparse.Namespace) -> int:

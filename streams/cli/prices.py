@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
-from schemas.errors import ConfigurationError
+from schemas.codec import explain
+from schemas.errors import ConfigurationError, InvalidEventError
 from schemas.events import ModelCall
-from schemas.litellm_import import CHAT_MODES, dump_catalog, import_litellm_file
+from schemas.litellm_import import CHAT_MODES, convert_litellm_file, dump_catalog
 from schemas.pricing import PriceBook, load_catalog, plain, price_call
 from streams.cli.common import load_settings, publish_keyed
 from streams.prices import encode_price
@@ -40,7 +42,12 @@ def register(sub: Any) -> None:
     quote.add_argument("--input-tokens", type=int, required=True)
     quote.add_argument("--output-tokens", type=int, required=True)
     quote.add_argument("--cached-input-tokens", type=int, default=0)
-    quote.add_argument("--cache-write-tokens", type=int, default=0)
+    quote.add_argument("--cache-write-tokens", type=int, default=0,
+                       help="cache writes of any lifetime")
+    quote.add_argument("--cache-write-1h-tokens", type=int, default=0,
+                       help="the part of --cache-write-tokens written for one hour")
+    quote.add_argument("--service-tier", default=None,
+                       help="the provider's service tier (flex, priority, batch...)")
     quote.add_argument("--reasoning-tokens", type=int, default=0)
     quote.add_argument("--at", default=None, help="ISO date or time the call happened "
                                                   "(default: now)")
@@ -54,11 +61,15 @@ def register(sub: Any) -> None:
 
 def import_command(args: argparse.Namespace) -> int:
     version = args.version or datetime.now(UTC).date().isoformat()
-    catalog = import_litellm_file(
+    imported = convert_litellm_file(
         args.file, providers=set(args.providers) if args.providers else None,
         modes=None if args.all_modes else CHAT_MODES, version=version, as_of=version)
-    args.output.write_bytes(dump_catalog(catalog))
-    print(f"wrote {len(catalog.entries)} entries to {args.output}")
+    args.output.write_bytes(dump_catalog(imported.catalog))
+    # What was left out is printed every time: a silently dropped model would later
+    # show up as "unpriced" with no hint why.
+    for line in imported.report.lines():
+        print(line)
+    print(f"wrote {len(imported.catalog.entries)} entries to {args.output}")
     return 0
 
 
@@ -74,12 +85,11 @@ def _moment(text: str | None) -> datetime:
 
 def quote_command(args: argparse.Namespace) -> int:
     book = PriceBook.load(args.catalog)
-    call = ModelCall(
-        event_id="quote", work_unit_id="quote", occurred_at=_moment(args.at),
-        provider=args.provider, model=args.model, input_tokens=args.input_tokens,
-        output_tokens=args.output_tokens, cached_input_tokens=args.cached_input_tokens,
-        cache_write_tokens=args.cache_write_tokens, reasoning_tokens=args.reasoning_tokens,
-        team="-", workflow="-")
+    try:
+        call = _quoted_call(args)
+    except ValidationError as exc:
+        raise InvalidEventError(f"the call to quote is invalid: {explain(exc)}",
+                                reasons=[explain(exc)]) from exc
     priced = price_call(book, call)
     result = {
         "provider": args.provider,
@@ -89,6 +99,7 @@ def quote_command(args: argparse.Namespace) -> int:
         "currency": priced.currency,
         "unpriced": priced.unpriced,
         "long_context": priced.long_context,
+        "service_tier": priced.service_tier or "standard",
         "price_key": priced.price_key,
         "breakdown": {k: plain(v) for k, v in priced.breakdown.model_dump().items()}
         if priced.breakdown else None,
@@ -96,6 +107,16 @@ def quote_command(args: argparse.Namespace) -> int:
     }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return 0 if not priced.unpriced else 1
+
+
+def _quoted_call(args: argparse.Namespace) -> ModelCall:
+    return ModelCall(
+        event_id="quote", work_unit_id="quote", occurred_at=_moment(args.at),
+        provider=args.provider, model=args.model, input_tokens=args.input_tokens,
+        output_tokens=args.output_tokens, cached_input_tokens=args.cached_input_tokens,
+        cache_write_tokens=args.cache_write_tokens,
+        cache_write_1h_tokens=args.cache_write_1h_tokens, reasoning_tokens=args.reasoning_tokens,
+        service_tier=args.service_tier, team="-", workflow="-")
 
 
 def publish_command(args: argparse.Namespace) -> int:
