@@ -146,6 +146,8 @@ CALL_COLUMNS: list[tuple[str, Callable[[CallRecord], Any]]] = [
     ("output_tokens", _call("output_tokens")),
     ("cached_input_tokens", _call("cached_input_tokens")),
     ("cache_write_tokens", _call("cache_write_tokens")),
+    ("cache_write_1h_tokens", _call("cache_write_1h_tokens")),
+    ("service_tier", lambda r: r.call.service_tier or ""),
     ("reasoning_tokens", _call("reasoning_tokens")),
     ("system_prompt_tokens", lambda r: r.call.system_prompt_tokens or 0),
     ("context_tokens", lambda r: r.call.context_tokens or 0),

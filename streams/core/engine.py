@@ -43,7 +43,7 @@ from schemas.codec import Decoded, DecodeError, EventCodec, call_codec, outcome_
 from schemas.events import ACCEPTING_STATUSES, ModelCall, Outcome
 from schemas.outputs import Alert, DeadLetter, LateEvent
 from schemas.partitioner import partition_for
-from schemas.pricing import PriceBook, scaled_cost_of_call
+from schemas.pricing import PriceBook, scaled_price
 from streams.core import cells as cf
 from streams.core.attribution import attribution_of, is_accepted
 from streams.core.config import EngineConfig
@@ -561,17 +561,15 @@ class PartitionEngine:
                out: Outputs) -> tuple[int | None, int | None, str] | None:
         """(cost, computed cost, price currency), money in atto of the reporting
         currency; None if the call was rejected (a currency without a rate)."""
-        book = self._book_now
-        entry = book.entry_for(call.provider, call.model, call.occurred_at)
+        priced = scaled_price(self._book_now, call)
         computed_atto: int | None = None
         price_currency = ""
-        if entry is not None:
-            price_currency = entry.currency
-            rate = self._fx_rate(entry.currency, "the price entry's currency", call, index,
+        if priced is not None:
+            computed, price_currency = priced
+            rate = self._fx_rate(price_currency, "the price entry's currency", call, index,
                                  source, out)
             if rate is None:
                 return None
-            computed = scaled_cost_of_call(book, call)
             computed_atto = convert(computed, rate) if rate != ATTO and computed else computed
         if call.reported_cost is not None:
             rate = self._fx_rate(call.currency, "currency", call, index, source, out)

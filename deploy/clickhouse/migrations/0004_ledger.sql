@@ -92,7 +92,11 @@ ALTER TABLE {db}.model_calls
     ADD COLUMN IF NOT EXISTS reported_currency LowCardinality(String) DEFAULT ''
         COMMENT 'the currency reported_cost was sent in',
     ADD COLUMN IF NOT EXISTS price_currency LowCardinality(String) DEFAULT ''
-        COMMENT 'the currency of the price entry that priced the call';
+        COMMENT 'the currency of the price entry that priced the call',
+    ADD COLUMN IF NOT EXISTS service_tier LowCardinality(String) DEFAULT ''
+        COMMENT 'the provider''s service tier (flex, priority, batch...); empty = standard',
+    ADD COLUMN IF NOT EXISTS cache_write_1h_tokens UInt64 DEFAULT 0
+        COMMENT 'the part of cache_write_tokens written for one hour';
 
 -- Every window's figures: its row plus its corrections, added up. The base of every
 -- view below; ratios are recomputed from the sums. `final` is 1 once the window's row
