@@ -143,8 +143,8 @@ class WorkerProcessHandle:
             f"SELECT (SELECT sum(cost) FROM {database}.model_calls FINAL "
             f"WHERE occurred_at >= {since}), (SELECT sum(spend) FROM "
             f"{database}.cost_per_outcome_windows FINAL WHERE window_seconds = (SELECT "
-            f"min(window_seconds) FROM {database}.cost_per_outcome_windows) AND model = '*' "
-            f"AND agent = '' AND window_start >= {since})")[0]
+            f"min(window_seconds) FROM {database}.cost_per_outcome_windows) AND scope = 'total' "
+            f"AND window_start >= {since})")[0]
         return bool(calls is not None and windows is not None and
                     Decimal(calls) == Decimal(windows))
 

@@ -24,8 +24,8 @@ class Figures:
     spend: Decimal
     fully_loaded_cost: Decimal
     value: Decimal
-    outcomes: int
-    accepted: int
+    decided: int  # work units decided (by their deciding outcome)
+    accepted: int  # ... and accepted by it
     linked_spend: Decimal
     unlinked_spend: Decimal
 
@@ -39,7 +39,7 @@ class Figures:
 
     @property
     def acceptance(self) -> Decimal | None:
-        return Decimal(self.accepted) / self.outcomes if self.outcomes else None
+        return Decimal(self.accepted) / self.decided if self.decided else None
 
     @property
     def coverage(self) -> Decimal | None:
@@ -97,10 +97,10 @@ def snapshot(query: Query, database: str, since: datetime) -> Snapshot:
         f"FROM {db}.attributions_latest FINAL WHERE last_event_at >= {start}")[0]
     rows = query(
         f"SELECT team, workflow, sum(spend), sum(fully_loaded_cost), sum(value), "
-        f"sum(outcomes), sum(accepted_outcomes), sum(linked_spend), sum(unlinked_spend) "
+        f"sum(decided_units), sum(accepted_outcomes), sum(linked_spend), sum(unlinked_spend) "
         f"FROM {db}.cost_per_outcome_windows FINAL WHERE window_seconds = "
-        f"(SELECT min(window_seconds) FROM {db}.cost_per_outcome_windows) AND model = '*' "
-        f"AND agent = '' AND window_start >= {start} GROUP BY team, workflow "
+        f"(SELECT min(window_seconds) FROM {db}.cost_per_outcome_windows) AND scope = 'total' "
+        f"AND window_start >= {start} GROUP BY team, workflow "
         f"ORDER BY sum(spend) DESC")
     workflows = [WorkflowLine(Decimal(r[2]), Decimal(r[3]), Decimal(r[4]), int(r[5]),
                               int(r[6]), Decimal(r[7]), Decimal(r[8]), team=str(r[0]),

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
+from schemas.errors import ConfigurationError
 from schemas.kafka_options import KafkaConnection
 from schemas.pricing import PriceBook, PriceEntry
 from streams.kafka_compacted import CompactedRecord, follow_compacted
@@ -24,20 +25,43 @@ log = logging.getLogger(__name__)
 
 
 class PriceBookHolder:
-    """The current book; replaced (never mutated) when prices change."""
+    """The current book; replaced (never mutated) when prices change.
 
-    def __init__(self, book: PriceBook) -> None:
+    Every price must be in a currency the worker can convert (the reporting currency or
+    one of ``TOKENYIELD_FX_RATES``): a catalog with another one is refused at start-up;
+    such an entry arriving live is refused (logged and counted in ``refused``), so the
+    calls it would price stay unpriced, and are priced once a usable price arrives.
+    """
+
+    def __init__(self, book: PriceBook, currencies: frozenset[str] | None = None) -> None:
+        self.currencies = currencies
+        if currencies is not None:
+            unknown = sorted({e.currency for e in book.entries} - currencies)
+            if unknown:
+                raise ConfigurationError(
+                    f"the price catalog has prices in {', '.join(unknown)}, which have no "
+                    f"exchange rate (set TOKENYIELD_FX_RATES)", currencies=unknown)
         self._book = book
         self.updates = 0
+        self.refused = 0
 
     @classmethod
-    def from_catalog(cls, path: Path | None) -> PriceBookHolder:
-        return cls(PriceBook.load(path))
+    def from_catalog(cls, path: Path | None,
+                     currencies: frozenset[str] | None = None) -> PriceBookHolder:
+        return cls(PriceBook.load(path), currencies)
 
     def current(self) -> PriceBook:
         return self._book
 
     def apply(self, entries: list[PriceEntry], removed: set[str]) -> None:
+        if self.currencies is not None:
+            usable = [e for e in entries if e.currency in self.currencies]
+            for entry in entries:
+                if entry.currency not in self.currencies:
+                    self.refused += 1
+                    log.error("refusing price %s: its currency %s has no exchange rate "
+                              "(set TOKENYIELD_FX_RATES)", entry.key, entry.currency)
+            entries = usable
         if entries or removed:
             self._book = self._book.with_entries(entries, removed)
             self.updates += 1

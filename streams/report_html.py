@@ -29,7 +29,7 @@ class Headline(Figures):
 
 def _window_size(query: Query, db: str, where: str) -> int:
     sizes = query(f"SELECT window_seconds, uniqExact(window_start) FROM "
-                  f"{db}.cost_per_outcome_windows WHERE model = '*' AND agent = '' {where} "
+                  f"{db}.cost_per_outcome_windows WHERE scope = 'total' {where} "
                   f"GROUP BY window_seconds ORDER BY window_seconds DESC")
     for size, points in sizes:
         if int(points) >= MIN_HOURLY_POINTS:
@@ -62,9 +62,9 @@ def gather(query: Query, db: str, since: datetime | None = None) -> dict[str, An
     where = f"AND window_start >= {literal(since)}" if since else ""
     size = _window_size(query, db, where)
     rows = query(
-        f"SELECT window_start, team, workflow, spend, fully_loaded_cost, value, outcomes, "
+        f"SELECT window_start, team, workflow, spend, fully_loaded_cost, value, decided_units, "
         f"accepted_outcomes, linked_spend, unlinked_spend FROM {db}.cost_per_outcome_windows "
-        f"FINAL WHERE window_seconds = {size} AND model = '*' AND agent = '' {where} "
+        f"FINAL WHERE window_seconds = {size} AND scope = 'total' {where} "
         f"ORDER BY window_start")
     parsed = [(_when(r[0]), f"{r[1]}/{r[2]}", *(Decimal(v) for v in r[3:])) for r in rows]
     bucket = _bucket_seconds(size, parsed)

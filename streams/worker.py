@@ -130,7 +130,8 @@ class WorkerProcess:
         sink = make_sink(settings, metrics)
         if getattr(self, "_shared_client", None) is not None:
             sink._client = self._shared_client
-        prices = PriceBookHolder.from_catalog(settings.price_catalog)
+        prices = PriceBookHolder.from_catalog(
+            settings.price_catalog, frozenset({settings.currency, *settings.fx_rates}))
         alerts = AlertEngine(alert_config(settings), settings.currency)
         topics = Topics(settings.topic_prefix, settings.partitions)
         rollup = RollupRuntime(sink, alerts, currency=settings.currency,

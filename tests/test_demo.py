@@ -105,7 +105,7 @@ def what_next(out: str) -> list[str]:
 def test_what_next_lines_work_as_printed(demo_run: tuple[dict[str, str], str],
                                          tmp_path: Path) -> None:
     """Each line runs, pasted into a shell whose PATH does not hold the virtualenv (as
-    after `python3 run.py demo`), from a folder of its own (the report lands there)."""
+    after `python3 run.py demo`), in the project folder (where run.py's .venv is)."""
     env, out = demo_run
     commands = what_next(out)
     assert len(commands) == 5
@@ -115,16 +115,22 @@ def test_what_next_lines_work_as_printed(demo_run: tuple[dict[str, str], str],
     shell_env = {**env, "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     report, yield_sql, alerts_sql, worker, compose = commands
     assert compose == "docker compose up -d"  # needs a Docker engine: not run here
-    for line in (report, yield_sql, alerts_sql):
-        done = subprocess.run(["bash", "-c", line], env=shell_env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
-    assert (tmp_path / "tokenyield-report.html").exists()
-    assert "yield_ratio" in subprocess.run(["bash", "-c", yield_sql], env=shell_env,
+    page = ROOT / "tokenyield-report.html"
+    existed = page.exists()
+    try:
+        for line in (report, yield_sql, alerts_sql):
+            done = subprocess.run(["bash", "-c", line], env=shell_env, cwd=ROOT,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+        assert page.exists()
+    finally:
+        if not existed:
+            page.unlink(missing_ok=True)
+    assert "yield_ratio" in subprocess.run(["bash", "-c", yield_sql], env=shell_env, cwd=ROOT,
                                            capture_output=True, text=True, timeout=120).stdout
     # The worker runs until stopped: its command is checked to exist as printed.
     assert worker.endswith(" worker")
-    done = subprocess.run(["bash", "-c", f"{worker} --help"], env=shell_env, cwd=tmp_path,
+    done = subprocess.run(["bash", "-c", f"{worker} --help"], env=shell_env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
 

@@ -678,3 +678,18 @@ def test_cli_quote_defaults_to_the_shipped_catalog_and_flags_unpriced_models() -
                   "--input-tokens", "1", "--output-tokens", "1")
     answer = json.loads(unknown.stdout)
     assert (answer["cost"], answer["unpriced"], unknown.returncode) == ("unknown", True, 1)
+
+
+def test_prices_in_a_currency_without_an_exchange_rate_are_refused() -> None:
+    from schemas.errors import ConfigurationError
+    from streams.prices import PriceBookHolder
+
+    gbp = PriceEntry(provider="uk", model="m", currency="GBP", input_per_mtok=Decimal(1),
+                     output_per_mtok=Decimal(1))
+    with pytest.raises(ConfigurationError, match="GBP"):
+        PriceBookHolder(PriceBook([gbp]), frozenset({"USD"}))
+    holder = PriceBookHolder(PriceBook([]), frozenset({"USD", "EUR"}))
+    eur = gbp.model_copy(update={"currency": "EUR", "model": "e"})
+    holder.apply([gbp, eur], set())  # live, from the prices topic
+    assert holder.refused == 1
+    assert [e.currency for e in holder.current().entries] == ["EUR"]
