@@ -231,9 +231,13 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
             else:
                 metrics.messages_in.labels(topic).inc()
                 report_backlog(runtime, message.partition, (topic, message.offset))
-                before = runtime.engine.ledger.received
+                ledger = runtime.engine.ledger
+                received, duplicates = ledger.received, ledger.duplicates
                 out = runtime.apply(kinds[topic], topic, event.value, message.offset)
-                metrics.events_in.labels(topic).inc(runtime.engine.ledger.received - before)
+                ledger = runtime.engine.ledger
+                metrics.events_in.labels(topic).inc(ledger.received - received)
+                if ledger.duplicates > duplicates:
+                    metrics.events_duplicate.inc(ledger.duplicates - duplicates)
                 if out.attributions and kinds[topic] == "outcomes" and message.timestamp:
                     metrics.attribution_latency.observe(max(0.0, time.time() - message.timestamp))
             if len(out):

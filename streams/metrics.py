@@ -20,10 +20,13 @@ class Metrics:
             "tokenyield_events_rejected_total", "Events sent to dead-letter, by topic and kind",
             ["topic", "kind"], registry=r)
         self.events_late = Counter(
-            "tokenyield_events_late_total", "Events past the allowed lateness", ["topic"],
+            "tokenyield_events_late_total",
+            "Events older than their partition's clock: applied as corrections, audited",
+            ["topic"],
             registry=r)
         self.events_duplicate = Counter(
-            "tokenyield_events_duplicate_total", "Events seen before (same event_id)",
+            "tokenyield_events_duplicate_total",
+            "Events seen before (same kind and event_id): counted, not applied again",
             registry=r)
         self.events_out = Counter(
             "tokenyield_events_out_total", "Records emitted, by topic", ["topic"], registry=r)
