@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from loadtest import closed_units
 from loadtest.generator import publisher_for, run_benchmark
 from loadtest.scenarios import Scenario, encoded_events, raw_events
 from schemas.pricing import PriceBook
@@ -327,6 +328,12 @@ class Bench:
             f"checkpoints (parked), {r['memory_bytes_per_open_unit_hot']:,} while in use "
             f"({open_units:,} units, {len(calls) / open_units:.1f} calls each); "
             f"{r['checkpoint_bytes_per_open_unit']:,} bytes per unit in a checkpoint")
+        closed = closed_units.measure(2000 if self.quick else 20000)
+        r.update(closed)
+        say(f"closed units: {closed['closed_unit_disk_bytes']:,} bytes on disk per unit "
+            f"(RocksDB, compacted; {closed['closed_unit_summary_bytes']:,} bytes a summary "
+            f"record), {closed['closed_unit_memory_bytes']:,} bytes of memory per unit "
+            f"({closed['closed_units']:,} units, {closed['closed_unit_events']} events each)")
 
     def stage_scaling(self) -> None:
         total = self.prepublish("bench-scale.", self.events)
@@ -387,6 +394,7 @@ GOALS = [
     ("latency_attribution_p99_seconds", "<", 1.0, "s p99 outcome -> attribution"),
     ("latency_clickhouse_row_p99_seconds", "<", 3.0, "s p99 outcome -> ClickHouse row"),
     ("memory_bytes_per_open_unit", "<", 1024, "bytes per open work unit"),
+    ("closed_unit_disk_bytes", "<", 200, "bytes on disk per closed unit"),
     ("speedup_two_workers", ">=", 1.7, "x from 1 to 2 workers"),
     ("dashboard_median_ms_worst_panel", "<", 300, "ms median, slowest panel"),
 ]
@@ -412,7 +420,8 @@ def summary(results: dict[str, Any]) -> str:
                 "dashboard_calls", "dashboard_median_ms_worst_panel_2d",
                 "dashboard_median_ms_worst_panel_30d", "dashboard_median_ms_worst_panel_2d_merged",
                 "dashboard_median_ms_worst_panel_30d_merged",
-                "memory_bytes_per_open_unit_hot", "checkpoint_bytes_per_open_unit"):
+                "memory_bytes_per_open_unit_hot", "checkpoint_bytes_per_open_unit",
+                "closed_unit_summary_bytes", "closed_unit_memory_bytes"):
         if key in results:
             lines.append(f"  {key:<38} {results[key]:>12,}")
     return "\n".join(lines)

@@ -44,8 +44,8 @@ class InvariantBroken(AssertionError):
     """What the fuzzer reports as a crash."""
 
 
-def new_engine() -> PartitionEngine:
-    return PartitionEngine(0, CONFIG, lambda: BOOK, lambda: NOW_MS)
+def new_engine(store: dict[bytes, bytes] | None = None) -> PartitionEngine:
+    return PartitionEngine(0, CONFIG, lambda: BOOK, lambda: NOW_MS, store=store)
 
 
 def messages(data: bytes) -> list[tuple[str, bytes]]:
@@ -90,8 +90,8 @@ def check(data: bytes) -> None:
         check_outputs(out, kind, offset)
         balanced(engine)
     plan = Checkpointer(engine).plan(force_full=True)
-    restored = new_engine()
-    stored = dict(plan.writes)
+    stored = dict(plan.batched + plan.writes)
+    restored = new_engine(stored)
     Checkpointer(restored).restore(plan.meta[1], [
         stored[key] for key in Checkpointer.segment_keys(0, plan.meta[1])])
     if restored.ledger.dump() != engine.ledger.dump():

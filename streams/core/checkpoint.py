@@ -38,16 +38,17 @@ drops them is durable (one checkpoint later).
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import ormsgpack
 
 from schemas.errors import TokenyieldError
 from streams.core.engine import PartitionEngine
 from streams.core.records import Ledger
-from streams.core.unit import UnitState
-from streams.core.units import encode_summary, summary_key
+from streams.core.units import encode_summary, summary_key, vocabulary_key
 from streams.core.windows import Outbox
 
 CHUNK_BYTES = 512 * 1024
@@ -147,16 +148,20 @@ class Checkpointer:
                         for (key, uid), present in sorted(engine.unpriced_changes.items())]
         # Removals first: a unit evicted and then revived in the same interval is live.
         for uid in sorted(removed):
-            entries.append(orjson.dumps(["x", uid]))
+            entries.append(ormsgpack.packb(["x", uid]))
         for uid in unit_ids:
             unit = units.hot.get(uid)
-            data = unit.dump() if unit is not None else units.parked[uid]
+            data = units.encode(unit) if unit is not None else units.parked[uid]
             dumped[uid] = data
             due = engine.wheel.due.get(uid)
-            entries.append(orjson.dumps(["u", uid, due, orjson.Fragment(data)]))
+            entries.append(ormsgpack.packb(["u", uid, due, data]))
         for key, uid, present in unpriced:
-            entries.append(orjson.dumps(["p", key, uid, present]))
+            entries.append(ormsgpack.packb(["p", key, uid, present]))
         plan.units_written = len(unit_ids)
+        # The strings of this checkpoint's states (segments and summaries), written first
+        # (the meta record, which vouches for both, comes later).
+        plan.batched[:0] = units.vocabulary.take_writes(
+            lambda i: vocabulary_key(engine.partition, i))
 
         chunks = _chunk(entries)
         for index, chunk in enumerate(chunks):
@@ -201,6 +206,7 @@ class Checkpointer:
             "input_max_ms": engine.input_max_ms,
             "ledger": engine.ledger.dump(),
             "horizon_index": {str(d): n for d, n in sorted(engine.index.chunks.items())},
+            "vocabulary": engine.units.vocabulary.chunks,
             "lives": {**engine.units.lives, self.life: seq},
             "live_estimate": self.live_estimate,
             "written_since_full": self.written_since_full,
@@ -240,19 +246,24 @@ class Checkpointer:
                                **decoded.get("input_max_ms", {})}
         engine.ledger = Ledger.load(decoded["ledger"])
         engine.index.chunks = {int(d): n for d, n in decoded["horizon_index"].items()}
+        vocabulary = []
+        for index in range(decoded["vocabulary"]):
+            chunk = engine.units.reader.get(vocabulary_key(engine.partition, index))
+            if chunk is None:
+                raise CheckpointError("a vocabulary record the meta names is missing",
+                                      partition=engine.partition, index=index)
+            vocabulary.append(chunk)
+        engine.units.vocabulary.load(vocabulary)
         # The life that died may have been writing the next checkpoint; no meta will vouch
         # for what it wrote. This life continues from the meta under a name of its own.
         engine.units.lives = {str(k): int(v) for k, v in decoded["lives"].items()}
         units: dict[str, tuple[int | None, bytes]] = {}
         unpriced: dict[tuple[str, str], bool] = {}
         for chunk in chunks:
-            for line in chunk.splitlines():
-                if not line:
-                    continue
-                item = orjson.loads(line)
+            for item in _entries(chunk):
                 tag = item[0]
                 if tag == "u":
-                    units[item[1]] = (item[2], orjson.dumps(item[3]))
+                    units[item[1]] = (item[2], item[3])
                 elif tag == "x":
                     units.pop(item[1], None)
                 elif tag == "p":
@@ -260,7 +271,7 @@ class Checkpointer:
         for uid, (due, data) in units.items():
             engine.units.parked[uid] = data
             if due is None:
-                engine._schedule(UnitState.load(data))
+                engine._schedule(engine.units.decode(uid, data))
             else:
                 engine.wheel.put(uid, due)
         for (key, uid), present in sorted(unpriced.items()):
@@ -274,15 +285,27 @@ class Checkpointer:
 
 
 def _chunk(entries: list[bytes]) -> list[bytes]:
+    """Entries into records of up to ``CHUNK_BYTES``, each entry behind its length."""
     chunks: list[bytes] = []
     current: list[bytes] = []
     size = 0
     for entry in entries:
         if current and size + len(entry) > CHUNK_BYTES:
-            chunks.append(b"\n".join(current))
+            chunks.append(b"".join(current))
             current, size = [], 0
-        current.append(entry)
-        size += len(entry) + 1
+        current.append(struct.pack("<I", len(entry)) + entry)
+        size += len(entry) + 4
     if current:
-        chunks.append(b"\n".join(current))
+        chunks.append(b"".join(current))
     return chunks
+
+
+def _entries(chunk: bytes) -> list[Any]:
+    found = []
+    position = 0
+    while position < len(chunk):
+        (length,) = struct.unpack_from("<I", chunk, position)
+        position += 4
+        found.append(ormsgpack.unpackb(chunk[position:position + length]))
+        position += length
+    return found

@@ -773,7 +773,7 @@ class PartitionEngine:
             data = self.units.summary(uid)
             if data is None or not self.index.expired(data, clock):
                 continue
-            unit = UnitState.load(data)
+            unit = self.units.decode(uid, data)
             if unit.outcomes:
                 self.ledger.summarized_attributed -= unit.events
                 self.ledger.forgotten_attributed += unit.events

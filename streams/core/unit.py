@@ -9,15 +9,18 @@ unit leaves behind, so a late event merges into exactly the state it would have 
 
 from __future__ import annotations
 
-import base64
 import struct
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import ormsgpack
 
-FORMAT = 2
+from streams.core.money import from_atto, to_atto
+
+FORMAT = 3
 
 # The outcome that decides a unit: (is_final, occurred_ms, event hash, status,
 # quality_score, evidence_confidence, value_dimension). The greatest of the first three
@@ -149,76 +152,158 @@ class UnitState:
         return min(totals.items(), key=lambda item: (-item[1], item[0]))[0]
 
     # -- serialization --------------------------------------------------------------
-    def dump(self) -> bytes:
+    def dump(self, vocabulary: Vocabulary) -> bytes:
         """Compact bytes of the whole state (a live unit's checkpoint, an evicted unit's
-        summary). Money is text: atto amounts pass 64 bits."""
-        return orjson.dumps([
-            FORMAT, self.unit_id, int(self.bucket) | int(self.emitted) << 1
+        summary), as MessagePack without the unit's id (its key holds it): strings as
+        their number in the partition's vocabulary, times relative to the first event,
+        the event hashes as 8 raw bytes each, money as plain decimal text (exact, and
+        atto amounts pass 64 bits). An evicted unit costs its summary's bytes on disk,
+        so every byte counts."""
+        ref = vocabulary.ref
+        t0 = self.first_ms
+        seen = sorted(self.seen)
+        position = {h: i for i, h in enumerate(seen)}
+        dims = [ref(x) for x in (self.team, self.workflow, self.owner, self.task_type,
+                                  self.service, self.environment, self.agent,
+                                  self.outcome_team, self.outcome_workflow)]
+        dims_key = None if self.dims_key is None else \
+            [self.dims_key[0], self.dims_key[1] - t0, position[self.dims_key[2]]]
+        decider = None
+        if self.decider is not None:
+            final, at, h, status, quality, confidence, dimension = self.decider
+            decider = [final, at - t0, position[h], ref(status), quality, confidence,
+                       None if dimension is None else ref(dimension)]
+        spend = [[start - t0, ref(team), ref(workflow), ref(model), _money(cost)]
+                 for start, team, workflow, model, cost in self.spend]
+        providers = [ref(p) for p in self.providers]
+        return ormsgpack.packb([
+            FORMAT, int(self.bucket) | int(self.emitted) << 1
             | int(self.runaway_alerted) << 2 | int(self.mix_posted) << 3,
-            [self.team, self.workflow, self.owner, self.task_type, self.service,
-             self.environment, self.agent, self.outcome_team, self.outcome_workflow],
-            self.dims_key,
-            [self.first_ms, self.last_ms, self.first_call_ms, self.link_ms, self.expired_ms],
+            dims, t0,
+            [self.last_ms - t0, _rel(self.first_call_ms, t0), _rel(self.link_ms, t0),
+             _rel(self.expired_ms, t0)],
+            dims_key,
             [self.events, self.calls, self.retries, self.failed, self.input_tokens,
              self.output_tokens, self.cached_tokens, self.write_tokens,
              self.reasoning_tokens, self.system_tokens, self.context_tokens, self.unpriced,
              self.outcomes],
-            [str(self.cost), str(self.computed), _text(self.reported), _text(self.value),
-             str(self.human_cost), _text(self.baseline), str(self.review_minutes)],
-            self.providers,
-            [[s, t, w, m, str(c)] for s, t, w, m, c in self.spend],
-            _pack_hashes(self.seen),
-            self.decider,
-            self.unpriced_calls or None,
+            [_money(self.cost), _money(self.computed), _money(self.reported),
+             _money(self.value), _money(self.human_cost), _money(self.baseline),
+             str(self.review_minutes)],
+            providers, spend, _pack_hashes(seen), decider, self.unpriced_calls or None,
         ])
 
     @classmethod
-    def load(cls, data: bytes) -> UnitState:
-        (version, unit_id, flags, dims, dims_key, times, counts, money, providers, spend,
-         seen, decider, unpriced_calls) = orjson.loads(data)
+    def load(cls, unit_id: str, data: bytes, vocabulary: Vocabulary) -> UnitState:
+        (version, flags, dims, t0, times, dims_key, counts, money, providers, spend, seen,
+         decider, unpriced_calls) = ormsgpack.unpackb(data)
         if version != FORMAT:
             raise ValueError(f"unknown unit state format {version!r}")
         unit = cls(unit_id, bool(flags & 1))
         unit.emitted, unit.runaway_alerted = bool(flags & 2), bool(flags & 4)
         unit.mix_posted = bool(flags & 8)
+        text = vocabulary.text
         (unit.team, unit.workflow, unit.owner, unit.task_type, unit.service,
-         unit.environment, unit.agent, unit.outcome_team, unit.outcome_workflow) = dims
-        unit.dims_key = tuple(dims_key) if dims_key is not None else None  # type: ignore[assignment]
-        (unit.first_ms, unit.last_ms, unit.first_call_ms, unit.link_ms,
-         unit.expired_ms) = times
+         unit.environment, unit.agent, unit.outcome_team, unit.outcome_workflow) = \
+            (text(i) for i in dims)
+        unit.first_ms = t0
+        unit.last_ms = t0 + times[0]
+        unit.first_call_ms, unit.link_ms, unit.expired_ms = (_abs(x, t0) for x in times[1:])
+        hashes = _unpack_hashes(seen)
+        unit.seen = set(hashes)
+        if dims_key is not None:
+            unit.dims_key = (dims_key[0], t0 + dims_key[1], hashes[dims_key[2]])
         (unit.events, unit.calls, unit.retries, unit.failed, unit.input_tokens,
          unit.output_tokens, unit.cached_tokens, unit.write_tokens, unit.reasoning_tokens,
          unit.system_tokens, unit.context_tokens, unit.unpriced, unit.outcomes) = counts
-        unit.cost, unit.computed = int(money[0]), int(money[1])
-        unit.reported, unit.value = _int(money[2]), _int(money[3])
-        unit.human_cost, unit.baseline = int(money[4]), _int(money[5])
+        unit.cost, unit.computed = _atto(money[0]) or 0, _atto(money[1]) or 0
+        unit.reported, unit.value = _atto(money[2]), _atto(money[3])
+        unit.human_cost, unit.baseline = _atto(money[4]) or 0, _atto(money[5])
         unit.review_minutes = Decimal(money[6])
-        unit.providers = providers
-        unit.spend = [[s, t, w, m, int(c)] for s, t, w, m, c in spend]
-        unit.seen = _unpack_hashes(seen)
-        unit.decider = tuple(decider) if decider is not None else None  # type: ignore[assignment]
+        unit.providers = [text(i) for i in providers]
+        unit.spend = [[t0 + start, text(team), text(workflow), text(model), _atto(cost) or 0]
+                      for start, team, workflow, model, cost in spend]
+        if decider is not None:
+            final, at, h, status, quality, confidence, dimension = decider
+            unit.decider = (final, t0 + at, hashes[h], text(status), quality, confidence,
+                            None if dimension is None else text(dimension))
         unit.unpriced_calls = unpriced_calls or []
         return unit
 
 
 def last_event_ms(data: bytes) -> int:
     """The last event time of dumped state, without building the unit."""
-    return int(orjson.loads(data)[5][1])
+    decoded = ormsgpack.unpackb(data)
+    return int(decoded[3]) + int(decoded[4][0])
 
 
-def _text(value: int | None) -> str | None:
-    return None if value is None else str(value)
+class Vocabulary:
+    """A partition's strings (teams, workflows, models, statuses...), each stored once:
+    unit states name them by number. Append-only; the strings added since the last
+    checkpoint are written by the next one, before the states that use them. Past
+    ``LIMIT`` strings (a publisher sending random dimension values), new ones are kept
+    in the states themselves instead."""
+
+    LIMIT = 1_000_000
+
+    def __init__(self) -> None:
+        self.strings: list[str] = []
+        self.numbers: dict[str, int] = {}
+        self.written = 0  # strings already in the store
+        self.chunks = 0
+
+    def ref(self, text: str) -> int | str:
+        number = self.numbers.get(text)
+        if number is None:
+            if len(self.strings) >= self.LIMIT:
+                return text
+            number = self.numbers[text] = len(self.strings)
+            self.strings.append(text)
+        return number
+
+    def text(self, ref: int | str) -> str:
+        return ref if isinstance(ref, str) else self.strings[ref]
+
+    def take_writes(self, key: Callable[[int], bytes]) -> list[tuple[bytes, bytes]]:
+        if self.written == len(self.strings):
+            return []
+        record = orjson.dumps(self.strings[self.written:])
+        self.written = len(self.strings)
+        self.chunks += 1
+        return [(key(self.chunks - 1), record)]
+
+    def load(self, chunks: list[bytes]) -> None:
+        self.strings, self.numbers = [], {}
+        for chunk in chunks:
+            for text in orjson.loads(chunk):
+                self.numbers[text] = len(self.strings)
+                self.strings.append(sys.intern(text))
+        self.written = len(self.strings)
+        self.chunks = len(chunks)
 
 
-def _int(value: str | None) -> int | None:
-    return None if value is None else int(value)
+def _rel(value: int | None, t0: int) -> int | None:
+    return None if value is None else value - t0
 
 
-def _pack_hashes(hashes: set[int]) -> str:
-    # 8 bytes a hash (base64: 11 characters) instead of up to 20 digits in JSON.
-    return base64.b64encode(struct.pack(f"<{len(hashes)}q", *sorted(hashes))).decode()
+def _abs(value: int | None, t0: int) -> int | None:
+    return None if value is None else t0 + value
 
 
-def _unpack_hashes(text: str) -> set[int]:
-    raw = base64.b64decode(text)
-    return set(struct.unpack(f"<{len(raw) // 8}q", raw))
+def _money(atto: int | None) -> str | None:
+    """Atto money as its shortest exact decimal text ("0.0012124", not 19 digits)."""
+    if atto is None:
+        return None
+    return format(from_atto(atto).normalize(), "f") if atto else "0"
+
+
+def _atto(text: str | None) -> int | None:
+    return None if text is None else to_atto(Decimal(text))
+
+
+def _pack_hashes(hashes: list[int]) -> bytes:
+    return struct.pack(f"<{len(hashes)}q", *hashes)  # 8 bytes a hash
+
+
+def _unpack_hashes(raw: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(raw) // 8}q", raw))

@@ -14,7 +14,7 @@ import heapq
 from collections.abc import Iterator
 from typing import Protocol
 
-from streams.core.unit import UnitState, last_event_ms
+from streams.core.unit import UnitState, Vocabulary, last_event_ms
 
 DAY_MS = 86_400_000
 
@@ -34,6 +34,10 @@ class NoStore:
 
 def summary_key(partition: int, unit_id: str) -> bytes:
     return f"s/{partition}/{unit_id}".encode()
+
+
+def vocabulary_key(partition: int, index: int) -> bytes:
+    return f"v/{partition}/{index}".encode()
 
 
 def expiry_chunk_key(partition: int, day: int, index: int) -> bytes:
@@ -71,6 +75,7 @@ class UnitStore:
     def __init__(self, partition: int, reader: StoreReader) -> None:
         self.partition = partition
         self.reader = reader
+        self.vocabulary = Vocabulary()
         self.hot: dict[str, UnitState] = {}
         self.parked: dict[str, bytes] = {}
         self.touched: set[str] = set()
@@ -88,7 +93,7 @@ class UnitStore:
             data = self.parked.pop(unit_id, None)
             if data is None:
                 return None
-            unit = UnitState.load(data)
+            unit = self.decode(unit_id, data)
             self.hot[unit_id] = unit
         self.touched.add(unit_id)
         return unit
@@ -108,7 +113,13 @@ class UnitStore:
         if unit is not None:
             return unit
         data = self.parked.get(unit_id)
-        return UnitState.load(data) if data is not None else None
+        return self.decode(unit_id, data) if data is not None else None
+
+    def encode(self, unit: UnitState) -> bytes:
+        return unit.dump(self.vocabulary)
+
+    def decode(self, unit_id: str, data: bytes) -> UnitState:
+        return UnitState.load(unit_id, data, self.vocabulary)
 
     def park_idle(self, dumped: dict[str, bytes]) -> int:
         """Park units not used since the last call; reuse bytes already serialized."""
@@ -117,7 +128,7 @@ class UnitStore:
             unit = self.hot.pop(uid)
             # A copy: orjson's output keeps its ~4 KiB working buffer allocated behind a
             # ~500-byte value; kept for every parked unit, that was 8x the state.
-            self.parked[uid] = bytes(memoryview(dumped.get(uid) or unit.dump()))
+            self.parked[uid] = bytes(memoryview(dumped.get(uid) or self.encode(unit)))
         self.touched = set()
         return len(idle)
 
@@ -134,7 +145,7 @@ class UnitStore:
     def evict(self, unit: UnitState) -> None:
         """Replace the live unit by its summary (written at the next checkpoint)."""
         self.remove(unit.unit_id)
-        self.evicted[unit.unit_id] = unit.dump()
+        self.evicted[unit.unit_id] = self.encode(unit)
 
     def summary(self, unit_id: str) -> bytes | None:
         """The summary of an evicted unit, if it has one."""
@@ -160,48 +171,64 @@ class UnitStore:
         until the unit is evicted again (which overwrites it) or the horizon passes: a
         crash before the next checkpoint then finds it where it was."""
         self.evicted.pop(unit_id, None)
-        unit = UnitState.load(data)
+        unit = self.decode(unit_id, data)
         self.add(unit)
         return unit
 
 
 class DueWheel:
-    """When each live unit next needs attention (expiry, eviction), in whole minutes."""
+    """When each live unit next needs attention (expiry, eviction), in whole minutes.
+
+    A unit has at most one entry: rescheduling it earlier moves the entry, and evicting
+    it removes the entry, so the wheel holds nothing for closed units."""
 
     def __init__(self) -> None:
-        self.buckets: dict[int, list[str]] = {}
+        self.buckets: dict[int, set[str]] = {}
         self.heap: list[int] = []
+        self._heaped: set[int] = set()  # minutes in the heap (one entry each)
         self.due: dict[str, int] = {}
 
     def schedule(self, unit_id: str, due_ms: int) -> None:
         # Buckets are whole minutes, rounded up, so every entry of a popped bucket is due.
         minute = -(-due_ms // 60_000)
         current = self.due.get(unit_id)
-        if current is not None and current <= minute:
-            return  # the earlier entry re-checks the unit and reschedules it
+        if current is not None:
+            if current <= minute:
+                return  # the earlier entry re-checks the unit and reschedules it
+            self._discard(current, unit_id)
         self.put(unit_id, minute)
+
+    def _discard(self, minute: int, unit_id: str) -> None:
+        bucket = self.buckets.get(minute)
+        if bucket is not None:
+            bucket.discard(unit_id)
+            if not bucket:  # a set never shrinks: drop it (its heap entry finds nothing)
+                del self.buckets[minute]
 
     def put(self, unit_id: str, minute: int) -> None:
         self.due[unit_id] = minute
         bucket = self.buckets.get(minute)
         if bucket is None:
-            bucket = self.buckets[minute] = []
-            heapq.heappush(self.heap, minute)
-        bucket.append(unit_id)
+            bucket = self.buckets[minute] = set()
+            if not self.heap or minute not in self._heaped:
+                heapq.heappush(self.heap, minute)
+                self._heaped.add(minute)
+        bucket.add(unit_id)
 
     def pop_due(self, clock_ms: int) -> Iterator[str]:
-        """Units due at or before ``clock_ms`` (each once, however often scheduled)."""
+        """Units due at or before ``clock_ms`` (in a deterministic order)."""
         heap = self.heap
         while heap and heap[0] * 60_000 <= clock_ms:
             minute = heapq.heappop(heap)
-            for uid in self.buckets.pop(minute, ()):
-                if self.due.get(uid) != minute:
-                    continue  # stale entry: the unit was rescheduled earlier
+            self._heaped.discard(minute)
+            for uid in sorted(self.buckets.pop(minute, ())):
                 del self.due[uid]
                 yield uid
 
     def forget(self, unit_id: str) -> None:
-        self.due.pop(unit_id, None)
+        minute = self.due.pop(unit_id, None)
+        if minute is not None:
+            self._discard(minute, unit_id)
 
 
 class SummaryIndex:
