@@ -114,6 +114,16 @@ class _Event(BaseModel):
     )
 
 
+class Repricing(BaseModel):
+    """What a repricing event corrects (see ``ModelCall.reprices``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: Identifier = Field(description="The call priced again.")
+    previous_cost: Money = Field(
+        description="Its computed cost as booked, in the reporting currency.")
+
+
 class ModelCall(_Event):
     """One call to a model, with its token usage and the dimensions that own its cost."""
 
@@ -153,10 +163,18 @@ class ModelCall(_Event):
     system_prompt_tokens: TokenCount | None = None
     context_tokens: TokenCount | None = None
     attributes: Attributes = Field(default_factory=dict)
+    reprices: Repricing | None = Field(
+        None, description="Set by `tokenyield prices reprice` only: this event prices the "
+                          "call `reprices.event_id` again (the same call's fields, an event id "
+                          "of its own) with the price book in force now, after a price was "
+                          "published for the past; only the difference in cost is booked.")
 
     @model_validator(mode="after")
     def _check_parts(self) -> ModelCall:
         problems = []
+        if self.reprices is not None and self.reported_cost is not None:
+            problems.append("a repricing cannot carry a reported_cost (it prices the call "
+                            "with the price book)")
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
             problems.append(
                 "cached_input_tokens + cache_write_tokens "

@@ -84,18 +84,20 @@ def encode_price(entry: PriceEntry) -> tuple[bytes, bytes]:
 async def follow_prices(connection: KafkaConnection, topic: str, holder: PriceBookHolder,
                         ready: asyncio.Event | None = None) -> None:
     """Apply every record of the prices topic, then keep following it (runs forever)."""
+    await follow_compacted(connection, topic, lambda records: apply_records(holder, records),
+                           ready, what="price feed")
 
-    def apply(records: list[CompactedRecord]) -> None:
-        entries: list[PriceEntry] = []
-        removed: set[str] = set()
-        for record in records:
-            if record.value is None:
-                removed.add(record.key)
-                continue
-            try:
-                entries.append(PriceEntry.model_validate_json(record.value))
-            except ValidationError as exc:
-                log.error("ignoring invalid price at %s: %s", record.position, exc)
-        holder.apply(entries, removed)
 
-    await follow_compacted(connection, topic, apply, ready, what="price feed")
+def apply_records(holder: PriceBookHolder, records: list[CompactedRecord]) -> None:
+    """One poll of the prices topic into the book: entries, and tombstones that remove."""
+    entries: list[PriceEntry] = []
+    removed: set[str] = set()
+    for record in records:
+        if record.value is None:
+            removed.add(record.key)
+            continue
+        try:
+            entries.append(PriceEntry.model_validate_json(record.value))
+        except ValidationError as exc:
+            log.error("ignoring invalid price at %s: %s", record.position, exc)
+    holder.apply(entries, removed)

@@ -444,3 +444,40 @@ def test_outbox_messages_round_trip() -> None:
     assert plan.outbox is not None
     decoded = orjson.loads(plan.outbox_record[1])
     assert decoded["seq"] == plan.seq and decoded["cells"]
+
+
+def test_a_price_for_the_past_reprices_as_a_counted_correction() -> None:
+    from streams.repricing import plan_repricing
+
+    harness = Harness(input_idle_seconds=0)
+    harness.book = acme_book("1")
+    first = harness.message("calls", [call("u1", "U", 0, provider="acme", model="m1")])
+    harness.send([outcome("o", "U", 10), call("k", "K", 2 * HOUR)])
+    harness.collect_windows()  # U's windows are final
+    booked = first.calls[0]
+    row = {**call("u1", "U", 0, provider="acme", model="m1", owner="", task_type="",
+                  service="", environment="", status="ok", attempt=1,
+                  cached_input_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0,
+                  reasoning_tokens=0, attributes={}),
+           "computed_cost": booked.computed_cost}
+    newer = acme_book("5")  # the price held since before the call, published late
+    plan = plan_repricing([row], newer, "USD", {})
+    assert (len(plan.events), plan.unchanged, plan.difference) == (1, 0, Decimal("0.0048"))
+    assert plan_repricing([row], harness.book, "USD", {}).events == []  # nothing to do
+    harness.book = newer
+    out = harness.message("calls", [plan.events[0]])
+    assert [(c.call.event_id, c.cost) for c in out.calls] == [("u1", Decimal("0.006"))]
+    unit = harness.run.attributions["U"]
+    assert (unit.model_cost, unit.calls) == (Decimal("0.006"), 1)
+    assert harness.engines[0].ledger.repriced == 1
+    harness.message("calls", [plan.events[0]])  # delivered twice: once
+    assert harness.engines[0].ledger.duplicates == 1
+    lost = harness.message("calls", [{**plan.events[0], "event_id": "reprice:x",
+                                      "reprices": {"event_id": "nope", "previous_cost": "1"}}])
+    assert lost.dead_letters[0].error_kind == "unknown_call"
+    harness.finish()
+    figures = totals(harness)
+    assert figures["spend"] == Decimal("0.006") + GPT4O_CALL
+    assert figures["linked_spend"] == Decimal("0.006")  # U's share moved with its cost
+    assert any(w.correction for w in harness.run.windows.values())
+    balanced(harness)

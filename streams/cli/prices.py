@@ -58,6 +58,18 @@ def register(sub: Any) -> None:
     publish.add_argument("catalog", type=Path)
     publish.set_defaults(handler=publish_command)
 
+    reprice = commands.add_parser(
+        "reprice", help="price calls of the past again with the prices in force now (after "
+                        "a price was published for dates already priced): a counted "
+                        "correction")
+    reprice.add_argument("--since", required=True, help="ISO date or time: calls from then")
+    reprice.add_argument("--until", default=None, help="ISO date or time: calls before then")
+    reprice.add_argument("--model", action="append", dest="models", default=[],
+                         help="only calls to this model (repeatable)")
+    reprice.add_argument("--dry-run", action="store_true",
+                         help="say what would change, publish nothing")
+    reprice.set_defaults(handler=reprice_command)
+
 
 def import_command(args: argparse.Namespace) -> int:
     version = args.version or datetime.now(UTC).date().isoformat()
@@ -70,6 +82,30 @@ def import_command(args: argparse.Namespace) -> int:
     for line in imported.report.lines():
         print(line)
     print(f"wrote {len(imported.catalog.entries)} entries to {args.output}")
+    return 0
+
+
+def reprice_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.cli.common import bootstrap_for
+    from streams.cli.data import query
+    from streams.repricing import calls_query, current_book, plan_repricing
+
+    settings = load_settings()
+    since, until = _moment(args.since), _moment(args.until) if args.until else None
+    book = asyncio.run(current_book(settings, bootstrap_for(settings)))
+    columns, rows = query(settings, calls_query(settings.clickhouse_database, since, until,
+                                                args.models))
+    plan = plan_repricing((dict(zip(columns, r, strict=True)) for r in rows), book,
+                          settings.currency, dict(settings.fx_rates))
+    print(f"price book {book.version}: {plan.examined} calls examined, "
+          f"{len(plan.events)} to reprice ({'+' if plan.difference >= 0 else ''}{plain(plan.difference)} {settings.currency}), "
+          f"{plan.unchanged} unchanged, {plan.unpriced} without a price now")
+    if plan.events and not args.dry_run:
+        publish_keyed(settings, settings.topic("calls"),
+                      [(e["work_unit_id"].encode(), orjson.dumps(e)) for e in plan.events])
+        print(f"published {len(plan.events)} repricing events to {settings.topic('calls')}")
     return 0
 
 

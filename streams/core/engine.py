@@ -238,6 +238,10 @@ class PartitionEngine:
         if priced is None:
             return
         cost_atto, computed_atto, price_currency = priced
+        if call.reprices is not None:
+            self._apply_repricing(call, t_ms, cost_atto, price_currency, index, source,
+                                  touched, out)
+            return
         admitted = self._admit("calls", call, t_ms)
         if admitted is None:
             return
@@ -252,6 +256,54 @@ class PartitionEngine:
         self._schedule(unit)
         touched[unit.unit_id] = unit
         out.calls.append(CallRecord(call, cost_atto, computed_atto, self._book_now.version,
+                                    self.partition, source.offset, self.config.currency,
+                                    price_currency))
+
+    def _apply_repricing(self, call: ModelCall, t_ms: int, cost_atto: int | None,
+                         price_currency: str, index: int, source: Source,
+                         touched: dict[str, UnitState], out: Outputs) -> None:
+        """A price published for the past, applied to a call already priced: the
+        difference between its cost now and the cost it was booked with goes to its unit
+        and its windows (a counted correction, ``ledger.repriced``), and its
+        ``model_calls`` row is written again with the new cost."""
+        assert call.reprices is not None
+        original = call.reprices.event_id
+        unit = self.units.get(call.work_unit_id)
+        if unit is None:
+            data = None if call.work_unit_id in self.swept else \
+                self.units.summary(call.work_unit_id)
+            if data is not None:
+                unit = self.units.revive(call.work_unit_id, data)
+                self._unsummarize(unit)
+                self.removed_units.discard(unit.unit_id)
+        reason = None
+        if unit is None or event_hash("calls", original) not in unit.seen:
+            reason = f"call {original} of work unit {call.work_unit_id} is not known here " \
+                     f"(past the horizon, or never applied): nothing to reprice"
+        elif cost_atto is None:
+            reason = f"model {call.provider}/{call.model} has no price to reprice with"
+        if reason is not None:
+            self._reject(DecodeError(index, "unknown_call" if cost_atto is not None
+                                     else "unpriced", reason, _encode(call), call.event_id,
+                                     call.work_unit_id), source, out)
+            return
+        assert unit is not None and cost_atto is not None
+        h = event_hash("calls", call.event_id)
+        if h in unit.seen:
+            self.ledger.duplicates += 1
+            return
+        unit.seen.add(h)
+        self.ledger.applied += 1
+        self.ledger.repriced += 1
+        unit.events += 1  # an event of its own: the revision grows
+        delta = cost_atto - to_atto(call.reprices.previous_cost)
+        if delta:
+            self._book_price(unit, call, delta, delta, unpriced=False)
+        self.dirty_units.add(unit.unit_id)
+        self._schedule(unit)
+        touched[unit.unit_id] = unit
+        row = call.model_copy(update={"event_id": original, "reprices": None})
+        out.calls.append(CallRecord(row, cost_atto, cost_atto, self._book_now.version,
                                     self.partition, source.offset, self.config.currency,
                                     price_currency))
 
@@ -856,15 +908,19 @@ class PartitionEngine:
         return repriced
 
     def _book_price(self, unit: UnitState, call: ModelCall, cost_atto: int,
-                    computed_atto: int | None) -> None:
+                    computed_atto: int | None, *, unpriced: bool = True) -> None:
+        """Book ``cost_atto`` more for one of the unit's calls: one that had no price
+        (``unpriced``), or the difference a price for the past makes."""
         t_ms = _ms(call.occurred_at)
         team, workflow, model = _intern(call.team), _intern(call.workflow), _intern(call.model)
-        unit.unpriced -= 1
+        if unpriced:
+            unit.unpriced -= 1
+            self.ledger.repriced += 1
         unit.cost += cost_atto
         unit.computed += computed_atto or 0
-        self.ledger.repriced += 1
         for v in self.book.cells_at(t_ms, team, workflow, cf.MODEL + model):
-            v[cf.UNPRICED] -= 1
+            if unpriced:
+                v[cf.UNPRICED] -= 1
             v[cf.SPEND] += cost_atto
         if call.agent:
             self.book.post(t_ms, team, workflow, cf.AGENT + call.agent, cf.SPEND, cost_atto)
