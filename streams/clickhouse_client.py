@@ -173,5 +173,6 @@ def _clustered(statements: list[str], schema: ClusterSchema, source: str) -> lis
         return [out for statement in statements
                 for out in clustered(statement, schema.cluster, schema)]
     except StorageError as exc:
+        fields = {**exc.fields, "migration": source, "cluster": schema.cluster}
         raise StorageError(f"{source} has no clustered form: {exc.message}",
-                           migration=source, cluster=schema.cluster, **exc.fields) from exc
+                           **fields) from exc

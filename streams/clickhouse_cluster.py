@@ -188,8 +188,9 @@ def clustered(statement: str, cluster: str, schema: ClusterSchema | None = None)
     """The statements that do on ``cluster`` what ``statement`` does on one node.
 
     ``statement`` is a migration statement as written (``{db}`` not yet replaced). Pass
-    the same ``schema`` through every statement of every migration, in order; without
-    one, only tables in ``SHARDING_KEYS`` or created in this statement are known.
+    the same ``schema`` through every statement of every migration, in order: without
+    it, a statement about an earlier table (ALTER, INSERT, RENAME, an MV) fails, since
+    the transform cannot know that table's sharding key.
     """
     schema = schema if schema is not None else ClusterSchema(cluster)
     if schema.cluster != cluster:
@@ -277,8 +278,14 @@ class _Statement:
         return self.tokens[index].upper if index < len(self.tokens) else ""
 
     def has_on_cluster(self) -> bool:
-        return any(t.upper == "ON" and self.word(i + 1) == "CLUSTER" and t.depth == 0
-                   for i, t in enumerate(self.tokens))
+        """``ON CLUSTER`` in the statement's head: before any column list, AS, SELECT or
+        VALUES (a view's ``JOIN ... ON cluster = ...`` is not one)."""
+        for i, token in enumerate(self.tokens):
+            if token.text == "(" or token.upper in ("AS", "SELECT", "WITH", "VALUES"):
+                return False
+            if token.upper == "ON" and self.word(i + 1) == "CLUSTER":
+                return True
+        return False
 
     def skip(self, index: int, *words: str) -> int:
         """The index after ``words`` if they come next, else ``index``."""
@@ -605,9 +612,10 @@ def _insert(s: _Statement, schema: ClusterSchema) -> str:
     the SELECT leaves the key columns as they are; 0 makes it right for any copy, at the
     cost of the rows passing through the node that runs the migration (fine for the
     windows table of 0004; a large copy should be written per shard)."""
-    if s.word(2) in ("TABLE", "FUNCTION"):
+    at = s.skip(2, "TABLE")
+    if s.word(at) == "FUNCTION":
         s.fail("INSERT INTO a table function has no clustered form")
-    name, i = s.name(2)
+    name, i = s.name(at)
     schema.table(name, s)
     if s.word(i) == "(":
         i = s.closing(i) + 1
