@@ -4,7 +4,9 @@
 path: a second one gets a lock error, see ``sql_via_worker``); ``http(s)://...`` talks
 to a server. Migrations in ``deploy/clickhouse/migrations`` are applied in order, once
 each, and recorded in ``schema_migrations``: ``tokenyield db migrate`` and worker
-start-up both run them, and running them again changes nothing.
+start-up both run them, and running them again changes nothing. With a cluster name
+(``TOKENYIELD_CLICKHOUSE_CLUSTER``) the same files run in their clustered form
+(``streams.clickhouse_cluster``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from schemas.errors import StorageError
+from streams.clickhouse_cluster import ClusterSchema, clustered
 
 log = logging.getLogger(__name__)
 
@@ -108,28 +111,68 @@ def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
     return found
 
 
-def migrate(client: Client, database: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply pending migrations; return the versions applied now."""
-    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    client.command(
-        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
-        "(version String, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
-    )
+# The runner's own statements, written like a migration ({db}): on one node they are
+# exactly the statements it always ran; on a cluster they are transformed like the rest.
+_BOOTSTRAP = (
+    "CREATE DATABASE IF NOT EXISTS {db}",
+    "CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+    "(version String, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+    "ENGINE = ReplacingMergeTree ORDER BY version",
+)
+
+
+def migrate(client: Client, database: str, directory: Path = MIGRATIONS_DIR, *,
+            cluster: str = "") -> list[str]:
+    """Apply pending migrations; return the versions applied now.
+
+    ``cluster`` empty: one node, every statement as written. Otherwise every statement
+    of every migration, applied or not, is first transformed for that cluster, in order
+    (a transform needs what earlier migrations created), and all of them before anything
+    runs: a migration with no clustered form stops the run before it changes the schema.
+    """
+    schema = ClusterSchema(cluster) if cluster else None
+    bootstrap = list(_BOOTSTRAP)
+    plans: dict[str, list[str]] = {}
+    if schema is not None:
+        bootstrap = _clustered(bootstrap, schema, "the runner's schema_migrations")
+        plans = {version: _clustered(split_statements(path.read_text()), schema, path.name)
+                 for version, path in migrations(directory)}
+    for statement in bootstrap:
+        client.command(statement.replace("{db}", database))
     done = {row[0] for row in client.query(
         f"SELECT version FROM {database}.schema_migrations FINAL").result_rows}
     applied = []
     for version, path in migrations(directory):
         if version in done:
             continue
-        for statement in split_statements(path.read_text()):
+        statements = split_statements(path.read_text()) if schema is None else plans[version]
+        for statement in statements:
             try:
                 client.command(statement.replace("{db}", database))
             except Exception as exc:
                 raise StorageError(f"migration {path.name} failed: {exc}",
                                    migration=path.name) from exc
-        client.insert(f"{database}.schema_migrations", [[version, path.stem]],
-                      column_names=["version", "name"])
+        if schema is None:
+            client.insert(f"{database}.schema_migrations", [[version, path.stem]],
+                          column_names=["version", "name"])
+        else:
+            # Through the Distributed table, synchronously: the record is on its shard
+            # before the next migration runs (else a node lost with its send queue
+            # would let the next run apply this migration again).
+            client.insert(f"{database}.schema_migrations", [[version, path.stem]],
+                          column_names=["version", "name"],
+                          settings={"distributed_foreground_insert": 1})
         applied.append(version)
         log.info("applied ClickHouse migration %s", path.name)
     return applied
+
+
+def _clustered(statements: list[str], schema: ClusterSchema, source: str) -> list[str]:
+    """``statements`` in their clustered form; an error names where they came from."""
+    try:
+        return [out for statement in statements
+                for out in clustered(statement, schema.cluster, schema)]
+    except StorageError as exc:
+        fields = {**exc.fields, "migration": source, "cluster": schema.cluster}
+        raise StorageError(f"{source} has no clustered form: {exc.message}",
+                           **fields) from exc

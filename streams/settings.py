@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field("tokenyield", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     clickhouse_username: str | None = None
     clickhouse_password: SecretStr | None = None
+    clickhouse_cluster: str = Field(
+        "", pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)?$",
+        description="ClickHouse cluster (remote_servers) to migrate ON CLUSTER: replicated "
+                    "local tables behind Distributed ones (docs/SCALING.md); empty = one "
+                    "node")
     price_catalog: Path | None = Field(None, description="Catalog file; empty = shipped")
 
     # -- event time -------------------------------------------------------------------
@@ -142,6 +147,12 @@ class Settings(BaseSettings):
         ):
             raise ConfigurationError(
                 "SASL needs TOKENYIELD_KAFKA_SASL_USERNAME and TOKENYIELD_KAFKA_SASL_PASSWORD")
+        if self.clickhouse_cluster and self.clickhouse_target().startswith("chdb://"):
+            # The embedded engine has no Keeper and no remote servers: every ON CLUSTER
+            # statement would fail, after the first had half-run.
+            raise ConfigurationError(
+                "TOKENYIELD_CLICKHOUSE_CLUSTER needs a ClickHouse server "
+                "(TOKENYIELD_CLICKHOUSE_DSN=http(s)://...), not the embedded chdb")
         self.engine_config()  # validates the event-time rules
         return self
 

@@ -115,7 +115,8 @@ class WorkerProcess:
         client = connect(settings.clickhouse_target(), username=settings.clickhouse_username,
                          password=settings.clickhouse_password.get_secret_value()
                          if settings.clickhouse_password else None)
-        applied = migrate(client, settings.clickhouse_database)
+        applied = migrate(client, settings.clickhouse_database,
+                          cluster=settings.clickhouse_cluster)
         if applied:
             log.info("applied ClickHouse migrations %s", ", ".join(applied))
         if settings.clickhouse_target().startswith("chdb://"):

@@ -122,9 +122,11 @@ def migrate_command(args: argparse.Namespace) -> int:
         return 0
     client = connect(settings.clickhouse_target(), username=settings.clickhouse_username,
                      password=_password(settings))
-    applied = migrate(client, settings.clickhouse_database)
+    applied = migrate(client, settings.clickhouse_database, cluster=settings.clickhouse_cluster)
+    cluster = f", cluster {settings.clickhouse_cluster}" if settings.clickhouse_cluster else ""
     print(f"applied {', '.join(applied)}" if applied else "schema is up to date",
-          f"({settings.clickhouse_display()}, database {settings.clickhouse_database})")
+          f"({settings.clickhouse_display()}, database {settings.clickhouse_database}"
+          f"{cluster})")
     return 0
 
 
