@@ -99,8 +99,9 @@ def reprice_command(args: argparse.Namespace) -> int:
                                                 args.models))
     plan = plan_repricing((dict(zip(columns, r, strict=True)) for r in rows), book,
                           settings.currency, dict(settings.fx_rates))
+    sign = "+" if plan.difference >= 0 else ""
     print(f"price book {book.version}: {plan.examined} calls examined, "
-          f"{len(plan.events)} to reprice ({'+' if plan.difference >= 0 else ''}{plain(plan.difference)} {settings.currency}), "
+          f"{len(plan.events)} to reprice ({sign}{plain(plan.difference)} {settings.currency}), "
           f"{plan.unchanged} unchanged, {plan.unpriced} without a price now")
     if plan.events and not args.dry_run:
         publish_keyed(settings, settings.topic("calls"),
