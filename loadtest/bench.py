@@ -42,15 +42,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from loadtest import closed_units
-from loadtest.generator import publisher_for, run_benchmark
-from loadtest.scenarios import Scenario, encoded_events, raw_events
 from schemas.pricing import PriceBook
+from streams.app.demo import WorkerProcessHandle
 from streams.core.checkpoint import Checkpointer
-from streams.core.config import EngineConfig
 from streams.core.engine import PartitionEngine, Source
-from streams.demo import WorkerProcessHandle
+from streams.core.engine_config import EngineConfig
+from streams.kafka.tansu_broker import EmbeddedBroker
 from streams.settings import Settings
-from streams.tansu_broker import EmbeddedBroker
+from streams.traffic.generator import publisher_for, run_benchmark
+from streams.traffic.scenarios import Scenario, encoded_events, raw_events
 
 PARTITIONS = 4
 

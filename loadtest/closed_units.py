@@ -25,11 +25,11 @@ from typing import Any
 
 import orjson
 
-from loadtest.scenarios import Scenario, raw_events
 from schemas.pricing import PriceBook
 from streams.core.checkpoint import Checkpointer
-from streams.core.config import EngineConfig
 from streams.core.engine import PartitionEngine, Source
+from streams.core.engine_config import EngineConfig
+from streams.traffic.scenarios import Scenario, raw_events
 
 
 class _Store(dict[bytes, bytes]):

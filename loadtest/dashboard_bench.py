@@ -1,7 +1,7 @@
 """Every Grafana panel's SQL over millions of calls in chdb (``tokenyield bench --dashboards``).
 
 The data is made the way production makes it, then multiplied: a seed of generated
-traffic over 30 days (``loadtest.scenarios``) runs through the pure core (validation,
+traffic over 30 days (``streams.traffic.scenarios``) runs through the pure core (validation,
 pricing, join, windows) into ClickHouse through the sink; then copies of the seed's calls,
 outcomes and attributions under new ids are inserted with ``INSERT ... SELECT`` until the
 calls table holds the asked number of rows (the hourly rollup and ``attributions_latest``
@@ -36,11 +36,11 @@ from loadtest.grafana_sql import (
     render,
     variable_queries,
 )
-from loadtest.scenarios import Scenario, encoded_events
 from schemas.partitioner import partition_for
-from streams.clickhouse_client import connect, migrate
-from streams.core.config import EngineConfig
+from streams.clickhouse.client import connect, migrate
 from streams.core.engine import EventKind
+from streams.core.engine_config import EngineConfig
+from streams.traffic.scenarios import Scenario, encoded_events
 
 PARTITIONS = 4
 DAYS = 30

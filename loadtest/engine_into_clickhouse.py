@@ -17,12 +17,12 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from schemas.pricing import PriceBook
-from streams.clickhouse_sink import ClickHouseSink, SinkBatch
-from streams.core.config import EngineConfig
+from streams.clickhouse.sink import ClickHouseSink, SinkBatch
 from streams.core.engine import EventKind, Outputs, PartitionEngine
+from streams.core.engine_config import EngineConfig
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
-from streams.partition_runtime import PartitionRuntime
+from streams.runtime.partition_runtime import PartitionRuntime
 
 
 class UnclosableClient:

@@ -27,11 +27,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from loadtest.generator import live_traffic, publisher_for
-from streams.demo import WorkerProcessHandle
-from streams.memory_report import resident_bytes
+from streams.app.demo import WorkerProcessHandle
+from streams.app.worker import running_worker
+from streams.ops.memory_report import resident_bytes
 from streams.settings import Settings
-from streams.worker import running_worker
+from streams.traffic.generator import live_traffic, publisher_for
 
 # Steady state within minutes: units leave state a minute after their final outcome (the
 # allowed lateness, which retention may not be shorter than, goes down to a minute too), and
@@ -212,7 +212,7 @@ def _median(samples: list[dict[str, Any]], key: str) -> float | None:
 def charts(result: dict[str, Any]) -> dict[str, str]:
     """The series as SVG line charts: memory, memory by holder, open units, lag. The x
     axis is minutes:seconds since the start of the run."""
-    from streams.report_svg import line_chart
+    from streams.report.svg_charts import line_chart
 
     samples = result["samples"]
     start = datetime(2000, 1, 1, tzinfo=UTC)  # only its minutes and seconds are shown

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigurationError
 from schemas.kafka_options import KafkaConnection, SaslMechanism, SecurityProtocol
-from streams.core.config import EngineConfig
+from streams.core.engine_config import EngineConfig
 
 ENV_PREFIX = "TOKENYIELD_"
 

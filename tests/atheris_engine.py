@@ -30,8 +30,8 @@ with atheris.instrument_imports(include=["schemas", "streams.core"]):
     from schemas.codec import encode_models
     from schemas.pricing import PriceBook
     from streams.core.checkpoint import Checkpointer
-    from streams.core.config import EngineConfig
     from streams.core.engine import Outputs, PartitionEngine, Source
+    from streams.core.engine_config import EngineConfig
 
 SEPARATOR = b"\n\x1e\n"
 NOW_MS = 1_795_000_000_000  # 2026-11-18; seed events are stamped the day before

@@ -30,9 +30,9 @@ from clickhouse_connect.driver.client import Client
 from loadtest.engine_into_clickhouse import EngineIntoClickHouse
 from schemas.outputs import Alert
 from schemas.partitioner import partition_for
-from streams.clickhouse_client import connect, migrate
-from streams.clickhouse_sink import SinkBatch
-from streams.core.config import EngineConfig
+from streams.clickhouse.client import connect, migrate
+from streams.clickhouse.sink import SinkBatch
+from streams.core.engine_config import EngineConfig
 from streams.settings import Budget
 
 DATABASE = "tokenyield"

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from streams.tansu_broker import EmbeddedBroker, free_port
+from streams.kafka.tansu_broker import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ from schemas.outputs import CostPerOutcomeWindow, WorkUnitAttribution
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook
 from streams.core.checkpoint import Checkpointer, CheckpointPlan, meta_key, outbox_key
-from streams.core.config import EngineConfig
 from streams.core.engine import Outputs, PartitionEngine, Source
+from streams.core.engine_config import EngineConfig
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
 

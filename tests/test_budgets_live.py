@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from streams.budgets import BudgetBook, encode_budget
-from streams.core.alerts.budgets import rule_id
-from streams.core.alerts.config import BudgetRule
-from streams.kafka_compacted import CompactedRecord
+from streams.core.alerts.alert_config import BudgetRule
+from streams.core.alerts.budget_tracker import rule_id
+from streams.feeds.budget_feed import BudgetBook, encode_budget
+from streams.kafka.compacted import CompactedRecord
 from tests.conftest import ROOT
 from tests.stream_truth import publish_in_background, stream
 

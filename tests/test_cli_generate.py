@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.kafka_options import KafkaConnection
 from schemas.partitioner import partition_for
-from streams.kafka_topics import Topics, ensure_topics
-from streams.tansu_broker import EmbeddedBroker
+from streams.kafka.tansu_broker import EmbeddedBroker
+from streams.kafka.topics import Topics, ensure_topics
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.broker]

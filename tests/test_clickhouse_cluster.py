@@ -1,4 +1,4 @@
-"""The clustered variant of the migrations (``streams.clickhouse_cluster``).
+"""The clustered variant of the migrations (``streams.clickhouse.cluster``).
 
 chdb cannot run a ClickHouse cluster (no Keeper, no remote servers), so what CI checks
 is syntax and shape, not execution on a cluster:
@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from schemas.errors import ConfigurationError, StorageError
-from streams.clickhouse_client import MIGRATIONS_DIR, migrate, migrations, split_statements
-from streams.clickhouse_cluster import SHARDING_KEYS, ClusterSchema, clustered
+from streams.clickhouse.client import MIGRATIONS_DIR, migrate, migrations, split_statements
+from streams.clickhouse.cluster import SHARDING_KEYS, ClusterSchema, clustered
 from streams.settings import Settings
 from tests.clickhouse_fixtures import LoadedClickHouse, loaded_clickhouse  # noqa: F401
 

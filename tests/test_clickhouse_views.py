@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from schemas.partitioner import partition_for
-from streams.clickhouse_client import migrate
+from streams.clickhouse.client import migrate
 from tests.clickhouse_fixtures import (
     BUDGETS,
     DATABASE,

@@ -137,7 +137,7 @@ def test_what_next_lines_work_as_printed(demo_run: tuple[dict[str, str], str],
 
 def test_the_printed_command_is_the_one_the_shell_can_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams import demo
+    from streams.app import demo
 
     project = tmp_path / "project"
     bin_dir = project / ".venv" / "bin"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams.metrics import Metrics
+from streams.ops.metrics import Metrics
 from streams.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.faust_app import Services, build_app
+from streams.kafka.faust_app import Services, build_app
 from streams.settings import Settings
 
 

@@ -35,10 +35,10 @@ from loadtest.engine_into_clickhouse import EngineIntoClickHouse
 from schemas.errors import TokenyieldError
 from schemas.partitioner import partition_for
 from streams.cli import build_parser, main
-from streams.clickhouse_client import migrate
-from streams.clickhouse_sink import SinkBatch
-from streams.core.config import EngineConfig
-from streams.focus_export import (
+from streams.clickhouse.client import migrate
+from streams.clickhouse.sink import SinkBatch
+from streams.core.engine_config import EngineConfig
+from streams.report.focus_export import (
     MODEL_CALLS,
     BillingAccounts,
     FocusExportError,
@@ -490,7 +490,7 @@ def test_a_failed_export_leaves_no_file(focus_db: FocusDb, tmp_path: Path) -> No
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_small_write_batches_give_the_same_file(
         focus_db: FocusDb, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import streams.focus_export as focus_export
+    import streams.report.focus_export as focus_export
 
     export(focus_db, tmp_path / f"whole.{fmt}")
     monkeypatch.setattr(focus_export, "BATCH_ROWS", 4)  # 6 rows: writes of 4 and 2
@@ -727,7 +727,7 @@ def test_the_command_reads_through_a_running_worker(
         if name.startswith("TOKENYIELD_"):
             monkeypatch.setenv(name, value)
     from streams.cli.common import load_settings
-    from streams.cli.export import open_fetch
+    from streams.cli.export_commands import open_fetch
 
     assert open_fetch(load_settings()).__qualname__.startswith("worker_fetch")
     target = tmp_path / "through-worker.csv"

@@ -13,8 +13,15 @@ from functools import cache
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from loadtest.generator import Progress, TokenBucket, publish, run_generator
-from loadtest.scenarios import (
+from schemas.codec import call_codec, outcome_codec
+from schemas.events import ModelCall, Outcome
+from schemas.partitioner import partition_for
+from schemas.pricing import PriceBook, price_call
+from streams.core.engine import PartitionEngine, Source
+from streams.core.engine_config import EngineConfig
+from streams.kafka.tansu_broker import EmbeddedBroker
+from streams.traffic.generator import Progress, TokenBucket, publish, run_generator
+from streams.traffic.scenarios import (
     UNPRICED_MODEL,
     EncodedEvent,
     GenerationStats,
@@ -26,13 +33,6 @@ from loadtest.scenarios import (
     ground_truth,
     raw_events,
 )
-from schemas.codec import call_codec, outcome_codec
-from schemas.events import ModelCall, Outcome
-from schemas.partitioner import partition_for
-from schemas.pricing import PriceBook, price_call
-from streams.core.config import EngineConfig
-from streams.core.engine import PartitionEngine, Source
-from streams.tansu_broker import EmbeddedBroker
 
 END = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 BOOK = PriceBook.load()

@@ -12,7 +12,7 @@ import orjson
 
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook, PriceEntry
-from streams.clickhouse_sink import CALL_COLUMNS, _columns
+from streams.clickhouse.sink import CALL_COLUMNS, _columns
 from streams.core.units import summary_key
 from tests.core_harness import BOOK, T0, Harness, call, outcome
 
@@ -447,7 +447,7 @@ def test_outbox_messages_round_trip() -> None:
 
 
 def test_a_price_for_the_past_reprices_as_a_counted_correction() -> None:
-    from streams.repricing import plan_repricing
+    from streams.app.repricing import plan_repricing
 
     harness = Harness(input_idle_seconds=0)
     harness.book = acme_book("1")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import rocksdict
 
-from streams.memory_report import (
+from streams.ops.memory_report import (
     clickhouse_bytes,
     python_traced_bytes,
     resident_bytes,

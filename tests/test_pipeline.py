@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from schemas.kafka_publisher import Publisher
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceEntry
-from streams.prices import encode_price
+from streams.feeds.price_feed import encode_price
 from tests.conftest import ROOT, WorkerHandle
 
 pytestmark = [pytest.mark.broker, pytest.mark.clickhouse]

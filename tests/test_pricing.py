@@ -295,7 +295,7 @@ def test_price_records_without_tiers_are_written_as_older_workers_read_them() ->
     """The compacted prices topic is read by every worker, possibly of an older version
     whose entries forbid unknown fields: an entry without the new fields is encoded
     without them."""
-    from streams.prices import encode_price
+    from streams.feeds.price_feed import encode_price
 
     before = {"provider", "model", "model_pattern", "effective_from", "currency",
               "input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
@@ -682,7 +682,7 @@ def test_cli_quote_defaults_to_the_shipped_catalog_and_flags_unpriced_models() -
 
 def test_prices_in_a_currency_without_an_exchange_rate_are_refused() -> None:
     from schemas.errors import ConfigurationError
-    from streams.prices import PriceBookHolder
+    from streams.feeds.price_feed import PriceBookHolder
 
     gbp = PriceEntry(provider="uk", model="m", currency="GBP", input_per_mtok=Decimal(1),
                      output_per_mtok=Decimal(1))

@@ -9,15 +9,15 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from loadtest.generator import run_benchmark
-from loadtest.scenarios import Scenario
 from schemas.codec import call_codec, outcome_codec
 from schemas.errors import PublishError
 from schemas.kafka_options import KafkaConnection
 from schemas.kafka_publisher import Publisher, SyncPublisher
 from schemas.partitioner import partition_for
-from streams.kafka_topics import Topics, ensure_topics
-from streams.tansu_broker import EmbeddedBroker
+from streams.kafka.tansu_broker import EmbeddedBroker
+from streams.kafka.topics import Topics, ensure_topics
+from streams.traffic.generator import run_benchmark
+from streams.traffic.scenarios import Scenario
 
 pytestmark = pytest.mark.broker
 

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook
-from streams.core.config import EngineConfig
 from streams.core.engine import PartitionEngine, Source
+from streams.core.engine_config import EngineConfig
 from tests.conftest import WorkerHandle
 from tests.stream_truth import publish_in_background, stream, truth
 

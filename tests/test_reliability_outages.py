@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.tansu_broker import EmbeddedBroker, free_port
+from streams.kafka.tansu_broker import EmbeddedBroker, free_port
 from tests.conftest import WorkerHandle
 from tests.stream_truth import publish_in_background, stream, truth
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from streams.clickhouse_client import migrate
-from streams.report_html import gather, render
+from streams.clickhouse.client import migrate
+from streams.report.html_page import gather, render
 from tests.clickhouse_fixtures import LoadedClickHouse, loaded_clickhouse
 
 __all__ = ["loaded_clickhouse"]  # the fixture, imported for pytest

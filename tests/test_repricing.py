@@ -15,7 +15,7 @@ import pytest
 
 from schemas.kafka_publisher import Publisher
 from schemas.pricing import PriceEntry
-from streams.prices import encode_price
+from streams.feeds.price_feed import encode_price
 from tests.conftest import ROOT, WorkerHandle
 from tests.test_pipeline import produce
 

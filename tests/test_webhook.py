@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from schemas.outputs import Alert
-from streams.webhook import AlertWebhook, slack_payload
+from streams.ops.webhook import AlertWebhook, slack_payload
 
 SECRET = "T0SECRET/B0SECRET/s3cr3t-t0ken"
 

@@ -13,7 +13,14 @@ import sys
 from collections.abc import Callable
 
 from schemas.errors import TokenyieldError
-from streams.cli import bench, budgets, data, export, prices, run
+from streams.cli import (
+    bench_command,
+    budget_commands,
+    data_commands,
+    export_commands,
+    price_commands,
+    run_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,12 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Outcome attribution for AI spend: cost per accepted outcome, yield, "
                     "waste alerts, live.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run.register(sub)
-    data.register(sub)
-    prices.register(sub)
-    budgets.register(sub)
-    export.register(sub)
-    bench.register(sub)
+    run_commands.register(sub)
+    data_commands.register(sub)
+    price_commands.register(sub)
+    budget_commands.register(sub)
+    export_commands.register(sub)
+    bench_command.register(sub)
     return parser
 
 

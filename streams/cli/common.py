@@ -9,8 +9,8 @@ import urllib.request
 from typing import Any
 
 from schemas.errors import ConfigurationError
+from streams.kafka.tansu_broker import running_broker
 from streams.settings import Settings
-from streams.tansu_broker import running_broker
 
 
 def load_settings() -> Settings:

@@ -46,7 +46,7 @@ from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook, scaled_price
 from streams.core import cells as cf
 from streams.core.attribution import attribution_of, is_accepted
-from streams.core.config import EngineConfig
+from streams.core.engine_config import EngineConfig
 from streams.core.money import ATTO, convert, divide_half_even, from_atto, to_atto
 from streams.core.records import (
     CallRecord,

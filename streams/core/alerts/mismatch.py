@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from streams.core.alerts.config import AlertConfig
+from streams.core.alerts.alert_config import AlertConfig
 from streams.core.alerts.figures import dec, iso, money, pct, subject_key
 from streams.core.alerts.lifecycle import Reading
 from streams.core.rollup import ModelMix

@@ -27,8 +27,8 @@ from decimal import Decimal
 from typing import Any
 
 from schemas.outputs import AlertKind, CostPerOutcomeWindow, Severity
+from streams.core.alerts.alert_config import AlertConfig
 from streams.core.alerts.baseline import LevelParams, RobustLevel, alpha_for
-from streams.core.alerts.config import AlertConfig
 from streams.core.alerts.figures import (
     SubjectDict,
     clock,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.outputs import AlertKind, CostPerOutcomeWindow, Severity
+from streams.core.alerts.alert_config import AlertConfig
 from streams.core.alerts.baseline import DecayedSums
-from streams.core.alerts.config import AlertConfig
 from streams.core.alerts.figures import (
     SubjectDict,
     clock,

@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
 
 
 def worker_command(args: argparse.Namespace) -> int:
-    from streams.worker import WorkerProcess
+    from streams.app.worker import WorkerProcess
 
     settings = load_settings()
     logging.getLogger().setLevel(settings.log_level.upper())
@@ -67,7 +67,7 @@ def worker_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from streams.demo import Demo, DemoOptions, next_steps
+    from streams.app.demo import Demo, DemoOptions, next_steps
 
     settings = load_settings()
     options = DemoOptions(duration_seconds=args.duration, history_hours=args.history_hours,
@@ -79,8 +79,8 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def generate_command(args: argparse.Namespace) -> int:
-    from loadtest.generator import Progress, live_traffic, publisher_for, run_generator
-    from loadtest.scenarios import Scenario
+    from streams.traffic.generator import Progress, live_traffic, publisher_for, run_generator
+    from streams.traffic.scenarios import Scenario
 
     settings = load_settings()
     connection = settings.kafka(bootstrap_for(settings))

@@ -27,11 +27,11 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from schemas.errors import TokenyieldError
-from streams.clickhouse_sink import ClickHouseSink, SinkBatch
+from streams.clickhouse.sink import ClickHouseSink, SinkBatch
 from streams.core.checkpoint import Checkpointer, CheckpointPlan, meta_key, outbox_key
 from streams.core.engine import EventKind, Outputs, PartitionEngine, Source
 from streams.core.windows import Outbox
-from streams.metrics import Metrics
+from streams.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from schemas.kafka_options import KafkaConnection
-from streams.core.alerts.budgets import rule_id
-from streams.core.alerts.config import BudgetRule
-from streams.kafka_compacted import CompactedRecord, follow_compacted
+from streams.core.alerts.alert_config import BudgetRule
+from streams.core.alerts.budget_tracker import rule_id
+from streams.kafka.compacted import CompactedRecord, follow_compacted
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from loadtest.generator import Progress, live_traffic, publish, publisher_for
-from loadtest.scenarios import Scenario, encoded_events
 from schemas.errors import ConfigurationError
+from streams.app.worker import running_worker
 from streams.cli.common import worker_sql
-from streams.live_view import Snapshot, literal, render, snapshot
+from streams.report.live_view import Snapshot, literal, render, snapshot
 from streams.settings import Settings
-from streams.worker import running_worker
+from streams.traffic.generator import Progress, live_traffic, publish, publisher_for
+from streams.traffic.scenarios import Scenario, encoded_events
 
 # Settings the demo changes unless the environment sets them: a short deadline so
 # attribution coverage moves within minutes, and any free port for the web server.

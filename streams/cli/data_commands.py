@@ -18,11 +18,11 @@ import orjson
 from schemas.errors import ConfigurationError, StorageError
 from schemas.json_schema import SCHEMA_DIR, export
 from schemas.kafka_publisher import Publisher
+from streams.app.worker import running_worker
 from streams.cli.common import bootstrap_for, load_settings, worker_sql
-from streams.clickhouse_client import connect, migrate, use_database
+from streams.clickhouse.client import connect, migrate, use_database
+from streams.ops.web import to_jsonable
 from streams.settings import Settings
-from streams.web import to_jsonable
-from streams.worker import running_worker
 
 
 def register(sub: Any) -> None:
@@ -224,7 +224,7 @@ def parse_since(text: str | None) -> datetime | None:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from streams.report_html import gather, render
+    from streams.report.html_page import gather, render
 
     settings = load_settings()
     data = gather(lambda sql: query(settings, sql)[1], settings.clickhouse_database,

@@ -15,8 +15,8 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
-from streams.live_view import Figures, Query, literal, money
-from streams.report_svg import Series, bar_chart, line_chart
+from streams.report.live_view import Figures, Query, literal, money
+from streams.report.svg_charts import Series, bar_chart, line_chart
 
 MIN_HOURLY_POINTS = 6  # fewer hours than this: draw the finer windows instead
 

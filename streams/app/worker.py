@@ -19,19 +19,19 @@ from typing import Any
 
 import faust
 
-from streams.budgets import BudgetBook, BudgetRow, follow_budgets
-from streams.clickhouse_client import connect, migrate
-from streams.clickhouse_sink import ClickHouseSink, SinkBatch
+from streams.clickhouse.client import connect, migrate
+from streams.clickhouse.sink import ClickHouseSink, SinkBatch
 from streams.core.alerts import AlertConfig, AlertEngine, BudgetRule
-from streams.faust_app import Services, build_app
-from streams.kafka_topics import Topics, ensure_topics
-from streams.metrics import Metrics
-from streams.prices import PriceBookHolder, follow_prices
-from streams.rollup_runtime import RollupRuntime
+from streams.feeds.budget_feed import BudgetBook, BudgetRow, follow_budgets
+from streams.feeds.price_feed import PriceBookHolder, follow_prices
+from streams.kafka.faust_app import Services, build_app
+from streams.kafka.tansu_broker import EmbeddedBroker, free_port, write_broker_file
+from streams.kafka.topics import Topics, ensure_topics
+from streams.ops.metrics import Metrics
+from streams.ops.web import register_views
+from streams.ops.webhook import AlertWebhook
+from streams.runtime.rollup_runtime import RollupRuntime
 from streams.settings import Settings
-from streams.tansu_broker import EmbeddedBroker, free_port, write_broker_file
-from streams.web import register_views
-from streams.webhook import AlertWebhook
 
 log = logging.getLogger(__name__)
 

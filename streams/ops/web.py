@@ -23,9 +23,9 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.clickhouse_client import use_database
-from streams.faust_app import Services
-from streams.memory_report import (
+from streams.clickhouse.client import use_database
+from streams.kafka.faust_app import Services
+from streams.ops.memory_report import (
     clickhouse_bytes,
     python_traced_bytes,
     resident_bytes,
@@ -64,7 +64,7 @@ def run_read_only(services: Services, sql: str) -> dict[str, Any]:
 
 
 async def sample_memory(services: Services) -> None:
-    """Set ``tokenyield_memory_bytes`` by holder (see streams/memory_report.py)."""
+    """Set ``tokenyield_memory_bytes`` by holder (see streams/ops/memory_report.py)."""
     figures: dict[str, int | None] = {"resident": resident_bytes(),
                                       "python_traced": python_traced_bytes()}
     figures.update(rocksdb_bytes(services.tables))

@@ -464,7 +464,7 @@ def _sharding_key(s: _Statement, name: str, engine: str,
     if DERIVED_KEY_COLUMN in order_by:
         return (DERIVED_KEY_COLUMN,)
     s.fail(f"no sharding key for table {name}: its ORDER BY has no {DERIVED_KEY_COLUMN}. "
-           "Add it to SHARDING_KEYS in streams/clickhouse_cluster.py with columns of its "
+           "Add it to SHARDING_KEYS in streams/clickhouse/cluster.py with columns of its "
            "ORDER BY (rows that FINAL collapses must land on one shard)", table=name)
 
 

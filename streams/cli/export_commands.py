@@ -1,6 +1,6 @@
 """``tokenyield export focus``: model costs as a FOCUS 1.2 file for FinOps tools.
 
-The rules and the column mapping are in streams/focus_export.py. ClickHouse is read the
+The rules and the column mapping are in streams/report/focus_export.py. ClickHouse is read the
 way ``tokenyield sql`` reads it: through a running worker's /sql/ endpoint when that
 worker owns the embedded chdb directory (one process per chdb path), else directly.
 """
@@ -15,9 +15,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from streams.app.worker import running_worker
 from streams.cli.common import load_settings, worker_sql
-from streams.clickhouse_client import connect
-from streams.focus_export import (
+from streams.clickhouse.client import connect
+from streams.report.focus_export import (
     FOCUS_VERSION,
     FORMATS,
     BillingAccounts,
@@ -33,7 +34,6 @@ from streams.focus_export import (
     parse_window,
 )
 from streams.settings import Settings
-from streams.worker import running_worker
 
 # A day of a busy deployment through the worker's JSON endpoint can take a while.
 WORKER_TIMEOUT_SECONDS = 600.0

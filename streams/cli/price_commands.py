@@ -16,7 +16,7 @@ from schemas.events import ModelCall
 from schemas.litellm_import import CHAT_MODES, convert_litellm_file, dump_catalog
 from schemas.pricing import PriceBook, load_catalog, plain, price_call
 from streams.cli.common import load_settings, publish_keyed
-from streams.prices import encode_price
+from streams.feeds.price_feed import encode_price
 
 
 def register(sub: Any) -> None:
@@ -88,9 +88,9 @@ def import_command(args: argparse.Namespace) -> int:
 def reprice_command(args: argparse.Namespace) -> int:
     import asyncio
 
+    from streams.app.repricing import calls_query, current_book, plan_repricing
     from streams.cli.common import bootstrap_for
-    from streams.cli.data import query
-    from streams.repricing import calls_query, current_book, plan_repricing
+    from streams.cli.data_commands import query
 
     settings = load_settings()
     since, until = _moment(args.since), _moment(args.until) if args.until else None

@@ -3,7 +3,7 @@
 A real broker speaking the Kafka protocol, started as a child process on a free
 loopback port. Its storage is memory only: when it stops, every topic is gone. That is
 why embedded-mode state (Faust's RocksDB) is wiped when a new broker starts (see
-``streams.worker``): a store that remembers offsets this broker never had would hang
+``streams.app.worker``): a store that remembers offsets this broker never had would hang
 recovery. Production uses Apache Kafka (docker-compose.yml).
 """
 

@@ -26,8 +26,8 @@ from typing import Any
 from schemas.events import ModelCall
 from schemas.pricing import PriceBook, scaled_price
 from streams.core.money import ATTO, convert, from_atto, to_atto
-from streams.kafka_compacted import follow_compacted
-from streams.prices import PriceBookHolder, apply_records
+from streams.feeds.price_feed import PriceBookHolder, apply_records
+from streams.kafka.compacted import follow_compacted
 from streams.settings import Settings
 
 #: The model_calls columns a repricing event is rebuilt from.

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from schemas.errors import ConfigurationError
 from schemas.kafka_options import KafkaConnection
 from schemas.pricing import PriceBook, PriceEntry
-from streams.kafka_compacted import CompactedRecord, follow_compacted
+from streams.kafka.compacted import CompactedRecord, follow_compacted
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from schemas.outputs import Alert, CostPerOutcomeWindow
-from streams.core.alerts.budgets import BudgetTracker
-from streams.core.alerts.config import AlertConfig, BudgetRule
+from streams.core.alerts.alert_config import AlertConfig, BudgetRule
+from streams.core.alerts.budget_tracker import BudgetTracker
 from streams.core.alerts.lifecycle import EpisodeBook
 from streams.core.alerts.mismatch import HOUR_MS, MismatchDetector
 from streams.core.alerts.spikes import SPIKE_KINDS, SpikeDetector, spike_figures

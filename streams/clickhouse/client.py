@@ -6,7 +6,7 @@ to a server. Migrations in ``deploy/clickhouse/migrations`` are applied in order
 each, and recorded in ``schema_migrations``: ``tokenyield db migrate`` and worker
 start-up both run them, and running them again changes nothing. With a cluster name
 (``TOKENYIELD_CLICKHOUSE_CLUSTER``) the same files run in their clustered form
-(``streams.clickhouse_cluster``).
+(``streams.clickhouse.cluster``).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from schemas.errors import StorageError
-from streams.clickhouse_cluster import ClusterSchema, clustered
+from streams.clickhouse.cluster import ClusterSchema, clustered
 
 log = logging.getLogger(__name__)
 
 def _migrations_dir() -> Path:
     """deploy/ in a checkout (or an editable install); else the copy a regular install
     puts under ``<prefix>/share/tokenyield/migrations`` (pyproject's data-files)."""
-    checkout = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse" / "migrations"
+    checkout = Path(__file__).resolve().parents[2] / "deploy" / "clickhouse" / "migrations"
     if checkout.is_dir():
         return checkout
     return Path(sys.prefix) / "share" / "tokenyield" / "migrations"

@@ -19,14 +19,14 @@ import faust
 from faust.types import TP
 
 from schemas.codec import encode_models
-from streams.clickhouse_sink import ClickHouseSink
+from streams.clickhouse.sink import ClickHouseSink
 from streams.core.engine import EventKind, Outputs, PartitionEngine
 from streams.core.windows import Outbox
-from streams.kafka_topics import Topics
-from streams.metrics import Metrics
-from streams.partition_runtime import PartitionRuntime
-from streams.prices import PriceBookHolder
-from streams.rollup_runtime import RollupRuntime
+from streams.feeds.price_feed import PriceBookHolder
+from streams.kafka.topics import Topics
+from streams.ops.metrics import Metrics
+from streams.runtime.partition_runtime import PartitionRuntime
+from streams.runtime.rollup_runtime import RollupRuntime
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ import argparse
 from decimal import Decimal
 from typing import Any
 
-from streams.budgets import encode_budget
 from streams.cli.common import load_settings, publish_keyed
-from streams.core.alerts.budgets import rule_id
-from streams.core.alerts.config import BudgetRule
+from streams.core.alerts.alert_config import BudgetRule
+from streams.core.alerts.budget_tracker import rule_id
+from streams.feeds.budget_feed import encode_budget
 
 
 def register(sub: Any) -> None:
@@ -60,7 +60,7 @@ def remove_command(args: argparse.Namespace) -> int:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    from streams.cli.data import query, render_table
+    from streams.cli.data_commands import query, render_table
 
     settings = load_settings()
     columns, rows = query(settings, f"SELECT team, workflow, period, amount, soft_share, "

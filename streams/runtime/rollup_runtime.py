@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from schemas.outputs import Alert, CostPerOutcomeWindow
-from streams.clickhouse_sink import ClickHouseSink, SinkBatch
+from streams.clickhouse.sink import ClickHouseSink, SinkBatch
 from streams.core.alerts import AlertEngine
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
-from streams.partition_runtime import StateStore
+from streams.runtime.partition_runtime import StateStore
 
 META_KEY = b"rollup/meta"
 CHUNK_BYTES = 512 * 1024

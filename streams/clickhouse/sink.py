@@ -31,8 +31,8 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.outputs import Alert, CostPerOutcomeWindow, DeadLetter, LateEvent, WorkUnitAttribution
 from schemas.pricing import PriceEntry
-from streams.budgets import BudgetRow
 from streams.core.engine import CallRecord, OutcomeRecord
+from streams.feeds.budget_feed import BudgetRow
 
 log = logging.getLogger(__name__)
 

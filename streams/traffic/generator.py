@@ -24,7 +24,11 @@ from typing import Literal
 
 import orjson
 
-from loadtest.scenarios import (
+from schemas.events import ModelCall, Outcome
+from schemas.kafka_options import KafkaConnection
+from schemas.kafka_publisher import Publisher
+from streams.kafka.topics import Topics, ensure_topics
+from streams.traffic.scenarios import (
     EncodedBatch,
     EncodedEvent,
     RawEvent,
@@ -32,10 +36,6 @@ from loadtest.scenarios import (
     encode_all,
     encoded_events,
 )
-from schemas.events import ModelCall, Outcome
-from schemas.kafka_options import KafkaConnection
-from schemas.kafka_publisher import Publisher
-from streams.kafka_topics import Topics, ensure_topics
 
 Mode = Literal["envelope", "single"]
 Publishable = ModelCall | Outcome | RawEvent | EncodedEvent

@@ -4,7 +4,7 @@ FOCUS, the FinOps Open Cost and Usage Specification, is the column set of the
 hyperscalers' cost exports, which FinOps tools read (Vantage's custom providers take a
 FOCUS CSV). This
 module turns tokenyield's exact costs into FOCUS rows; ``tokenyield export focus`` runs
-it (streams/cli/export.py).
+it (streams/cli/export_commands.py).
 
 Sources read for the rules below (FinOps-Open-Cost-and-Usage-Spec/FOCUS_Spec, tag
 ``v1.2``, commit 7296e31):

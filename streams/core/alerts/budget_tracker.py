@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from schemas.outputs import Alert, AlertKind, CostPerOutcomeWindow
-from streams.core.alerts.config import AlertConfig, BudgetRule
+from streams.core.alerts.alert_config import AlertConfig, BudgetRule
 from streams.core.alerts.figures import clock, dec, dt, iso, money, pct
 
 Period = Literal["daily", "monthly"]

@@ -1,0 +1,1 @@
+"""The applications: the worker process, the demo, repricing the past."""

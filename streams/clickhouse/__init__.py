@@ -1,0 +1,1 @@
+"""ClickHouse adapters: the client and migrations runner, the sink, the clustered DDL."""

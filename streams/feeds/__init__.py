@@ -1,0 +1,1 @@
+"""Live configuration from compacted topics: prices and budgets."""

@@ -1,0 +1,1 @@
+"""Kafka adapters: the Faust app and its agents, topics, compacted feeds, the embedded broker."""

@@ -1,0 +1,1 @@
+"""Operations: the web endpoints, metrics, memory figures, the alert webhook."""

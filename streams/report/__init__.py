@@ -1,0 +1,1 @@
+"""What people read: the live view, the HTML report and its SVG charts, FOCUS export."""

@@ -1,0 +1,2 @@
+"""Generated traffic: scenarios and the generator (the demo, `tokenyield generate`,
+the benchmarks)."""
