@@ -129,23 +129,24 @@ class Checkpointer:
         plan.batched.extend(engine.index.take_writes())
         # Deletions decided before the previous checkpoint: that checkpoint, now durable,
         # no longer needs what they delete. The ones decided since wait for this one.
-        plan.deletes, self.to_delete = self.to_delete, list(engine.summary_deletes)
-        engine.summary_deletes = []
-        engine.swept -= self.swept_pending
-        self.swept_pending = set(engine.swept)
+        sweeper = engine.sweeper
+        plan.deletes, self.to_delete = self.to_delete, list(sweeper.deletes)
+        sweeper.deletes = []
+        sweeper.swept -= self.swept_pending
+        self.swept_pending = set(sweeper.swept)
 
         entries: list[bytes] = []
         dumped: dict[str, bytes] = {}
         if full:
             unit_ids = units.ids()
             removed: set[str] = set()
-            unpriced = [(key, uid, True) for key, ids in engine.unpriced.items()
+            unpriced = [(key, uid, True) for key, ids in engine.repricer.index.units.items()
                         for uid in sorted(ids)]
         else:
             unit_ids = sorted(engine.dirty_units)
             removed = engine.removed_units
-            unpriced = [(key, uid, present)
-                        for (key, uid), present in sorted(engine.unpriced_changes.items())]
+            unpriced = [(key, uid, present) for (key, uid), present
+                        in sorted(engine.repricer.index.changes.items())]
         # Removals first: a unit evicted and then revived in the same interval is live.
         for uid in sorted(removed):
             entries.append(ormsgpack.packb(["x", uid]))
@@ -188,7 +189,7 @@ class Checkpointer:
         # The engine's change tracking restarts from this checkpoint.
         engine.dirty_units.clear()
         engine.removed_units.clear()
-        engine.unpriced_changes.clear()
+        engine.repricer.index.changes.clear()
         units.lives[self.life] = seq  # durable once the runtime has written the plan
         units.park_idle(dumped)
         return plan
@@ -271,12 +272,10 @@ class Checkpointer:
         for uid, (due, data) in units.items():
             engine.units.parked[uid] = data
             if due is None:
-                engine._schedule(engine.units.decode(uid, data))
+                engine.schedule(engine.units.decode(uid, data))
             else:
                 engine.wheel.put(uid, due)
-        for (key, uid), present in sorted(unpriced.items()):
-            if present:
-                engine.unpriced.setdefault(key, set()).add(uid)
+        engine.repricer.restore(unpriced)
         if outbox is not None:
             found = Outbox.decode(outbox)
             if found.seq == self.seq and found.epoch == self.epoch:

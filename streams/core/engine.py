@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import sys
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -44,10 +43,11 @@ from schemas.events import ACCEPTING_STATUSES, ModelCall, Outcome
 from schemas.outputs import Alert, DeadLetter, LateEvent
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook, scaled_price
-from streams.core import cells as cf
-from streams.core.attribution import attribution_of, is_accepted
+from streams.core.attribution import attribution_of
 from streams.core.engine_config import EngineConfig
+from streams.core.horizon import HorizonSweeper
 from streams.core.money import ATTO, convert, divide_half_even, from_atto, to_atto
+from streams.core.postings import Postings
 from streams.core.records import (
     CallRecord,
     EventKind,
@@ -57,6 +57,7 @@ from streams.core.records import (
     Source,
     event_hash,
 )
+from streams.core.repricing import Repricer
 from streams.core.unit import UnitState
 from streams.core.units import (
     DueWheel,
@@ -64,8 +65,6 @@ from streams.core.units import (
     StoreReader,
     SummaryIndex,
     UnitStore,
-    expiry_chunk_key,
-    summary_key,
 )
 from streams.core.windows import WindowBook
 
@@ -84,11 +83,6 @@ def _ms(moment: datetime) -> int:
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def model_key(provider: str, model: str) -> str:
-    """The unpriced index's key of a model (the price book matches case-insensitively)."""
-    return f"{provider.lower()}\x00{model.lower()}"
 
 
 class PartitionEngine:
@@ -110,6 +104,7 @@ class PartitionEngine:
         self.wheel = DueWheel()
         self.index = SummaryIndex(partition, config.horizon_seconds * 1000)
         self.book = WindowBook(tuple(s * 1000 for s in config.window_seconds))
+        self.postings = Postings(self.book, config.deadline_seconds * 1000)
         self.ledger = Ledger()
         self.max_event_ms = 0  # the clock before lateness: monotonic
         self.input_max_ms: dict[str, int] = {"calls": 0, "outcomes": 0}
@@ -118,16 +113,9 @@ class PartitionEngine:
         self.dirty_units: set[str] = set()  # live units changed since the last checkpoint
         self.removed_units: set[str] = set()  # evicted since the last checkpoint
         self.applied_offsets: dict[str, int] = {}
-        # Units with calls awaiting a price, by model; changes since the last checkpoint.
-        self.unpriced: dict[str, set[str]] = {}
-        self.unpriced_changes: dict[tuple[str, str], bool] = {}
-        self.reprice_queue: deque[str] = deque()
-        self._priced_with = ""  # the book version the unpriced index was last checked on
-        # The horizon: summaries being deleted (not readable any more), and where the
-        # sweep of a due day stands.
-        self.swept: set[str] = set()
-        self.summary_deletes: list[bytes] = []
-        self._sweep: tuple[int, int, list[str]] | None = None
+        self.repricer = Repricer(self)
+        self.sweeper = HorizonSweeper(partition, self.units, self.index, lambda: self.ledger,
+                                      self.repricer.index.forget)
         self._lateness_ms = config.allowed_lateness_seconds * 1000
         self._idle_ms = config.input_idle_seconds * 1000
         self._deadline_ms = config.deadline_seconds * 1000
@@ -167,7 +155,7 @@ class PartitionEngine:
         self.ledger.received += decoded.total
         self._refresh_prices()
         for error in decoded.errors:
-            self._reject(error, source, out)
+            self.reject(error, source, out)
         touched: dict[str, UnitState] = {}
         now_ms = self.now_ms()
         apply = self._apply_call if kind == "calls" else self._apply_outcome
@@ -178,7 +166,7 @@ class PartitionEngine:
             self.input_delivered_at[kind] = now_ms
         self._raise_clock(now_ms)
         self._advance(touched, out)
-        self._reprice_some(touched, out)
+        self.repricer.step(touched, out)
         self._emit_attributions(touched, out)
         return out
 
@@ -189,8 +177,8 @@ class PartitionEngine:
         self._refresh_prices()
         self._raise_clock(self.now_ms())
         self._advance(touched, out)
-        self._reprice_some(touched, out)
-        self._sweep_horizon()
+        self.repricer.step(touched, out)
+        self.sweeper.sweep(self.clock_ms)
         self._emit_attributions(touched, out)
         return out
 
@@ -234,13 +222,12 @@ class PartitionEngine:
         t_ms = _ms(call.occurred_at)
         if self._future(call, t_ms, index, source, now_ms, out):
             return
-        priced = self._price(call, index, source, out)
+        priced = self.price(call, index, source, out)
         if priced is None:
             return
         cost_atto, computed_atto, price_currency = priced
         if call.reprices is not None:
-            self._apply_repricing(call, t_ms, cost_atto, price_currency, index, source,
-                                  touched, out)
+            self.repricer.past(call, cost_atto, price_currency, index, source, touched, out)
             return
         admitted = self._admit("calls", call, t_ms)
         if admitted is None:
@@ -249,63 +236,13 @@ class PartitionEngine:
         self._audit_late(call, "model_call", t_ms, index, source, out)
         self._add_call(unit, call, t_ms, h, cost_atto, computed_atto)
         if cost_atto is None:
-            unit.unpriced_calls.append([source.offset, _encode(call).decode()])
-            self._index_unpriced(unit.unit_id, model_key(call.provider, call.model), True)
+            self.repricer.hold(unit, call, source.offset, _encode(call))
         if not unit.runaway_alerted and not unit.outcomes:
             self._check_runaway(unit, t_ms, out)
-        self._schedule(unit)
+        self.schedule(unit)
         touched[unit.unit_id] = unit
-        out.calls.append(CallRecord(call, cost_atto, computed_atto, self._book_now.version,
-                                    self.partition, source.offset, self.config.currency,
-                                    price_currency))
-
-    def _apply_repricing(self, call: ModelCall, t_ms: int, cost_atto: int | None,
-                         price_currency: str, index: int, source: Source,
-                         touched: dict[str, UnitState], out: Outputs) -> None:
-        """A price published for the past, applied to a call already priced: the
-        difference between its cost now and the cost it was booked with goes to its unit
-        and its windows (a counted correction, ``ledger.repriced``), and its
-        ``model_calls`` row is written again with the new cost."""
-        assert call.reprices is not None
-        original = call.reprices.event_id
-        unit = self.units.get(call.work_unit_id)
-        if unit is None:
-            data = None if call.work_unit_id in self.swept else \
-                self.units.summary(call.work_unit_id)
-            if data is not None:
-                unit = self.units.revive(call.work_unit_id, data)
-                self._unsummarize(unit)
-                self.removed_units.discard(unit.unit_id)
-        reason = None
-        if unit is None or event_hash("calls", original) not in unit.seen:
-            reason = f"call {original} of work unit {call.work_unit_id} is not known here " \
-                     f"(past the horizon, or never applied): nothing to reprice"
-        elif cost_atto is None:
-            reason = f"model {call.provider}/{call.model} has no price to reprice with"
-        if reason is not None:
-            self._reject(DecodeError(index, "unknown_call" if cost_atto is not None
-                                     else "unpriced", reason, _encode(call), call.event_id,
-                                     call.work_unit_id), source, out)
-            return
-        assert unit is not None and cost_atto is not None
-        h = event_hash("calls", call.event_id)
-        if h in unit.seen:
-            self.ledger.duplicates += 1
-            return
-        unit.seen.add(h)
-        self.ledger.applied += 1
-        self.ledger.repriced += 1
-        unit.events += 1  # an event of its own: the revision grows
-        delta = cost_atto - to_atto(call.reprices.previous_cost)
-        if delta:
-            self._book_price(unit, call, delta, delta, unpriced=False)
-        self.dirty_units.add(unit.unit_id)
-        self._schedule(unit)
-        touched[unit.unit_id] = unit
-        row = call.model_copy(update={"event_id": original, "reprices": None})
-        out.calls.append(CallRecord(row, cost_atto, cost_atto, self._book_now.version,
-                                    self.partition, source.offset, self.config.currency,
-                                    price_currency))
+        out.calls.append(self.call_record(call, cost_atto, computed_atto, source.offset,
+                                          price_currency))
 
     def _add_call(self, unit: UnitState, call: ModelCall, t_ms: int, h: int,
                   cost_atto: int | None, computed_atto: int | None) -> None:
@@ -313,7 +250,7 @@ class PartitionEngine:
         self.dirty_units.add(unit.unit_id)
         self._touch_time(unit, t_ms)
         if unit.first_call_ms is None or t_ms < unit.first_call_ms:
-            self._move_first_call(unit, t_ms)
+            self.postings.first_call(unit, t_ms)
         dims_key = (0, t_ms, h)
         if unit.dims_key is None or dims_key < unit.dims_key:
             unit.dims_key = dims_key
@@ -345,116 +282,8 @@ class PartitionEngine:
             unit.computed += computed_atto
         if call.reported_cost is not None:
             unit.reported = (unit.reported or 0) + (cost_atto or 0)
-        self._book_call(unit, call, t_ms, _intern(call.team), _intern(call.workflow),
-                        _intern(call.model), cost_atto, retry)
-
-    def _book_call(self, unit: UnitState, call: ModelCall, t_ms: int, team: str,
-                   workflow: str, model: str, cost_atto: int | None, retry: bool) -> None:
-        """Book one call into its window cells (one per window size) and into the unit's
-        spend by base window. The hot path: keep it lean."""
-        base = t_ms - t_ms % self._base_ms
-        entry = next((e for e in unit.spend if e[0] == base and e[3] == model
-                      and e[1] == team and e[2] == workflow), None)
-        series = cf.MODEL + model
-        agent = cf.AGENT + call.agent if call.agent else None
-        overhead = (call.system_prompt_tokens or 0) + (call.context_tokens or 0)
-        failed = call.status != "ok"
-        book = self.book
-        for size in self._sizes_ms:
-            start = t_ms - t_ms % size
-            v = book.cell((size, start, team, workflow, series))
-            v[cf.CALLS] += 1
-            if retry:
-                v[cf.RETRIES] += 1
-            if failed:
-                v[cf.FAILED] += 1
-            v[cf.INPUT] += call.input_tokens
-            v[cf.OUTPUT] += call.output_tokens
-            v[cf.CACHED] += call.cached_input_tokens
-            v[cf.CACHE_WRITE] += call.cache_write_tokens
-            v[cf.REASONING] += call.reasoning_tokens
-            if call.latency_ms is not None:
-                v[cf.LATENCY_MS] += call.latency_ms
-                v[cf.LATENCY_CALLS] += 1
-            if overhead:
-                v[cf.OVERHEAD] += overhead
-                v[cf.SYSTEM] += call.system_prompt_tokens or 0
-            if cost_atto is None:
-                v[cf.UNPRICED] += 1
-            else:
-                v[cf.SPEND] += cost_atto
-            if entry is None:
-                self._count_unit(unit, size, start, team, workflow, model, v)
-            if agent is not None:
-                a = book.cell((size, start, team, workflow, agent))
-                a[cf.CALLS] += 1
-                a[cf.INPUT] += call.input_tokens
-                a[cf.OUTPUT] += call.output_tokens
-                a[cf.SPEND] += cost_atto or 0
-                if retry:
-                    a[cf.RETRIES] += 1
-        if entry is None:
-            unit.spend.append([base, team, workflow, model, cost_atto or 0])
-        elif cost_atto:
-            entry[4] += cost_atto
-        if cost_atto:
-            self._book_class(unit, base, team, workflow, model, cost_atto)
-
-    def _count_unit(self, unit: UnitState, size: int, start: int, team: str, workflow: str,
-                    model: str, v: list[int]) -> None:
-        """Count the unit once per window row (model and total), if not yet."""
-        seen_model = seen_total = False
-        for e_start, e_team, e_workflow, e_model, _ in unit.entries():
-            if e_start - e_start % size == start and e_team == team and e_workflow == workflow:
-                seen_total = True
-                if e_model == model:
-                    seen_model = True
-                    break
-        if not seen_model:
-            v[cf.WORK_UNITS] += 1
-        if not seen_total:
-            self.book.cell((size, start, team, workflow, cf.TOTAL))[cf.WORK_UNITS] += 1
-
-    # -- the spend classes: linked, unlinked, pending ----------------------------------------
-    def _book_class(self, unit: UnitState, base: int, team: str, workflow: str, model: str,
-                    amount: int) -> None:
-        """Book ``amount`` of one spend entry as the unit's class says: linked at the
-        later of its window and the first outcome, unlinked at the later of its window
-        and the expiry, nothing while pending."""
-        if unit.outcomes:
-            field, at = cf.LINKED, unit.link_ms
-        elif unit.expired_ms is not None:
-            field, at = cf.UNLINKED, unit.expired_ms
-        else:
-            return
-        assert at is not None
-        self.book.post(base if base > at else at, team, workflow, cf.MODEL + model, field,
-                       amount)
-
-    def _book_all(self, unit: UnitState, field: int, at_ms: int, sign: int) -> None:
-        for base, team, workflow, model, cost in unit.entries():
-            if cost:
-                self.book.post(base if base > at_ms else at_ms, team, workflow,
-                               cf.MODEL + model, field, sign * cost)
-
-    def _move_first_call(self, unit: UnitState, t_ms: int) -> None:
-        """An earlier call: the deadline, measured from the first call, comes earlier.
-        An expired unit's unlinked spend moves to the new expiry (before the new call is
-        booked, so exactly what was booked moves)."""
-        unit.first_call_ms = t_ms
-        if unit.expired_ms is not None and not unit.outcomes:
-            expiry = t_ms + self._deadline_ms
-            if expiry < unit.expired_ms:
-                self._book_all(unit, cf.UNLINKED, unit.expired_ms, -1)
-                self._book_all(unit, cf.UNLINKED, expiry, 1)
-                unit.expired_ms = expiry
-
-    def _expire(self, unit: UnitState) -> None:
-        """The deadline passed without an outcome: the unit's spend becomes unlinked."""
-        assert unit.first_call_ms is not None
-        unit.expired_ms = unit.first_call_ms + self._deadline_ms
-        self._book_all(unit, cf.UNLINKED, unit.expired_ms, 1)
-        self.dirty_units.add(unit.unit_id)
+        self.postings.call(unit, call, t_ms, _intern(call.team), _intern(call.workflow),
+                           _intern(call.model), cost_atto, retry)
 
     # -- outcomes -------------------------------------------------------------------
     def _apply_outcome(self, outcome: Outcome, index: int, source: Source, now_ms: int,
@@ -497,66 +326,23 @@ class PartitionEngine:
         human = divide_half_even(to_atto(outcome.human_review_minutes) * review_rate, 60 * ATTO)
         unit.review_minutes += outcome.human_review_minutes
         unit.human_cost += human
-        for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
-            v[cf.OUTCOMES] += 1
-            v[cf.VALUE] += value or 0
-            v[cf.HUMAN] += human
+        self.postings.outcome(t_ms, team, workflow, value or 0, human)
         decider = (1 if outcome.is_final else 0, t_ms, h, outcome.status,
                    outcome.quality_score, outcome.evidence_confidence, outcome.value_dimension)
         if unit.decider is None or decider[:3] > unit.decider[:3]:
-            self._book_decision(unit, -1)
+            self.postings.decision(unit, -1)
             unit.decider = decider
             unit.outcome_team, unit.outcome_workflow = team, workflow
-            self._book_decision(unit, 1)
-        self._link(unit, t_ms)
+            self.postings.decision(unit, 1)
+        self.postings.link(unit, t_ms)
         unit.outcomes += 1
         if outcome.is_final and not unit.mix_posted and unit.calls:
-            self._book_mix(unit, t_ms, outcome.status in ACCEPTING_STATUSES)
-        self._schedule(unit)
+            self.postings.mix(unit, t_ms, outcome.status in ACCEPTING_STATUSES)
+        self.schedule(unit)
         touched[unit.unit_id] = unit
         out.outcomes.append(OutcomeRecord(
             outcome, from_atto(value) if value is not None else None, from_atto(human),
             self.partition, source.offset))
-
-    def _link(self, unit: UnitState, t_ms: int) -> None:
-        """Called before ``outcomes`` counts the new outcome. The first outcome links the
-        unit's spend (taking back exactly the unlinked booking of an expired unit); an
-        earlier one moves the linked spend to its window."""
-        if not unit.outcomes:
-            if unit.expired_ms is not None:
-                self._book_all(unit, cf.UNLINKED, unit.expired_ms, -1)
-                unit.expired_ms = None
-            unit.link_ms = t_ms
-            self._book_all(unit, cf.LINKED, t_ms, 1)
-        elif unit.link_ms is None or t_ms < unit.link_ms:
-            if unit.link_ms is not None:
-                self._book_all(unit, cf.LINKED, unit.link_ms, -1)
-            unit.link_ms = t_ms
-            self._book_all(unit, cf.LINKED, t_ms, 1)
-
-    def _book_decision(self, unit: UnitState, sign: int) -> None:
-        """A decided unit counts once, in its deciding outcome's window (and as accepted
-        there if that outcome accepts it). Horizon buckets decide nothing."""
-        decider = unit.decider
-        if decider is None or unit.bucket:
-            return
-        for v in self.book.cells_at(decider[1], unit.outcome_team, unit.outcome_workflow,
-                                    cf.TOTAL):
-            v[cf.DECIDED] += sign
-            if is_accepted(unit):
-                v[cf.ACCEPTED] += sign
-
-    def _book_mix(self, unit: UnitState, t_ms: int, accepted: bool) -> None:
-        # Once per unit, for the model-mismatch detector: which primary model served
-        # this task type, at what cost, and was it accepted. Approximate by design
-        # (later calls of the unit are not reflected); never part of the ledger.
-        unit.mix_posted = True
-        hour = 3_600_000
-        mix = self.book.cell((hour, t_ms - t_ms % hour, unit.task_type or "-", "",
-                              cf.MIX + unit.primary_model()))
-        mix[cf.DECIDED] += 1
-        mix[cf.ACCEPTED] += 1 if accepted else 0
-        mix[cf.SPEND] += unit.cost
 
     # -- admission: routing, future, late, currency, duplicates ------------------------
     def _owns(self, unit_id: str, kind: EventKind, event: ModelCall | Outcome,
@@ -578,7 +364,7 @@ class PartitionEngine:
         if t_ms <= now_ms + self._skew_ms:
             return False
         seconds = (t_ms - now_ms) / 1000
-        self._reject(DecodeError(index, "future_event_time",
+        self.reject(DecodeError(index, "future_event_time",
                                  f"occurred_at is {seconds:.0f}s in the future (more than "
                                  f"{self.config.max_future_skew_seconds}s): check the clock "
                                  f"or time unit", _encode(event), event.event_id,
@@ -602,14 +388,24 @@ class PartitionEngine:
             event=_encode(event).decode()))
 
     def _refresh_prices(self) -> None:
-        book = self.prices()
-        if book is not self._book_now:
-            self._book_now = book
-        if self.unpriced and book.version != self._priced_with:
-            self._priced_with = book.version
-            self._queue_repricing(book)
+        self._book_now = self.prices()
+        self.repricer.index.refresh(self._book_now)
 
-    def _price(self, call: ModelCall, index: int, source: Source,
+    @property
+    def book_version(self) -> str:
+        return self._book_now.version
+
+    @property
+    def unpriced(self) -> dict[str, set[str]]:
+        """Units with calls awaiting a price, by model."""
+        return self.repricer.index.units
+
+    def call_record(self, call: ModelCall, cost_atto: int | None, computed_atto: int | None,
+                    offset: int, price_currency: str) -> CallRecord:
+        return CallRecord(call, cost_atto, computed_atto, self._book_now.version,
+                          self.partition, offset, self.config.currency, price_currency)
+
+    def price(self, call: ModelCall, index: int, source: Source,
                out: Outputs) -> tuple[int | None, int | None, str] | None:
         """(cost, computed cost, price currency), money in atto of the reporting
         currency; None if the call was rejected (a currency without a rate)."""
@@ -636,7 +432,7 @@ class PartitionEngine:
             return ATTO
         rate = self._fx.get(currency)
         if rate is None:
-            self._reject(DecodeError(index, "unknown_currency",
+            self.reject(DecodeError(index, "unknown_currency",
                                      f"{field_name} {currency} has no exchange rate to "
                                      f"{self.config.currency} (set TOKENYIELD_FX_RATES)",
                                      _encode(event), event.event_id, event.work_unit_id),
@@ -649,13 +445,9 @@ class PartitionEngine:
         and the event's hash; None for a duplicate."""
         unit_id = event.work_unit_id
         units = self.units
-        unit = units.get(unit_id)
+        unit = self.revive(unit_id)
         if unit is None:
-            data = None if unit_id in self.swept else units.summary(unit_id)
-            if data is not None:
-                unit = units.revive(unit_id, data)
-                self._unsummarize(unit)
-            elif t_ms < self.clock_ms - self._horizon_ms:
+            if t_ms < self.clock_ms - self._horizon_ms:
                 unit = self._bucket(kind, event, t_ms)
             else:
                 unit = UnitState(_intern(unit_id))
@@ -680,15 +472,23 @@ class PartitionEngine:
         day = _dt(t_ms).strftime("%Y-%m-%d")
         bucket_id = (f"{HORIZON_PREFIX}p{self.partition}:{kind}:{event.team}:"
                      f"{event.workflow}:{day}")
-        unit = self.units.get(bucket_id)
+        unit = self.revive(bucket_id)
         if unit is None:
-            data = None if bucket_id in self.swept else self.units.summary(bucket_id)
-            if data is not None:
-                unit = self.units.revive(bucket_id, data)
-                self._unsummarize(unit)
-            else:
-                unit = UnitState(bucket_id, bucket=True)
-                self.units.add(unit)
+            unit = UnitState(bucket_id, bucket=True)
+            self.units.add(unit)
+        return unit
+
+    def revive(self, unit_id: str) -> UnitState | None:
+        """A unit the partition knows: live, or made live again from its summary."""
+        unit = self.units.get(unit_id)
+        if unit is not None:
+            return unit
+        data = None if unit_id in self.sweeper.swept else self.units.summary(unit_id)
+        if data is None:
+            return None
+        unit = self.units.revive(unit_id, data)
+        self._unsummarize(unit)
+        self.removed_units.discard(unit_id)
         return unit
 
     def _touch_time(self, unit: UnitState, t_ms: int) -> None:
@@ -697,7 +497,8 @@ class PartitionEngine:
         if t_ms > unit.last_ms:
             unit.last_ms = t_ms
 
-    def _reject(self, error: DecodeError, source: Source, out: Outputs) -> None:
+    def reject(self, error: DecodeError, source: Source, out: Outputs) -> None:
+        """Count an event as rejected and say why, on dead-letter."""
         self.ledger.rejected += 1
         index = "" if error.index is None else str(error.index)
         out.dead_letters.append(DeadLetter(
@@ -748,7 +549,7 @@ class PartitionEngine:
         assert unit.first_call_ms is not None
         return unit.first_call_ms + self._deadline_ms  # pending: expires then
 
-    def _schedule(self, unit: UnitState) -> None:
+    def schedule(self, unit: UnitState) -> None:
         self.wheel.schedule(unit.unit_id, self._next_due(unit))
 
     def _advance(self, touched: dict[str, UnitState], out: Outputs) -> None:
@@ -760,11 +561,12 @@ class PartitionEngine:
                 continue
             due = self._next_due(unit)
             if due > clock:
-                self._schedule(unit)
+                self.schedule(unit)
             elif unit.state == "pending":
-                self._expire(unit)
+                self.postings.expire(unit)
+                self.dirty_units.add(uid)
                 touched[uid] = unit
-                self._schedule(unit)
+                self.schedule(unit)
             else:
                 if touched.pop(uid, None) is not None:
                     # Changed in this step (say, just expired): say so before it goes.
@@ -790,147 +592,19 @@ class PartitionEngine:
         else:
             self.ledger.summarized_unattributed -= unit.events
         self.dirty_units.add(unit.unit_id)
-        self._schedule(unit)
+        self.schedule(unit)
 
-    def _sweep_horizon(self) -> None:
-        """Delete the summaries of units whose last event is older than the horizon, a
-        bounded number per tick. Deletions reach the store one checkpoint after the one
-        that records them (see ``Checkpointer``), so a crash in between finds every
-        summary the restored state still counts."""
-        clock = self.clock_ms
-        budget = SWEEP_PER_STEP
-        while budget > 0:
-            if self._sweep is None:
-                days = self.index.due_days(clock)
-                if not days:
-                    return
-                day = days[0]
-                self._sweep = (day, 0, [])
-            day, chunk, ids = self._sweep
-            if not ids:
-                if chunk >= self.index.chunks.get(day, 0):
-                    del self.index.chunks[day]
-                    self._sweep = None
-                    continue
-                key = expiry_chunk_key(self.partition, day, chunk)
-                record = self.units.reader.get(key)
-                self.summary_deletes.append(key)
-                ids = record.decode().split("\n") if record else []
-                self._sweep = (day, chunk + 1, ids)
-                continue
-            uid = ids.pop()
-            budget -= 1
-            if uid in self.units or uid in self.units.evicted or uid in self.swept:
-                continue
-            data = self.units.summary(uid)
-            if data is None or not self.index.expired(data, clock):
-                continue
-            unit = self.units.decode(uid, data)
-            if unit.outcomes:
-                self.ledger.summarized_attributed -= unit.events
-                self.ledger.forgotten_attributed += unit.events
-            else:
-                self.ledger.summarized_unattributed -= unit.events
-                self.ledger.forgotten_unattributed += unit.events
-            for provider_model in {model_key(*_call_model(c)) for c in unit.unpriced_calls}:
-                self._index_unpriced(uid, provider_model, False)
-            self.swept.add(uid)
-            self.summary_deletes.append(summary_key(self.partition, uid))
-
-    # -- repricing ----------------------------------------------------------------------
-    def _index_unpriced(self, unit_id: str, key: str, present: bool) -> None:
-        ids = self.unpriced.get(key)
-        if present:
-            if ids is None:
-                ids = self.unpriced[key] = set()
-            if unit_id in ids:
-                return
-            ids.add(unit_id)
-        else:
-            if ids is None or unit_id not in ids:
-                return
-            ids.discard(unit_id)
-            if not ids:
-                del self.unpriced[key]
-        self.unpriced_changes[(key, unit_id)] = present
-
-    def _queue_repricing(self, book: PriceBook) -> None:
-        """A new book: queue the units whose unpriced models it now prices."""
-        queued = set(self.reprice_queue)
-        for key, ids in self.unpriced.items():
-            provider, model = key.split("\x00", 1)
-            if book.entry_for(provider, model, datetime.max.replace(tzinfo=UTC)) is None:
-                continue
-            for uid in sorted(ids - queued):
-                self.reprice_queue.append(uid)
-
-    def _reprice_some(self, touched: dict[str, UnitState], out: Outputs) -> None:
-        queue = self.reprice_queue
-        for _ in range(min(len(queue), REPRICE_PER_STEP)):
-            uid = queue.popleft()
-            unit = self.units.get(uid)
-            if unit is None:
-                data = None if uid in self.swept else self.units.summary(uid)
-                if data is None:
-                    continue
-                unit = self.units.revive(uid, data)
-                self._unsummarize(unit)
-                self.removed_units.discard(uid)
-            if self._reprice(unit, out):
-                touched[uid] = unit
-                self._schedule(unit)
-
-    def _reprice(self, unit: UnitState, out: Outputs) -> bool:
-        """Price the unit's unpriced calls that the book now prices: each is booked as
-        if it had been priced on arrival (its windows receive the cost as a correction)
-        and its ``model_calls`` row is written again with the cost."""
-        remaining: list[list[Any]] = []
-        repriced = False
-        for offset, text in unit.unpriced_calls:
-            call = call_codec.decode(text.encode()).events[0]
-            priced = self._price(call, 0, Source("calls", self.partition, offset), Outputs())
-            if priced is None or priced[0] is None:
-                remaining.append([offset, text])
-                continue
-            cost_atto, computed_atto, price_currency = priced
-            self._book_price(unit, call, cost_atto, computed_atto)
-            out.calls.append(CallRecord(call, cost_atto, computed_atto, self._book_now.version,
-                                        self.partition, offset, self.config.currency,
-                                        price_currency))
-            repriced = True
-        if repriced:
-            models = {model_key(*_call_model(c)) for c in unit.unpriced_calls}
-            unit.unpriced_calls = remaining
-            still = {model_key(*_call_model(c)) for c in remaining}
-            for key in models - still:
-                self._index_unpriced(unit.unit_id, key, False)
-            self.dirty_units.add(unit.unit_id)
-        return repriced
-
-    def _book_price(self, unit: UnitState, call: ModelCall, cost_atto: int,
+    def book_price(self, unit: UnitState, call: ModelCall, cost_atto: int,
                     computed_atto: int | None, *, unpriced: bool = True) -> None:
         """Book ``cost_atto`` more for one of the unit's calls: one that had no price
         (``unpriced``), or the difference a price for the past makes."""
-        t_ms = _ms(call.occurred_at)
-        team, workflow, model = _intern(call.team), _intern(call.workflow), _intern(call.model)
         if unpriced:
             unit.unpriced -= 1
             self.ledger.repriced += 1
         unit.cost += cost_atto
         unit.computed += computed_atto or 0
-        for v in self.book.cells_at(t_ms, team, workflow, cf.MODEL + model):
-            if unpriced:
-                v[cf.UNPRICED] -= 1
-            v[cf.SPEND] += cost_atto
-        if call.agent:
-            self.book.post(t_ms, team, workflow, cf.AGENT + call.agent, cf.SPEND, cost_atto)
-        base = t_ms - t_ms % self._base_ms
-        for entry in unit.spend:
-            if entry[0] == base and entry[1] == team and entry[2] == workflow \
-                    and entry[3] == model:
-                entry[4] += cost_atto
-                break
-        self._book_class(unit, base, team, workflow, model, cost_atto)
+        self.postings.price(unit, call, _intern(call.team), _intern(call.workflow),
+                            _intern(call.model), cost_atto, unpriced)
 
     # -- attributions -------------------------------------------------------------------
     def _emit_attributions(self, touched: dict[str, UnitState], out: Outputs) -> None:
@@ -943,12 +617,6 @@ class PartitionEngine:
             out.attributions.append(attribution_of(unit, self.partition, version,
                                                    self.config.currency))
             unit.emitted = True
-
-
-def _call_model(unpriced: list[Any]) -> tuple[str, str]:
-    """(provider, model) of an unpriced call's stored JSON."""
-    call = call_codec.decode(unpriced[1].encode()).events[0]
-    return call.provider, call.model
 
 
 def _encode(event: ModelCall | Outcome) -> bytes:

@@ -139,6 +139,15 @@ class UnitState:
         return ((start, team, workflow, model, cost)
                 for start, team, workflow, model, cost in self.spend)
 
+    def spend_entry(self, base: int, team: str, workflow: str, model: str
+                    ) -> SpendEntry | None:
+        """The unit's spend entry of one base window, team, workflow and model."""
+        for entry in self.spend:
+            if entry[0] == base and entry[3] == model and entry[1] == team \
+                    and entry[2] == workflow:
+                return entry
+        return None
+
     def model_costs(self) -> dict[str, int]:
         totals: dict[str, int] = {}
         for _, _, _, model, cost in self.entries():

@@ -124,7 +124,7 @@ class PartitionRuntime:
         clock the rollup has not heard of (it decides when windows are final)."""
         engine = self.engine
         return bool(self.held or engine.dirty_units or engine.book or engine.removed_units
-                    or engine.units.evicted or engine.summary_deletes or self.unsent
+                    or engine.units.evicted or engine.sweeper.deletes or self.unsent
                     or len(self.batch) or engine.clock_ms > self.reported_clock)
 
     def checkpoint_due(self) -> bool:

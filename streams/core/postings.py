@@ -1,0 +1,197 @@
+"""How units and their events book into the windows: the window book's rules.
+
+Spend-side figures of a call and outcome figures of an outcome are booked once, in the
+event's own window. Unit-level figures (linked and unlinked spend, decided and accepted
+units, distinct units) are kept equal to a function of the unit's state: every method
+here that changes that state books exactly the difference, so whatever the order of
+the events, the windows end with the state's figures (docs/SEMANTICS.md, *Windows*).
+"""
+
+from __future__ import annotations
+
+from schemas.events import ModelCall
+from streams.core import cells as cf
+from streams.core.attribution import is_accepted
+from streams.core.unit import UnitState
+from streams.core.windows import WindowBook
+
+
+class Postings:
+    """The bookings of one partition's units into its window book."""
+
+    def __init__(self, book: WindowBook, deadline_ms: int) -> None:
+        self.book = book
+        self.sizes_ms = book.sizes_ms
+        self.base_ms = book.sizes_ms[0]
+        self.deadline_ms = deadline_ms
+
+    # -- calls ----------------------------------------------------------------------
+    def call(self, unit: UnitState, call: ModelCall, t_ms: int, team: str, workflow: str,
+             model: str, cost_atto: int | None, retry: bool) -> None:
+        """Book one call into its window cells (one per window size) and into the unit's
+        spend by base window. The hot path: keep it lean."""
+        base = t_ms - t_ms % self.base_ms
+        entry = unit.spend_entry(base, team, workflow, model)
+        series = cf.MODEL + model
+        agent = cf.AGENT + call.agent if call.agent else None
+        overhead = (call.system_prompt_tokens or 0) + (call.context_tokens or 0)
+        failed = call.status != "ok"
+        book = self.book
+        for size in self.sizes_ms:
+            start = t_ms - t_ms % size
+            v = book.cell((size, start, team, workflow, series))
+            v[cf.CALLS] += 1
+            if retry:
+                v[cf.RETRIES] += 1
+            if failed:
+                v[cf.FAILED] += 1
+            v[cf.INPUT] += call.input_tokens
+            v[cf.OUTPUT] += call.output_tokens
+            v[cf.CACHED] += call.cached_input_tokens
+            v[cf.CACHE_WRITE] += call.cache_write_tokens
+            v[cf.REASONING] += call.reasoning_tokens
+            if call.latency_ms is not None:
+                v[cf.LATENCY_MS] += call.latency_ms
+                v[cf.LATENCY_CALLS] += 1
+            if overhead:
+                v[cf.OVERHEAD] += overhead
+                v[cf.SYSTEM] += call.system_prompt_tokens or 0
+            if cost_atto is None:
+                v[cf.UNPRICED] += 1
+            else:
+                v[cf.SPEND] += cost_atto
+            if entry is None:
+                self._count_unit(unit, size, start, team, workflow, model, v)
+            if agent is not None:
+                a = book.cell((size, start, team, workflow, agent))
+                a[cf.CALLS] += 1
+                a[cf.INPUT] += call.input_tokens
+                a[cf.OUTPUT] += call.output_tokens
+                a[cf.SPEND] += cost_atto or 0
+                if retry:
+                    a[cf.RETRIES] += 1
+        if entry is None:
+            unit.spend.append([base, team, workflow, model, cost_atto or 0])
+        elif cost_atto:
+            entry[4] += cost_atto
+        if cost_atto:
+            self._spend_class(unit, base, team, workflow, model, cost_atto)
+
+    def price(self, unit: UnitState, call: ModelCall, team: str, workflow: str, model: str,
+              cost_atto: int, unpriced: bool) -> None:
+        """``cost_atto`` more for one of the unit's calls: one that had no price
+        (``unpriced``), or the difference a price for the past makes."""
+        t_ms = int(call.occurred_at.timestamp() * 1000)
+        for v in self.book.cells_at(t_ms, team, workflow, cf.MODEL + model):
+            if unpriced:
+                v[cf.UNPRICED] -= 1
+            v[cf.SPEND] += cost_atto
+        if call.agent:
+            self.book.post(t_ms, team, workflow, cf.AGENT + call.agent, cf.SPEND, cost_atto)
+        base = t_ms - t_ms % self.base_ms
+        entry = unit.spend_entry(base, team, workflow, model)
+        if entry is not None:
+            entry[4] += cost_atto
+        self._spend_class(unit, base, team, workflow, model, cost_atto)
+
+    def _count_unit(self, unit: UnitState, size: int, start: int, team: str, workflow: str,
+                    model: str, v: list[int]) -> None:
+        """Count the unit once per window row (model and total), if not yet."""
+        seen_model = seen_total = False
+        for e_start, e_team, e_workflow, e_model, _ in unit.entries():
+            if e_start - e_start % size == start and e_team == team and e_workflow == workflow:
+                seen_total = True
+                if e_model == model:
+                    seen_model = True
+                    break
+        if not seen_model:
+            v[cf.WORK_UNITS] += 1
+        if not seen_total:
+            self.book.cell((size, start, team, workflow, cf.TOTAL))[cf.WORK_UNITS] += 1
+
+    # -- outcomes ------------------------------------------------------------------------
+    def outcome(self, t_ms: int, team: str, workflow: str, value: int, human: int) -> None:
+        for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
+            v[cf.OUTCOMES] += 1
+            v[cf.VALUE] += value
+            v[cf.HUMAN] += human
+
+    def decision(self, unit: UnitState, sign: int) -> None:
+        """A decided unit counts once, in its deciding outcome's window (and as accepted
+        there if that outcome accepts it). Horizon buckets decide nothing."""
+        decider = unit.decider
+        if decider is None or unit.bucket:
+            return
+        for v in self.book.cells_at(decider[1], unit.outcome_team, unit.outcome_workflow,
+                                    cf.TOTAL):
+            v[cf.DECIDED] += sign
+            if is_accepted(unit):
+                v[cf.ACCEPTED] += sign
+
+    def mix(self, unit: UnitState, t_ms: int, accepted: bool) -> None:
+        # Once per unit, for the model-mismatch detector: which primary model served
+        # this task type, at what cost, and was it accepted. Approximate by design
+        # (later calls of the unit are not reflected); never part of the ledger.
+        unit.mix_posted = True
+        hour = 3_600_000
+        mix = self.book.cell((hour, t_ms - t_ms % hour, unit.task_type or "-", "",
+                              cf.MIX + unit.primary_model()))
+        mix[cf.DECIDED] += 1
+        mix[cf.ACCEPTED] += 1 if accepted else 0
+        mix[cf.SPEND] += unit.cost
+
+    # -- the spend classes: linked, unlinked, pending ----------------------------------------
+    def _spend_class(self, unit: UnitState, base: int, team: str, workflow: str, model: str,
+                     amount: int) -> None:
+        """Book ``amount`` of one spend entry as the unit's class says: linked at the
+        later of its window and the first outcome, unlinked at the later of its window
+        and the expiry, nothing while pending."""
+        if unit.outcomes:
+            field, at = cf.LINKED, unit.link_ms
+        elif unit.expired_ms is not None:
+            field, at = cf.UNLINKED, unit.expired_ms
+        else:
+            return
+        assert at is not None
+        self.book.post(base if base > at else at, team, workflow, cf.MODEL + model, field,
+                       amount)
+
+    def _all_spend(self, unit: UnitState, field: int, at_ms: int, sign: int) -> None:
+        for base, team, workflow, model, cost in unit.entries():
+            if cost:
+                self.book.post(base if base > at_ms else at_ms, team, workflow,
+                               cf.MODEL + model, field, sign * cost)
+
+    def first_call(self, unit: UnitState, t_ms: int) -> None:
+        """An earlier call: the deadline, measured from the first call, comes earlier.
+        An expired unit's unlinked spend moves to the new expiry (before the new call is
+        booked, so exactly what was booked moves)."""
+        unit.first_call_ms = t_ms
+        if unit.expired_ms is not None and not unit.outcomes:
+            expiry = t_ms + self.deadline_ms
+            if expiry < unit.expired_ms:
+                self._all_spend(unit, cf.UNLINKED, unit.expired_ms, -1)
+                self._all_spend(unit, cf.UNLINKED, expiry, 1)
+                unit.expired_ms = expiry
+
+    def expire(self, unit: UnitState) -> None:
+        """The deadline passed without an outcome: the unit's spend becomes unlinked."""
+        assert unit.first_call_ms is not None
+        unit.expired_ms = unit.first_call_ms + self.deadline_ms
+        self._all_spend(unit, cf.UNLINKED, unit.expired_ms, 1)
+
+    def link(self, unit: UnitState, t_ms: int) -> None:
+        """Called before ``outcomes`` counts the new outcome. The first outcome links the
+        unit's spend (taking back exactly the unlinked booking of an expired unit); an
+        earlier one moves the linked spend to its window."""
+        if not unit.outcomes:
+            if unit.expired_ms is not None:
+                self._all_spend(unit, cf.UNLINKED, unit.expired_ms, -1)
+                unit.expired_ms = None
+            unit.link_ms = t_ms
+            self._all_spend(unit, cf.LINKED, t_ms, 1)
+        elif unit.link_ms is None or t_ms < unit.link_ms:
+            if unit.link_ms is not None:
+                self._all_spend(unit, cf.LINKED, unit.link_ms, -1)
+            unit.link_ms = t_ms
+            self._all_spend(unit, cf.LINKED, t_ms, 1)
