@@ -17,9 +17,10 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from schemas.pricing import PriceBook
-from streams.clickhouse.sink import ClickHouseSink, SinkBatch
-from streams.core.engine import EventKind, Outputs, PartitionEngine
+from streams.clickhouse.sink import ClickHouseSink
+from streams.core.engine import EventKind, PartitionEngine
 from streams.core.engine_config import EngineConfig
+from streams.core.records import Outputs
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
 from streams.runtime.partition_runtime import PartitionRuntime
@@ -80,7 +81,7 @@ class EngineIntoClickHouse:
         self.calls += len(out.calls)
         return out
 
-    async def checkpoint(self) -> list[SinkBatch]:
+    async def checkpoint(self) -> list[Outputs]:
         """Every partition's checkpoint, then the rollup's window rows, as the worker
         orders them. Returns the partitions' batches as written."""
         written = []
@@ -88,7 +89,7 @@ class EngineIntoClickHouse:
             written.append(runtime.batch)
             await runtime.checkpoint(self.store, self._to_rollup, _nothing_to_flush)
         self.rollup_position += 1
-        windows = SinkBatch(windows=self.rollup.updates() + self.rollup.take_ready())
+        windows = Outputs(windows=self.rollup.updates() + self.rollup.take_ready())
         windows.cover("rollup", 0, self.rollup_position)
         await self.sink.write(windows)
         return written

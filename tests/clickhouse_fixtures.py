@@ -31,8 +31,8 @@ from loadtest.engine_into_clickhouse import EngineIntoClickHouse
 from schemas.outputs import Alert
 from schemas.partitioner import partition_for
 from streams.clickhouse.client import connect, migrate
-from streams.clickhouse.sink import SinkBatch
 from streams.core.engine_config import EngineConfig
+from streams.core.records import Outputs
 from streams.settings import Budget
 
 DATABASE = "tokenyield"
@@ -173,7 +173,7 @@ async def _pump(client: Client, events: list[dict[str, Any]], now: datetime,
     config = EngineConfig(partitions=PARTITIONS, deadline_seconds=3600, retention_seconds=3600,
                           allowed_lateness_seconds=120)
     pipeline = EngineIntoClickHouse(client, DATABASE, config, now, retry_max_seconds=1)
-    replayed: SinkBatch | None = None
+    replayed: Outputs | None = None
     try:
         for count, event in enumerate(events, 1):
             kind = "calls" if "model" in event else "outcomes"
@@ -192,7 +192,7 @@ async def _pump(client: Client, events: list[dict[str, Any]], now: datetime,
         # Merges are stopped so that the duplicates stay visible to the tests that
         # count them (chdb merges parts within seconds).
         client.command(f"SYSTEM STOP MERGES {DATABASE}.model_calls")
-        again = SinkBatch(calls=replayed.calls[: len(replayed.calls) // 2])
+        again = Outputs(calls=replayed.calls[: len(replayed.calls) // 2])
         again.cover("calls-replay", 0, 1)
         await sink.write(again)
         # An identical retry of that insert (same token) is dropped by ClickHouse: the
@@ -204,10 +204,10 @@ async def _pump(client: Client, events: list[dict[str, Any]], now: datetime,
         pipeline.close()
 
 
-def _alerts(now: datetime) -> SinkBatch:
+def _alerts(now: datetime) -> Outputs:
     """Alerts as the detectors would emit them: per team one critical budget alert that
     is firing now, and a cost-per-outcome regression that fired and resolved."""
-    batch = SinkBatch()
+    batch = Outputs()
     for team in TEAMS:
         fired = now - timedelta(minutes=1)
         batch.alerts.append(Alert(

@@ -36,8 +36,8 @@ from schemas.errors import TokenyieldError
 from schemas.partitioner import partition_for
 from streams.cli import build_parser, main
 from streams.clickhouse.client import migrate
-from streams.clickhouse.sink import SinkBatch
 from streams.core.engine_config import EngineConfig
+from streams.core.records import Outputs
 from streams.report.focus_export import (
     MODEL_CALLS,
     BillingAccounts,
@@ -194,7 +194,7 @@ async def _load(client: Client, events: list[dict[str, Any]], now: datetime) -> 
         # The replay: the same calls again under another token, with merges stopped so
         # that the duplicates stay rows (chdb merges within seconds otherwise).
         client.command(f"SYSTEM STOP MERGES {DATABASE}.model_calls")
-        again = SinkBatch(calls=calls)
+        again = Outputs(calls=calls)
         again.cover("calls-replay", 0, 1)
         await pipeline.sink.write(again)
         return len(calls)

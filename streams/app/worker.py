@@ -20,9 +20,11 @@ from typing import Any
 import faust
 
 from streams.clickhouse.client import connect, migrate
-from streams.clickhouse.sink import ClickHouseSink, SinkBatch
+from streams.clickhouse.sink import ClickHouseSink
 from streams.core.alerts import AlertConfig, AlertEngine, BudgetRule
-from streams.feeds.budget_feed import BudgetBook, BudgetRow, follow_budgets
+from streams.core.alerts.alert_config import BudgetRow
+from streams.core.records import Outputs
+from streams.feeds.budget_feed import BudgetBook, follow_budgets
 from streams.feeds.price_feed import PriceBookHolder, follow_prices
 from streams.kafka.faust_app import Services, build_app
 from streams.kafka.tansu_broker import EmbeddedBroker, free_port, write_broker_file
@@ -153,7 +155,7 @@ class WorkerProcess:
         @app.task
         async def publish_catalog() -> None:
             book = prices.current()
-            await sink.write(SinkBatch(prices=[(e, book.version) for e in book.entries]))
+            await sink.write(Outputs(prices=[(e, book.version) for e in book.entries]))
 
         budgets = BudgetBook(alert_config(settings).budgets)
         budgets_ready = asyncio.Event()
@@ -163,7 +165,7 @@ class WorkerProcess:
             rollup.alerts.set_budgets(rules)  # the rollup may have replaced its engine
             if budgets_ready.is_set():  # before, sync_budgets writes the whole set
                 task = asyncio.get_running_loop().create_task(
-                    sink.write(SinkBatch(budgets=rows, tag=str(time.time_ns()))))
+                    sink.write(Outputs(budgets=rows, tag=str(time.time_ns()))))
                 writes.add(task)
                 task.add_done_callback(writes.discard)
 
@@ -178,7 +180,7 @@ class WorkerProcess:
             await budgets_ready.wait()
             rules = budgets.rules()
             rollup.alerts.set_budgets(rules)
-            await sink.write(SinkBatch(budgets=budgets.retire_others(await sink.call(
+            await sink.write(Outputs(budgets=budgets.retire_others(await sink.call(
                 lambda client: client.query(
                     f"SELECT team, workflow, period, amount, soft_share FROM "
                     f"{settings.clickhouse_database}.budgets FINAL").result_rows)),

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,45 +30,12 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.outputs import Alert, CostPerOutcomeWindow, DeadLetter, LateEvent, WorkUnitAttribution
 from schemas.pricing import PriceEntry
-from streams.core.engine import CallRecord, OutcomeRecord
-from streams.feeds.budget_feed import BudgetRow
+from streams.core.alerts.alert_config import BudgetRow
+from streams.core.records import CallRecord, OutcomeRecord, Outputs
 
 log = logging.getLogger(__name__)
 
 FINAL_BIT = 1 << 62
-
-
-@dataclass(slots=True)
-class SinkBatch:
-    """Rows to insert together, and the offset ranges they came from."""
-
-    calls: list[CallRecord] = field(default_factory=list)
-    outcomes: list[OutcomeRecord] = field(default_factory=list)
-    attributions: list[WorkUnitAttribution] = field(default_factory=list)
-    windows: list[CostPerOutcomeWindow] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    late: list[LateEvent] = field(default_factory=list)
-    prices: list[tuple[PriceEntry, str]] = field(default_factory=list)
-    budgets: list[BudgetRow] = field(default_factory=list)
-    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
-    # Batches not read from Kafka (prices, budgets) have no offsets: a tag of their own
-    # keeps ClickHouse from deduplicating a later, different write as a replay.
-    tag: str = ""
-
-    def cover(self, topic: str, partition: int, offset: int) -> None:
-        key = f"{topic}[{partition}]"
-        first, last = self.ranges.get(key, (offset, offset))
-        self.ranges[key] = (min(first, offset), max(last, offset))
-
-    def __len__(self) -> int:
-        return (len(self.calls) + len(self.outcomes) + len(self.attributions)
-                + len(self.windows) + len(self.alerts) + len(self.dead_letters)
-                + len(self.late) + len(self.prices) + len(self.budgets))
-
-    def token(self, table: str) -> str:
-        spans = ",".join(f"{k}:{a}-{b}" for k, (a, b) in sorted(self.ranges.items()))
-        return f"{table}|{spans}|{self.tag}" if self.tag else f"{table}|{spans}"
 
 
 def _ts(moment: datetime) -> datetime:
@@ -339,7 +305,7 @@ class ClickHouseSink:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(self.client()))
 
-    async def write(self, batch: SinkBatch) -> None:
+    async def write(self, batch: Outputs) -> None:
         """Insert every table's rows of ``batch``; retries until success or ``stop``."""
         if not len(batch):
             return
@@ -365,7 +331,7 @@ class ClickHouseSink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_seconds)
 
-    def _insert_all(self, client: Client, batch: SinkBatch) -> None:
+    def _insert_all(self, client: Client, batch: Outputs) -> None:
         with self._lock:
             for attribute, table, spec in TABLES:
                 rows = getattr(batch, attribute)

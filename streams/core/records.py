@@ -10,7 +10,15 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from schemas.events import ModelCall, Outcome
-from schemas.outputs import Alert, DeadLetter, LateEvent, WorkUnitAttribution
+from schemas.outputs import (
+    Alert,
+    CostPerOutcomeWindow,
+    DeadLetter,
+    LateEvent,
+    WorkUnitAttribution,
+)
+from schemas.pricing import PriceEntry
+from streams.core.alerts.alert_config import BudgetRow
 from streams.core.money import from_atto
 
 EventKind = Literal["calls", "outcomes"]
@@ -61,7 +69,9 @@ class OutcomeRecord:
 
 @dataclass(slots=True)
 class Outputs:
-    """Everything one step produced, in order."""
+    """Everything a step produced, in order: what goes to Kafka and the rows for
+    ClickHouse. A checkpoint's outputs, with the offset ranges they came from, are the
+    batch the sink writes (``token`` makes a replayed insert a duplicate)."""
 
     attributions: list[WorkUnitAttribution] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
@@ -70,13 +80,35 @@ class Outputs:
     reroute: list[tuple[EventKind, str, bytes]] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
     outcomes: list[OutcomeRecord] = field(default_factory=list)
+    windows: list[CostPerOutcomeWindow] = field(default_factory=list)
+    prices: list[tuple[PriceEntry, str]] = field(default_factory=list)
+    budgets: list[BudgetRow] = field(default_factory=list)
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Batches not read from Kafka (prices, budgets) have no offsets: a tag of their own
+    # keeps ClickHouse from deduplicating a later, different write as a replay.
+    tag: str = ""
 
     def extend(self, other: Outputs) -> None:
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in _LISTS:
             getattr(self, name).extend(getattr(other, name))
 
+    def cover(self, topic: str, partition: int, offset: int) -> None:
+        """The batch holds what this message produced."""
+        key = f"{topic}[{partition}]"
+        first, last = self.ranges.get(key, (offset, offset))
+        self.ranges[key] = (min(first, offset), max(last, offset))
+
+    def token(self, table: str) -> str:
+        """The insert deduplication token of the batch's rows of ``table``."""
+        spans = ",".join(f"{k}:{a}-{b}" for k, (a, b) in sorted(self.ranges.items()))
+        return f"{table}|{spans}|{self.tag}" if self.tag else f"{table}|{spans}"
+
     def __len__(self) -> int:
-        return sum(len(getattr(self, n)) for n in self.__slots__)  # type: ignore[attr-defined]
+        return sum(len(getattr(self, n)) for n in _LISTS)
+
+
+_LISTS = ("attributions", "alerts", "dead_letters", "late", "reroute", "calls", "outcomes",
+          "windows", "prices", "budgets")
 
 
 @dataclass(slots=True)

@@ -18,13 +18,12 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from schemas.kafka_options import KafkaConnection
-from streams.core.alerts.alert_config import BudgetRule
+from streams.core.alerts.alert_config import BudgetRow, BudgetRule
 from streams.core.alerts.budget_tracker import rule_id
 from streams.kafka.compacted import CompactedRecord, follow_compacted
 
 log = logging.getLogger(__name__)
 
-BudgetRow = tuple[BudgetRule, datetime, int]  # rule, updated_at, is_deleted
 
 
 class BudgetBook:

@@ -20,7 +20,8 @@ from faust.types import TP
 
 from schemas.codec import encode_models
 from streams.clickhouse.sink import ClickHouseSink
-from streams.core.engine import EventKind, Outputs, PartitionEngine
+from streams.core.engine import EventKind, PartitionEngine
+from streams.core.records import Outputs
 from streams.core.windows import Outbox
 from streams.feeds.price_feed import PriceBookHolder
 from streams.kafka.topics import Topics

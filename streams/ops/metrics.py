@@ -63,3 +63,10 @@ class Metrics:
         self.webhook_failures = Counter(
             "tokenyield_webhook_failures_total", "Alert webhooks given up after retries",
             registry=r)
+
+    def checkpointed(self, partition: int, seconds: float, open_units: int) -> None:
+        """A partition checkpoint completed (``runtime.ports.CheckpointObserver``)."""
+        label = str(partition)
+        self.checkpoints.labels(label).inc()
+        self.checkpoint_seconds.observe(seconds)
+        self.open_work_units.labels(label).set(open_units)

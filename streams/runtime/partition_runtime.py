@@ -24,37 +24,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from schemas.errors import TokenyieldError
-from streams.clickhouse.sink import ClickHouseSink, SinkBatch
 from streams.core.checkpoint import Checkpointer, CheckpointPlan, meta_key, outbox_key
-from streams.core.engine import EventKind, Outputs, PartitionEngine, Source
+from streams.core.engine import EventKind, PartitionEngine, Source
+from streams.core.records import Outputs
 from streams.core.windows import Outbox
-from streams.ops.metrics import Metrics
+from streams.runtime.ports import CheckpointObserver, Sink, StateStore
 
 log = logging.getLogger(__name__)
-
-
-class StateStore(Protocol):
-    """Where checkpoint records live (a Faust table in the worker)."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-
-    def set(self, key: bytes, value: bytes) -> None: ...
-
-    def delete(self, key: bytes) -> None: ...
 
 
 class PartitionRuntime:
     def __init__(
         self,
         engine: PartitionEngine,
-        sink: ClickHouseSink,
+        sink: Sink,
         *,
         interval_seconds: float,
         max_events: int,
-        metrics: Metrics | None = None,
+        metrics: CheckpointObserver | None = None,
     ) -> None:
         self.engine = engine
         self.partition = engine.partition
@@ -64,7 +53,7 @@ class PartitionRuntime:
         self.max_events = max_events
         self.metrics = metrics
         self.held: list[Callable[[], object]] = []
-        self.batch = SinkBatch()
+        self.batch = Outputs()
         self.events_since = 0
         self.last_checkpoint = time.monotonic()
         self.last_plan: CheckpointPlan | None = None
@@ -111,13 +100,7 @@ class PartitionRuntime:
         self.held.append(ack)
 
     def _collect(self, out: Outputs) -> None:
-        batch = self.batch
-        batch.calls.extend(out.calls)
-        batch.outcomes.extend(out.outcomes)
-        batch.attributions.extend(out.attributions)
-        batch.alerts.extend(out.alerts)
-        batch.dead_letters.extend(out.dead_letters)
-        batch.late.extend(out.late)
+        self.batch.extend(out)
 
     def checkpoint_pending(self) -> bool:
         """Anything unsaved: held messages, changed state, unsent window changes, or a
@@ -145,7 +128,7 @@ class PartitionRuntime:
             await send_outbox(self.unsent)  # restored: it may never have been sent
             self.unsent = None
         await flush_producer()
-        batch, self.batch = self.batch, SinkBatch()
+        batch, self.batch = self.batch, Outputs()
         await self.sink.write(batch)
         plan = self.checkpointer.plan()
         for key, value in plan.batched:
@@ -179,7 +162,6 @@ class PartitionRuntime:
         self.last_checkpoint = time.monotonic()
         self.last_plan = plan
         if self.metrics is not None:
-            self.metrics.checkpoints.labels(str(self.partition)).inc()
-            self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-            self.metrics.open_work_units.labels(str(self.partition)).set(len(self.engine.units))
+            self.metrics.checkpointed(self.partition, time.perf_counter() - started,
+                                      len(self.engine.units))
         return plan

@@ -18,18 +18,18 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from schemas.outputs import Alert, CostPerOutcomeWindow
-from streams.clickhouse.sink import ClickHouseSink, SinkBatch
 from streams.core.alerts import AlertEngine
+from streams.core.records import Outputs
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
-from streams.runtime.partition_runtime import StateStore
+from streams.runtime.ports import Sink, StateStore
 
 META_KEY = b"rollup/meta"
 CHUNK_BYTES = 512 * 1024
 
 
 class RollupRuntime:
-    def __init__(self, sink: ClickHouseSink, alerts: AlertEngine, *, currency: str,
+    def __init__(self, sink: Sink, alerts: AlertEngine, *, currency: str,
                  idle_seconds: float, interval_seconds: float, topic: str,
                  partitions: int = 1) -> None:
         self.sink = sink
@@ -108,7 +108,7 @@ class RollupRuntime:
         alerts = self.alerts.observe(running, finals, self.rollup.mix(), now)
         await emit(running + finals, alerts)
         await flush_producer()
-        batch = SinkBatch(windows=running + finals, alerts=alerts)
+        batch = Outputs(windows=running + finals, alerts=alerts)
         if self.first_offset is not None:
             batch.cover(self.topic, 0, self.first_offset)
             batch.cover(self.topic, 0, self.applied_offset)

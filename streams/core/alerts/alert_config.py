@@ -7,6 +7,7 @@ defaults are what ``loadtest/alerts_benchmark.py`` measured (see docs/ALERTS.md)
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -23,6 +24,10 @@ class BudgetRule(BaseModel):
     period: Literal["daily", "monthly"]
     amount: Decimal = Field(gt=0)
     soft_share: Decimal = Field(Decimal("0.8"), gt=0, le=1)
+
+
+#: A row of the ``budgets`` table: the rule, when it changed, and 1 when it was retired.
+BudgetRow = tuple[BudgetRule, datetime, int]
 
 
 class AlertConfig(BaseModel):
