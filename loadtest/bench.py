@@ -20,6 +20,7 @@ Stages (each prints progress on stderr; the results go to stdout and, with --jso
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -450,3 +451,30 @@ def main(events: int, json_path: Path | None, quick: bool, dashboards: bool,
         json_path.write_text(json.dumps(results, indent=2, default=str))
         print(f"\nresults written to {json_path}")
     return results
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="tokenyield bench",
+        description="Runs on its own embedded broker, in a temporary directory: the engine "
+                    "as the worker runs it, a raw aiokafka + orjson loop, a naive Faust "
+                    "agent, latency at a sustained rate, memory per open and per closed work "
+                    "unit and the speed-up from one to two workers (docs/BENCHMARKS.md).")
+    cli.add_argument("--events", type=int, default=300_000,
+                     help="events for the throughput stages (default 300000)")
+    cli.add_argument("--json", type=Path, default=None, help="also write results here")
+    cli.add_argument("--quick", action="store_true",
+                     help="a small smoke run (20000 events, short latency stage)")
+    cli.add_argument("--dashboards", action="store_true",
+                     help="also time every Grafana panel's SQL over --calls calls in chdb")
+    cli.add_argument("--calls", type=int, default=10_000_000,
+                     help="calls loaded for --dashboards (default 10000000)")
+    cli.add_argument("--keep", action="store_true",
+                     help="keep the work directory (logs, chdb data) for inspection")
+    return cli
+
+
+if __name__ == "__main__":
+    options = parser().parse_args()
+    events = 20_000 if options.quick and options.events == 300_000 else options.events
+    main(events, options.json, options.quick, options.dashboards, options.calls, options.keep)

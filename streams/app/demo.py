@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from schemas.errors import ConfigurationError
 from streams.app.worker import running_worker
-from streams.cli.common import worker_sql
+from streams.ops.worker_client import worker_sql
 from streams.report.live_view import Snapshot, literal, render, snapshot
 from streams.settings import Settings
 from streams.traffic.generator import Progress, live_traffic, publish, publisher_for

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
-from typing import Any
 
 from schemas.errors import ConfigurationError
 from streams.kafka.tansu_broker import running_broker
@@ -27,19 +23,6 @@ def bootstrap_for(settings: Settings) -> str:
             f"no Kafka: set TOKENYIELD_KAFKA_BOOTSTRAP, or start `tokenyield worker` (or "
             f"`tokenyield demo`) with the same data dir ({settings.data_dir})")
     return found
-
-
-def worker_sql(web_port: int, sql: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Run a read-only query through a running worker's /sql/ endpoint."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{web_port}/sql/", data=json.dumps({"sql": sql}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read() or b"{}")
-        raise ConfigurationError(f"query failed: {body.get('error', exc)}") from exc
 
 
 def publish_keyed(settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]]

@@ -19,9 +19,10 @@ from schemas.errors import ConfigurationError, StorageError
 from schemas.json_schema import SCHEMA_DIR, export
 from schemas.kafka_publisher import Publisher
 from streams.app.worker import running_worker
-from streams.cli.common import bootstrap_for, load_settings, worker_sql
+from streams.cli.common import bootstrap_for, load_settings
 from streams.clickhouse.client import connect, migrate, use_database
 from streams.ops.web import to_jsonable
+from streams.ops.worker_client import worker_sql
 from streams.settings import Settings
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from streams.app.worker import running_worker
-from streams.cli.common import load_settings, worker_sql
+from streams.cli.common import load_settings
 from streams.clickhouse.client import connect
+from streams.ops.worker_client import worker_sql
 from streams.report.focus_export import (
     FOCUS_VERSION,
     FORMATS,
