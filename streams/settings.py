@@ -7,7 +7,6 @@ printing the settings or logging them shows ``**********``.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,25 +15,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigurationError
 from schemas.kafka_options import KafkaConnection, SaslMechanism, SecurityProtocol
-from streams.core.engine_config import EngineConfig
+from streams.core.alerts.alert_config import AlertConfig, AlertSettings
+from streams.core.engine_config import EngineConfig, EngineSettings
 
 ENV_PREFIX = "TOKENYIELD_"
 
 
-class Budget(BaseSettings):
-    """A spend budget for a team, or a team's workflow."""
-
-    model_config = SettingsConfigDict(frozen=True)
-
-    team: str
-    workflow: str = Field("", description="Empty: the whole team.")
-    period: Literal["daily", "monthly"]
-    amount: Decimal = Field(gt=0)
-    soft_share: Decimal = Field(Decimal("0.8"), gt=0, le=1, description="Warn at this share.")
+def mask_dsn(dsn: str) -> str:
+    """A DSN with its credentials (``user:password@``) replaced by ``***``."""
+    if "@" in dsn and "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return dsn
 
 
-class Settings(BaseSettings):
-    """tokenyield's configuration. See docs/CONFIGURATION.md for every variable."""
+class Settings(BaseSettings, EngineSettings, AlertSettings):
+    """tokenyield's configuration. See docs/CONFIGURATION.md for every variable. The
+    engine's and the detectors' settings are declared once, in ``EngineSettings`` and
+    ``AlertSettings`` (the core), and read from the environment like the rest."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore",
@@ -51,7 +49,6 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
     topic_prefix: str = "tokenyield."
-    partitions: int = Field(4, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1)
     app_id: str = "tokenyield"
     kafka_connect_timeout_seconds: float = Field(
@@ -89,19 +86,8 @@ class Settings(BaseSettings):
     price_catalog: Path | None = Field(None, description="Catalog file; empty = shipped")
 
     # -- event time -------------------------------------------------------------------
-    window_seconds: tuple[int, ...] = (60, 3600)
-    allowed_lateness_seconds: int = Field(300, ge=0)
-    deadline_seconds: int = Field(86_400, gt=0)
-    retention_seconds: int = Field(3_600, ge=0)
-    horizon_seconds: int = Field(35 * 86_400, gt=0)
-    max_future_skew_seconds: int = Field(3_600, ge=0)
-    input_idle_seconds: int = Field(30, ge=0)
 
     # -- money ------------------------------------------------------------------------
-    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
-    fx_rates: dict[str, Decimal] = Field(default_factory=dict)
-    review_rate_per_hour: Decimal = Field(Decimal(60), ge=0)
-    review_rates_by_team: dict[str, Decimal] = Field(default_factory=dict)
 
     # -- checkpoints and the ClickHouse sink ----------------------------------------------
     checkpoint_interval_seconds: float = Field(1.0, gt=0)
@@ -109,22 +95,6 @@ class Settings(BaseSettings):
     sink_retry_max_seconds: float = Field(30.0, gt=0)
 
     # -- alerts ------------------------------------------------------------------------
-    runaway_max_calls: int = Field(200, ge=1)
-    runaway_max_tokens: int = Field(2_000_000, ge=1)
-    runaway_max_cost: Decimal = Field(Decimal(25), gt=0)
-    alert_warmup_windows: int = Field(10, ge=1)
-    alert_min_calls: int = Field(20, ge=0)
-    spike_threshold: Decimal = Field(Decimal(6), gt=0, description="Robust z-score")
-    spike_min_ratio: Decimal = Field(Decimal(2), gt=1, description="and observed / expected")
-    retry_storm_share: Decimal = Field(Decimal("0.3"), gt=0, le=1)
-    context_bloat_share: Decimal = Field(Decimal("0.7"), gt=0, le=1)
-    prompt_sprawl_growth: Decimal = Field(Decimal("1.5"), gt=1)
-    cpo_regression_ratio: Decimal = Field(Decimal("1.5"), gt=1)
-    model_mismatch_min_units: int = Field(30, ge=1)
-    model_mismatch_max_gap: Decimal = Field(Decimal("0.05"), ge=0, le=1)
-    model_mismatch_min_cost_ratio: Decimal = Field(Decimal(3), gt=1)
-    alert_cooldown_seconds: int = Field(900, ge=0)
-    budgets: list[Budget] = Field(default_factory=list)
     webhook_url: SecretStr | None = None
     webhook_timeout_seconds: float = Field(5.0, gt=0)
     webhook_retries: int = Field(3, ge=0)
@@ -182,11 +152,7 @@ class Settings(BaseSettings):
 
     def clickhouse_display(self) -> str:
         """The DSN with any credentials removed, for logs and messages."""
-        target = self.clickhouse_target()
-        if "@" in target and "://" in target:
-            scheme, rest = target.split("://", 1)
-            return f"{scheme}://***@{rest.split('@', 1)[1]}"
-        return target
+        return mask_dsn(self.clickhouse_target())
 
     def rebalance_timeout(self) -> float:
         if self.rebalance_timeout_seconds is not None:
@@ -203,23 +169,10 @@ class Settings(BaseSettings):
                 "block_cache_compressed_size": self.rocksdb_block_cache_mb * mib}
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            partitions=self.partitions,
-            window_seconds=self.window_seconds,
-            allowed_lateness_seconds=self.allowed_lateness_seconds,
-            deadline_seconds=self.deadline_seconds,
-            retention_seconds=self.retention_seconds,
-            horizon_seconds=self.horizon_seconds,
-            max_future_skew_seconds=self.max_future_skew_seconds,
-            input_idle_seconds=self.input_idle_seconds,
-            currency=self.currency,
-            fx_rates=self.fx_rates,
-            review_rate_per_hour=self.review_rate_per_hour,
-            review_rates_by_team=self.review_rates_by_team,
-            runaway_max_calls=self.runaway_max_calls,
-            runaway_max_tokens=self.runaway_max_tokens,
-            runaway_max_cost=self.runaway_max_cost,
-        )
+        return EngineConfig.of(self)
+
+    def alert_config(self) -> AlertConfig:
+        return AlertConfig.of(self, self.window_seconds[0])
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

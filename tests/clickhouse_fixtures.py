@@ -33,7 +33,7 @@ from schemas.partitioner import partition_for
 from streams.clickhouse.client import connect, migrate
 from streams.core.engine_config import EngineConfig
 from streams.core.records import Outputs
-from streams.settings import Budget
+from streams.core.alerts.alert_config import BudgetRule as Budget
 
 DATABASE = "tokenyield"
 PARTITIONS = 4

@@ -109,8 +109,8 @@ def test_a_spike_fires_once_per_episode_and_resolves_with_the_same_id() -> None:
 
 
 def test_no_spike_alert_during_warm_up() -> None:
-    assert run(engine(warmup_windows=10), steady(20, {6: 8})) == []
-    assert kinds(run(engine(warmup_windows=5), steady(20, {6: 8})))[0][:3] == \
+    assert run(engine(alert_warmup_windows=10), steady(20, {6: 8})) == []
+    assert kinds(run(engine(alert_warmup_windows=5), steady(20, {6: 8})))[0][:3] == \
         (6, "spend_spike", "firing")
 
 
@@ -118,7 +118,7 @@ def test_minimum_volume() -> None:
     windows = [totals(i, calls=15, spend=Decimal(5 if i == 30 else 1), tokens=1000)
                for i in range(40)]
     assert run(engine(), windows) == []
-    assert [(i, a.kind) for i, a in run(engine(min_calls=10), windows)
+    assert [(i, a.kind) for i, a in run(engine(alert_min_calls=10), windows)
             if a.status == "firing"] == [(30, "spend_spike")]
 
 
@@ -159,7 +159,7 @@ def test_a_model_spike_alone_alerts_when_the_workflow_total_is_steady() -> None:
         windows.append([row(i, spend=1, calls=100),
                         row(i, model="small", spend=cheap, calls=90),
                         row(i, model="large", spend=dear, calls=10 if i != 30 else 30)])
-    firing = [a for _, a in run(engine(min_calls=5), windows) if a.status == "firing"]
+    firing = [a for _, a in run(engine(alert_min_calls=5), windows) if a.status == "firing"]
     assert [(a.kind, a.subject.get("model")) for a in firing] == [("spend_spike", "large")]
 
 
@@ -244,7 +244,7 @@ def test_cooldown_then_a_new_episode_with_a_new_id() -> None:
         (32, "resolved", f"spend_spike:team=acme/workflow=support:{iso(30)}"),
         (60, "firing", f"spend_spike:team=acme/workflow=support:{iso(60)}"),
         (62, "resolved", f"spend_spike:team=acme/workflow=support:{iso(60)}")]
-    short = [i for i, a in run(engine(cooldown_seconds=0), steady(80, spikes))
+    short = [i for i, a in run(engine(alert_cooldown_seconds=0), steady(80, spikes))
              if a.kind == "spend_spike" and a.status == "firing"]
     assert short == [30, 40, 60]
 
@@ -261,7 +261,7 @@ def test_a_figure_hovering_near_its_threshold_keeps_one_episode() -> None:
     windows = [[row(i, calls=1000, retries=int(1000 * s))] for i, s in enumerate(shares)]
     storm = [(i, a.status) for i, a in run(engine(), windows) if a.kind == "retry_storm"]
     assert storm == [(20, "firing"), (28, "resolved")]
-    flapping = run(engine(hold_fraction=Decimal(1), cooldown_seconds=0), windows)
+    flapping = run(engine(hold_fraction=Decimal(1), alert_cooldown_seconds=0), windows)
     assert [i for i, a in flapping if a.kind == "retry_storm" and a.status == "firing"] == \
         [20, 25]
 
@@ -506,12 +506,12 @@ def test_dump_and_load_continue_exactly() -> None:
 
 
 def test_load_of_an_empty_state_and_fresh() -> None:
-    used = engine(warmup_windows=3)
+    used = engine(alert_warmup_windows=3)
     run(used, steady(30, {20: 6}))
     used.load({})
-    assert used.dump() == engine(warmup_windows=3).dump()
+    assert used.dump() == engine(alert_warmup_windows=3).dump()
     fresh = used.fresh()
-    assert fresh.config == used.config and fresh.dump() == engine(warmup_windows=3).dump()
+    assert fresh.config == used.config and fresh.dump() == engine(alert_warmup_windows=3).dump()
     with pytest.raises(ValueError, match="version"):
         used.load({"version": 99})
 

@@ -21,7 +21,7 @@ import faust
 
 from streams.clickhouse.client import connect, migrate
 from streams.clickhouse.sink import ClickHouseSink
-from streams.core.alerts import AlertConfig, AlertEngine, BudgetRule
+from streams.core.alerts import AlertEngine, BudgetRule
 from streams.core.alerts.alert_config import BudgetRow
 from streams.core.records import Outputs
 from streams.feeds.budget_feed import BudgetBook, follow_budgets
@@ -50,25 +50,6 @@ def running_worker(data_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError):
         return None
     return info
-
-
-def alert_config(settings: Settings) -> AlertConfig:
-    return AlertConfig(
-        warmup_windows=settings.alert_warmup_windows,
-        min_calls=settings.alert_min_calls,
-        spike_threshold=settings.spike_threshold,
-        spike_min_ratio=settings.spike_min_ratio,
-        retry_storm_share=settings.retry_storm_share,
-        context_bloat_share=settings.context_bloat_share,
-        prompt_sprawl_growth=settings.prompt_sprawl_growth,
-        cpo_regression_ratio=settings.cpo_regression_ratio,
-        model_mismatch_min_units=settings.model_mismatch_min_units,
-        model_mismatch_max_gap=settings.model_mismatch_max_gap,
-        model_mismatch_min_cost_ratio=settings.model_mismatch_min_cost_ratio,
-        cooldown_seconds=settings.alert_cooldown_seconds,
-        detection_window_seconds=settings.window_seconds[0],
-        budgets=tuple(BudgetRule(**b.model_dump()) for b in settings.budgets),
-    )
 
 
 def make_sink(settings: Settings, metrics: Metrics | None = None) -> ClickHouseSink:
@@ -135,7 +116,7 @@ class WorkerProcess:
             sink._client = self._shared_client
         prices = PriceBookHolder.from_catalog(
             settings.price_catalog, frozenset({settings.currency, *settings.fx_rates}))
-        alerts = AlertEngine(alert_config(settings), settings.currency)
+        alerts = AlertEngine(settings.alert_config(), settings.currency)
         topics = Topics(settings.topic_prefix, settings.partitions)
         rollup = RollupRuntime(sink, alerts, currency=settings.currency,
                                idle_seconds=max(30.0, 10 * settings.checkpoint_interval_seconds),
@@ -157,7 +138,7 @@ class WorkerProcess:
             book = prices.current()
             await sink.write(Outputs(prices=[(e, book.version) for e in book.entries]))
 
-        budgets = BudgetBook(alert_config(settings).budgets)
+        budgets = BudgetBook(settings.alert_config().budgets)
         budgets_ready = asyncio.Event()
         writes: set[asyncio.Task[None]] = set()
 

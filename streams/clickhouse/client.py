@@ -23,6 +23,7 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.errors import StorageError
 from streams.clickhouse.cluster import ClusterSchema, clustered
+from streams.settings import mask_dsn
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def connect(dsn: str, *, username: str | None = None, password: str | None = Non
         if dsn.startswith("chdb://"):
             path = dsn[len("chdb://"):]
             if path not in ("", "memory") and not path.startswith("/"):
-                raise StorageError(f"chdb paths must be absolute, got {path!r}", dsn=_safe(dsn))
+                raise StorageError(f"chdb paths must be absolute, got {path!r}", dsn=mask_dsn(dsn))
             if path.startswith("/"):
                 Path(path).mkdir(parents=True, exist_ok=True)
             return clickhouse_connect.get_client(dsn=dsn)
@@ -59,8 +60,8 @@ def connect(dsn: str, *, username: str | None = None, password: str | None = Non
     except StorageError:
         raise
     except Exception as exc:  # the driver raises many types; callers need one
-        raise StorageError(f"cannot open ClickHouse at {_safe(dsn)}: {_scrub(str(exc), dsn)}",
-                           dsn=_safe(dsn)) from exc
+        raise StorageError(f"cannot open ClickHouse at {mask_dsn(dsn)}: {_scrub(str(exc), dsn)}",
+                           dsn=mask_dsn(dsn)) from exc
 
 
 def use_database(client: Client, database: str) -> Client:
@@ -70,13 +71,6 @@ def use_database(client: Client, database: str) -> Client:
     if client.database != database:
         client.database = database
     return client
-
-
-def _safe(dsn: str) -> str:
-    if "@" in dsn and "://" in dsn:
-        scheme, rest = dsn.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return dsn
 
 
 def _scrub(text: str, dsn: str) -> str:

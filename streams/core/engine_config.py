@@ -9,12 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.errors import ConfigurationError
 
 
-class EngineConfig(BaseModel):
-    """Event-time rules of the join and the windows. All durations in seconds."""
+class EngineSettings(BaseModel):
+    """The engine's settings, declared once: ``Settings`` takes them (as
+    ``TOKENYIELD_<NAME>``) and ``EngineConfig`` is them, validated together. All
+    durations in seconds (docs/CONFIGURATION.md says what each means)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    partitions: int = Field(4, ge=1)
+    partitions: int = Field(4, ge=1, le=1024)
     window_seconds: tuple[int, ...] = (60, 3600)
     allowed_lateness_seconds: int = Field(300, ge=0)
     deadline_seconds: int = Field(86_400, gt=0)
@@ -31,6 +31,18 @@ class EngineConfig(BaseModel):
     runaway_max_calls: int = Field(200, ge=1)
     runaway_max_tokens: int = Field(2_000_000, ge=1)
     runaway_max_cost: Decimal = Field(Decimal(25), gt=0)
+
+
+class EngineConfig(EngineSettings):
+    """Event-time rules of the join and the windows, as the core uses them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def of(cls, settings: EngineSettings) -> EngineConfig:
+        """The engine's part of any object carrying the engine settings."""
+        return cls.model_validate({name: getattr(settings, name)
+                                   for name in EngineSettings.model_fields})
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

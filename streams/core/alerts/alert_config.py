@@ -1,4 +1,4 @@
-"""Every alert threshold, built once from the settings.
+"""Every alert threshold, built once from the settings (``AlertConfig.of``).
 
 The fields below the settings-backed ones are tuning constants of the statistics
 (half-lives, clipping, state bounds). They have no ``TOKENYIELD_*`` variable: their
@@ -30,14 +30,14 @@ class BudgetRule(BaseModel):
 BudgetRow = tuple[BudgetRule, datetime, int]
 
 
-class AlertConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class AlertSettings(BaseModel):
+    """The detectors' settings, declared once: ``Settings`` takes them (as
+    ``TOKENYIELD_<NAME>``) and ``AlertConfig`` extends them."""
 
-    # -- from the settings (TOKENYIELD_*) ---------------------------------------------
-    warmup_windows: int = Field(10, ge=1)
-    min_calls: int = Field(20, ge=0)
-    spike_threshold: Decimal = Field(Decimal(6), gt=0)
-    spike_min_ratio: Decimal = Field(Decimal(2), gt=1)
+    alert_warmup_windows: int = Field(10, ge=1)
+    alert_min_calls: int = Field(20, ge=0)
+    spike_threshold: Decimal = Field(Decimal(6), gt=0, description="Robust z-score")
+    spike_min_ratio: Decimal = Field(Decimal(2), gt=1, description="and observed / expected")
     retry_storm_share: Decimal = Field(Decimal("0.3"), gt=0, le=1)
     context_bloat_share: Decimal = Field(Decimal("0.7"), gt=0, le=1)
     prompt_sprawl_growth: Decimal = Field(Decimal("1.5"), gt=1)
@@ -45,9 +45,14 @@ class AlertConfig(BaseModel):
     model_mismatch_min_units: int = Field(30, ge=1)
     model_mismatch_max_gap: Decimal = Field(Decimal("0.05"), ge=0, le=1)
     model_mismatch_min_cost_ratio: Decimal = Field(Decimal(3), gt=1)
-    cooldown_seconds: int = Field(900, ge=0)
-    detection_window_seconds: int = Field(60, gt=0)
+    alert_cooldown_seconds: int = Field(900, ge=0)
     budgets: tuple[BudgetRule, ...] = ()
+
+
+class AlertConfig(AlertSettings):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detection_window_seconds: int = Field(60, gt=0, description="The first window size")
 
     # -- tuning constants (no setting) ---------------------------------------------------
     baseline_half_life_windows: int = Field(
@@ -93,3 +98,10 @@ class AlertConfig(BaseModel):
     correction_horizon_seconds: int = Field(
         3 * 3_600, gt=0, description="Budgets keep per-window spend this long, so a "
                                      "corrected final row replaces (not adds to) the old")
+
+    @classmethod
+    def of(cls, settings: AlertSettings, detection_window_seconds: int) -> AlertConfig:
+        """The detectors' part of any object carrying the alert settings."""
+        return cls.model_validate({**{name: getattr(settings, name)
+                                      for name in AlertSettings.model_fields},
+                                   "detection_window_seconds": detection_window_seconds})

@@ -38,7 +38,7 @@ class AlertEngine:
 
     def _empty(self) -> None:
         config, currency = self.config, self.currency
-        self.book = EpisodeBook(config.resolve_after_windows, config.cooldown_seconds * 1000)
+        self.book = EpisodeBook(config.resolve_after_windows, config.alert_cooldown_seconds * 1000)
         self.spikes = SpikeDetector(config, currency)
         self.waste = WasteDetector(config, currency)
         self.mismatch = MismatchDetector(config, currency)

@@ -102,7 +102,7 @@ class SpikeDetector:
         self.config = config
         self.currency = currency
         self.params = LevelParams(
-            config.warmup_windows, alpha_for(config.baseline_half_life_windows),
+            config.alert_warmup_windows, alpha_for(config.baseline_half_life_windows),
             float(config.baseline_clip), float(config.spread_floor_share))
         self.threshold = float(config.spike_threshold)
         self.min_ratio = float(config.spike_min_ratio)
@@ -150,7 +150,7 @@ class SpikeDetector:
         """A spike, or whether the window is near one (True: holding)."""
         level = s.levels[i]
         p = self.params
-        if not level.ready(p) or figures.calls < self.config.min_calls or level.level <= 0:
+        if not level.ready(p) or figures.calls < self.config.alert_min_calls or level.level <= 0:
             return False
         sigma = level.sigma(p)
         z = (x - level.level) / sigma

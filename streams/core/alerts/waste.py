@@ -154,7 +154,7 @@ class WasteDetector:
         standard errors: 6 retries in 20 calls happen by chance to a workflow that
         usually retries 15% of its calls."""
         c = self.config
-        if row.calls < max(c.min_calls, 1):
+        if row.calls < max(c.alert_min_calls, 1):
             return False
         share = ratio(row.retries, row.calls)
         assert share is not None
@@ -180,7 +180,7 @@ class WasteDetector:
         current = w.fast.ratio(F_SYSTEM, F_CALLS)
         usual = w.prompt.ratio(0, 1)
         growth = float(c.prompt_sprawl_growth)
-        if (w.prompt.n < c.warmup_windows or w.fast.get(F_CALLS) < c.min_calls
+        if (w.prompt.n < c.alert_warmup_windows or w.fast.get(F_CALLS) < c.alert_min_calls
                 or current is None or not usual):
             return False
         if current < growth * usual:
@@ -203,7 +203,7 @@ class WasteDetector:
         what was accepted) still catches the worst case, nothing accepted at all."""
         c = self.config
         usual = w.slow.ratio(S_COST, S_ACCEPTED)
-        if (w.slow.n < c.warmup_windows or w.slow.get(S_ACCEPTED) < c.cpo_min_accepted
+        if (w.slow.n < c.alert_warmup_windows or w.slow.get(S_ACCEPTED) < c.cpo_min_accepted
                 or not usual):
             return False
         cost, accepted = w.fast.get(F_COST), w.fast.get(F_ACCEPTED)
@@ -232,7 +232,7 @@ class WasteDetector:
     def _context_bloat(self, key: str, m: ModelStats, span: tuple[int, int]) -> Reading | bool:
         c = self.config
         share = m.fast.ratio(M_OVERHEAD, M_INPUT)
-        if m.fast.get(M_CALLS) < c.min_calls or share is None:
+        if m.fast.get(M_CALLS) < c.alert_min_calls or share is None:
             return False
         if share < c.context_bloat_share:
             return share >= self.hold * float(c.context_bloat_share)
