@@ -46,3 +46,21 @@ class ConfigurationError(TokenyieldError):
 
 class StorageError(TokenyieldError):
     """ClickHouse refused or could not be reached; the caller retries."""
+
+
+class StateError(TokenyieldError):
+    """Saved state cannot be read back (an unknown format, a missing record): reset the
+    worker's state to start over."""
+
+
+class BrokerError(TokenyieldError):
+    """The embedded broker would not start."""
+
+
+class FocusExportError(TokenyieldError):
+    """A FOCUS export cannot be made as asked (bad range, file type, or data FOCUS
+    rejects)."""
+
+
+class QueryRefused(TokenyieldError):
+    """A query the read-only SQL endpoint does not run (one read-only statement only)."""

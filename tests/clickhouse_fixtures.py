@@ -31,9 +31,9 @@ from loadtest.engine_into_clickhouse import EngineIntoClickHouse
 from schemas.outputs import Alert
 from schemas.partitioner import partition_for
 from streams.clickhouse.client import connect, migrate
+from streams.core.alerts.alert_config import BudgetRule as Budget
 from streams.core.engine_config import EngineConfig
 from streams.core.records import Outputs
-from streams.core.alerts.alert_config import BudgetRule as Budget
 
 DATABASE = "tokenyield"
 PARTITIONS = 4

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from schemas.errors import StateError
 from schemas.outputs import Alert, CostPerOutcomeWindow
 from streams.core import cells as cf
 from streams.core.alerts import AlertConfig, AlertEngine, BudgetRule
@@ -512,7 +513,7 @@ def test_load_of_an_empty_state_and_fresh() -> None:
     assert used.dump() == engine(alert_warmup_windows=3).dump()
     fresh = used.fresh()
     assert fresh.config == used.config and fresh.dump() == engine(alert_warmup_windows=3).dump()
-    with pytest.raises(ValueError, match="version"):
+    with pytest.raises(StateError, match="version"):
         used.load({"version": 99})
 
 

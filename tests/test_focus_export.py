@@ -32,7 +32,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from loadtest.engine_into_clickhouse import EngineIntoClickHouse
-from schemas.errors import TokenyieldError
+from schemas.errors import FocusExportError, TokenyieldError
 from schemas.partitioner import partition_for
 from streams.cli import build_parser, main
 from streams.clickhouse.client import migrate
@@ -41,7 +41,6 @@ from streams.core.records import Outputs
 from streams.report.focus_export import (
     MODEL_CALLS,
     BillingAccounts,
-    FocusExportError,
     Granularity,
     Window,
     clickhouse_fetch,

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import FocusExportError
 from streams.app.worker import running_worker
 from streams.cli.common import load_settings
 from streams.clickhouse.client import connect
@@ -25,7 +26,6 @@ from streams.report.focus_export import (
     BillingAccounts,
     ExportSummary,
     Fetch,
-    FocusExportError,
     Granularity,
     Progress,
     clickhouse_fetch,

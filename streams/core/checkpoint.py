@@ -45,7 +45,7 @@ from typing import Any
 import orjson
 import ormsgpack
 
-from schemas.errors import TokenyieldError
+from schemas.errors import StateError
 from streams.core.engine import PartitionEngine
 from streams.core.records import Ledger
 from streams.core.units import encode_summary, summary_key, vocabulary_key
@@ -55,7 +55,7 @@ CHUNK_BYTES = 512 * 1024
 FORMAT = 2
 
 
-class CheckpointError(TokenyieldError):
+class CheckpointError(StateError):
     """A checkpoint cannot be read back (unknown format, a missing record)."""
 
 

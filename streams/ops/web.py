@@ -23,6 +23,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas.errors import QueryRefused
 from streams.clickhouse.client import use_database
 from streams.kafka.faust_app import Services
 from streams.ops.memory_report import (
@@ -52,7 +53,7 @@ def to_jsonable(value: Any) -> Any:
 def run_read_only(services: Services, sql: str) -> dict[str, Any]:
     """Run one read-only statement; return columns, types and rows as JSON values."""
     if not READ_ONLY.match(sql) or ";" in sql.strip().rstrip(";"):
-        raise ValueError("only one SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or EXISTS statement")
+        raise QueryRefused("only one SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or EXISTS statement")
     # Unqualified names mean tokenyield's tables, as for `tokenyield sql` without a worker.
     client = use_database(services.sink.client(), services.settings.clickhouse_database)
     result = client.query(sql.strip().rstrip(";"))
@@ -123,8 +124,8 @@ def register_views(app: faust.App, services: Services) -> None:
                 return self.json({"error": 'send {"sql": "SELECT ..."}'}, status=400)
             try:
                 result = await services.sink.call(lambda _client: run_read_only(services, sql))
-            except ValueError as exc:
-                return self.json({"error": str(exc)}, status=400)
+            except QueryRefused as exc:
+                return self.json({"error": exc.message}, status=400)
             except Exception as exc:
                 return self.json({"error": f"{type(exc).__name__}: {exc}"}, status=422)
             return self.json(result)

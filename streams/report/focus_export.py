@@ -105,7 +105,7 @@ from typing import Any, Literal, Protocol
 
 from clickhouse_connect.driver.client import Client
 
-from schemas.errors import TokenyieldError
+from schemas.errors import FocusExportError
 
 FOCUS_VERSION = "1.2"
 TAG_PREFIX = "tokenyield/"
@@ -116,10 +116,6 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-
-
-class FocusExportError(TokenyieldError):
-    """The export cannot be made as asked (bad range, file type, or data FOCUS rejects)."""
 
 
 class Granularity(StrEnum):

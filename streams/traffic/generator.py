@@ -24,6 +24,7 @@ from typing import Literal
 
 import orjson
 
+from schemas.errors import ConfigurationError
 from schemas.events import ModelCall, Outcome
 from schemas.kafka_options import KafkaConnection
 from schemas.kafka_publisher import Publisher
@@ -95,7 +96,7 @@ class TokenBucket:
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
         if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
+            raise ConfigurationError(f"rate must be positive, got {rate}", rate=rate)
         self.rate = rate
         self.capacity = burst if burst is not None else max(1.0, rate / 20)
         self.tokens = self.capacity
@@ -136,7 +137,8 @@ async def publish(events: Iterable[Publishable] | EncodedBatch, publisher: Publi
     """
     if isinstance(events, EncodedBatch):
         if replay_speed is not None:
-            raise ValueError("an EncodedBatch keeps no event times: it cannot be replayed")
+            raise ConfigurationError("an EncodedBatch keeps no event times: it cannot be "
+                                     "replayed")
         total = len(events) if total is None else total
     bucket = TokenBucket(rate) if rate else None
     check_every = 1 if bucket is not None or replay_speed is not None else YIELD_EVERY

@@ -39,6 +39,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.codec import call_codec, outcome_codec
+from schemas.errors import TokenyieldError
 from schemas.events import (
     ACCEPTING_STATUSES,
     ModelCall,
@@ -818,7 +819,7 @@ def _model(event: AnyEvent) -> ModelCall | Outcome:
     codec = call_codec if event.kind == "calls" else outcome_codec
     decoded = codec.decode(event.value)
     if decoded.errors or len(decoded.events) != 1:
-        raise ValueError(f"not one valid event: {decoded.errors}")
+        raise TokenyieldError(f"not one valid event: {decoded.errors}")
     return decoded.events[0]
 
 

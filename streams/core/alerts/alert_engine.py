@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from schemas.errors import StateError
 from schemas.outputs import Alert, CostPerOutcomeWindow
 from streams.core.alerts.alert_config import AlertConfig, BudgetRule
 from streams.core.alerts.budget_tracker import BudgetTracker
@@ -113,7 +114,8 @@ class AlertEngine:
         if not state:
             return
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unknown alert state version {state.get('version')!r}")
+            raise StateError(f"unknown alert state version {state.get('version')!r}",
+                             version=state.get("version"))
         self.last_window_ms = int(state["last_window_ms"])
         self.pruned_ms = int(state["pruned_ms"])
         self.book.load(state["book"])

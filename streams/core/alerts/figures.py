@@ -6,6 +6,7 @@ import math
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
+from schemas.errors import TokenyieldError
 from streams.core.money import RATIO_QUANTUM
 
 SubjectDict = dict[str, str]
@@ -15,7 +16,7 @@ _CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
 def dec(x: float | int | Decimal) -> Decimal:
     """An estimate as a Decimal rounded to 9 places (the ratio scale of the outputs)."""
     if isinstance(x, float) and not math.isfinite(x):
-        raise ValueError(f"not a finite figure: {x}")
+        raise TokenyieldError(f"not a finite figure: {x}", value=repr(x))
     value = x if isinstance(x, Decimal) else Decimal(repr(x)) if isinstance(x, float) \
         else Decimal(x)
     return value.quantize(RATIO_QUANTUM, context=_CONTEXT)
