@@ -48,6 +48,12 @@ class StorageError(TokenyieldError):
     """ClickHouse refused or could not be reached; the caller retries."""
 
 
+class SinkError(TokenyieldError):
+    """A batch cannot be written and retrying cannot help: a fault in tokenyield (a
+    column builder, a row that does not fit its table), not in ClickHouse. The worker
+    stops; its unacknowledged input is processed again once the fault is fixed."""
+
+
 class StateError(TokenyieldError):
     """Saved state cannot be read back (an unknown format, a missing record): reset the
     worker's state to start over."""

@@ -70,19 +70,25 @@ def service_tier_key(name: str | None) -> str | None:
     return SERVICE_TIER_ALIASES.get(key, key)
 
 
-class LongContextTier(BaseModel):
-    """Rates that apply to a whole call once its input exceeds ``above_input_tokens``."""
+class OverrideRates(BaseModel):
+    """Rates per million tokens that replace the entry's own where given (a long-context
+    tier's, a service tier's); a rate left out is the entry's."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    above_input_tokens: int = Field(gt=0)
-    inclusive: bool = Field(False, description="Apply at exactly the threshold too.")
     input_per_mtok: Rate | None = None
     output_per_mtok: Rate | None = None
     cached_input_per_mtok: Rate | None = None
     cache_write_per_mtok: Rate | None = None
     cache_write_1h_per_mtok: Rate | None = None
     reasoning_per_mtok: Rate | None = None
+
+
+class LongContextTier(OverrideRates):
+    """Rates that apply to a whole call once its input exceeds ``above_input_tokens``."""
+
+    above_input_tokens: int = Field(gt=0)
+    inclusive: bool = Field(False, description="Apply at exactly the threshold too.")
 
 
 def _check_thresholds(tiers: list[LongContextTier]) -> None:
@@ -91,17 +97,9 @@ def _check_thresholds(tiers: list[LongContextTier]) -> None:
         raise ValueError("long_context tiers must have distinct, ascending thresholds")
 
 
-class ServiceTierPrices(BaseModel):
+class ServiceTierPrices(OverrideRates):
     """A service tier's rates (per million tokens). A rate left out is the entry's own."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    input_per_mtok: Rate | None = None
-    output_per_mtok: Rate | None = None
-    cached_input_per_mtok: Rate | None = None
-    cache_write_per_mtok: Rate | None = None
-    cache_write_1h_per_mtok: Rate | None = None
-    reasoning_per_mtok: Rate | None = None
     long_context: list[LongContextTier] = Field(
         default_factory=list,
         description="This tier's own long-context tiers; the entry's do not apply to it.")

@@ -175,6 +175,13 @@ class Harness:
                           ) -> None:
         """Lose the partition's memory; rebuild it from its store (the records of every
         plan written so far), resending the last outbox as the worker does."""
+        outbox = self.restore(partition)
+        if outbox is not None:
+            self.rollup.apply(Outbox.decode(outbox.encode()), self.now_ms)
+
+    def restore(self, partition: int) -> Outbox | None:
+        """A new engine for ``partition`` from its store's last checkpoint (which must
+        exist); returns the outbox that checkpoint had to send."""
         store = self.stores[partition]
         engine = self._engine(partition)
         checkpointer = Checkpointer(engine)
@@ -184,8 +191,7 @@ class Harness:
             store.get(outbox_key(partition)))
         engine._checkpointer = checkpointer  # type: ignore[attr-defined]
         self.engines[partition] = engine
-        if outbox is not None:
-            self.rollup.apply(Outbox.decode(outbox.encode()), self.now_ms)
+        return outbox
 
 
 def write_plan(store: dict[bytes, bytes], plan: CheckpointPlan) -> None:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from schemas.events import ACCEPTING_STATUSES, ModelCall
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook, PriceEntry, price_call
-from streams.core.checkpoint import Checkpointer, meta_key, outbox_key
+from streams.core.checkpoint import meta_key
 from streams.core.engine import Source
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
@@ -327,15 +327,8 @@ class Simulation:
             self.to_rollup(Outbox(partition, engine._checkpointer.epoch,  # type: ignore[attr-defined]
                                   0, 0, {}))
         else:
-            engine = self.h._engine(partition)
-            checkpointer = Checkpointer(engine)
-            meta = store[meta_key(partition)]
-            outbox = checkpointer.restore(
-                meta, [store[k] for k in Checkpointer.segment_keys(partition, meta)],
-                store.get(outbox_key(partition)))
-            engine._checkpointer = checkpointer  # type: ignore[attr-defined]
-            self.h.engines[partition] = engine
-            applied = engine.applied_offsets
+            outbox = self.h.restore(partition)
+            applied = self.h.engines[partition].applied_offsets
         for topic in ("calls", "outcomes"):  # Kafka redelivers what was not committed
             self.read[(topic, partition)] = applied.get(topic, -1) + 1
         if outbox is not None:

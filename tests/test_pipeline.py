@@ -16,13 +16,14 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from schemas.kafka_publisher import Publisher
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceEntry
 from streams.feeds.price_feed import encode_price
 from tests.conftest import ROOT, WorkerHandle
+from tests.kafka_reading import read_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.clickhouse]
 
@@ -64,19 +65,15 @@ async def produce(bootstrap: str, topic: str, value: bytes, partition: int | Non
 
 async def read_topic(bootstrap: str, topic: str, at_least: int,
                      timeout: float = 30.0) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest")
-    await consumer.start()
+    """The JSON items of ``topic`` (each message an array), at least ``at_least``."""
     found: list[dict[str, Any]] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(found) < at_least and asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for record in records:
-                    if record.value:
-                        found.extend(orjson.loads(record.value))
-    finally:
-        await consumer.stop()
+
+    def enough(record: Any) -> bool:
+        if record.value:
+            found.extend(orjson.loads(record.value))
+        return len(found) >= at_least
+
+    await read_until(bootstrap, topic, enough, timeout)
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 import orjson
 import pytest
@@ -18,29 +19,24 @@ from streams.kafka.tansu_broker import EmbeddedBroker
 from streams.kafka.topics import Topics, ensure_topics
 from streams.traffic.generator import run_benchmark
 from streams.traffic.scenarios import Scenario
+from tests.kafka_reading import read_until
 
 pytestmark = pytest.mark.broker
 
 
 async def read_all(bootstrap: str, topic: str, expected_events: int,
                    timeout: float = 30.0) -> list[tuple[int, bytes]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    messages: list[tuple[int, bytes]] = []
+    """(partition, value) of every message, until they hold ``expected_events`` events."""
     codec = call_codec if topic.endswith("calls") else outcome_codec
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        events = 0
-        while events < expected_events and asyncio.get_running_loop().time() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    messages.append((record.partition, record.value))
-                    events += len(codec.decode(record.value).events)
-    finally:
-        await consumer.stop()
-    return messages
+    events = 0
+
+    def enough(record: Any) -> bool:
+        nonlocal events
+        events += len(codec.decode(record.value).events)
+        return events >= expected_events
+
+    records = await read_until(bootstrap, topic, enough, timeout)
+    return [(record.partition, record.value) for record in records]
 
 
 async def test_one_line_publishing_keys_by_work_unit_with_murmur2(

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.kafka.tansu_broker import EmbeddedBroker, free_port
-from tests.conftest import WorkerHandle
+from tests.conftest import ROOT, WorkerHandle
 from tests.stream_truth import publish_in_background, stream, truth
 
 pytestmark = [pytest.mark.broker, pytest.mark.clickhouse, pytest.mark.slow]
@@ -78,6 +79,10 @@ def check_exact(worker: WorkerHandle, expected: Any) -> None:
     assert {r[0]: (r[1], r[2], Decimal(r[3])) for r in rows} == {
         u: (expected.unit_calls.get(u, 0), expected.unit_outcomes[u],
             expected.unit_cost.get(u, Decimal(0))) for u in expected.unit_outcomes}
+    # Outcomes reach the windows in later outboxes than their calls: wait for them too.
+    worker.wait_for(f"SELECT sum(accepted_outcomes) FROM {DB}.cost_per_outcome_windows FINAL "
+                    f"WHERE window_seconds = 3600 AND model = '*' AND agent = ''",
+                    expected.accepted, 60)
     spend, accepted = worker.sql(
         f"SELECT sum(spend), sum(accepted_outcomes) FROM {DB}.cost_per_outcome_windows FINAL "
         f"WHERE window_seconds = 3600 AND model = '*' AND agent = ''")[0]
@@ -185,3 +190,52 @@ def test_a_broker_that_is_not_there_at_start_is_waited_for(
         handle.stop()
         broker.stop()
 
+
+
+BUGGY_WORKER = """
+import streams.clickhouse.sink as sink
+
+def broken_getter(record):
+    raise TypeError("a column builder bug (simulated)")
+
+# A bug in a column builder: every model_calls insert fails before it reaches ClickHouse.
+sink.CALL_COLUMNS[:] = [(name, broken_getter if name == "input_tokens" else getter)
+                        for name, getter in sink.CALL_COLUMNS]
+from streams.cli import main
+main(["worker"])
+"""
+
+
+class BuggyWorker(WorkerHandle):
+    def launch(self) -> WorkerHandle:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", BUGGY_WORKER], env=self.env, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+
+def test_a_bug_in_a_column_builder_stops_the_worker_and_loses_nothing(
+        make_worker: Any, prefix: str, tmp_path: Path) -> None:
+    """Not retried for ever in "degraded": the worker stops with the error, having
+    acknowledged nothing it did not store; a fixed worker then counts every event."""
+    events = stream(units=300, seed=51)
+    expected = truth(events)
+    healthy = make_worker()
+    buggy = BuggyWorker(healthy.env, healthy.data_dir, tmp_path / "buggy.log").start()
+    bootstrap = buggy.env["TOKENYIELD_KAFKA_BOOTSTRAP"]
+    thread, state = publish_in_background(bootstrap, prefix, events, rate=3000)
+    thread.join(60)
+    assert state["error"] is None
+    assert buggy.process is not None
+    try:
+        code = buggy.process.wait(timeout=90)
+    finally:
+        buggy.kill()
+    log = buggy.log()
+    assert code != 0, log[-3000:]
+    assert "SinkError" in log and "a column builder bug (simulated)" in log
+    assert "fault in tokenyield, not in ClickHouse" in log
+    assert asyncio.run(committed(bootstrap, buggy.env["TOKENYIELD_APP_ID"],
+                                 f"{prefix}calls")) == 0
+    check_exact(healthy.start(), expected)

@@ -122,9 +122,16 @@ class WorkerProcess:
                                idle_seconds=max(30.0, 10 * settings.checkpoint_interval_seconds),
                                interval_seconds=settings.checkpoint_interval_seconds,
                                topic=topics.window_partials, partitions=settings.partitions)
-        services = Services(settings, sink, prices, metrics, rollup)
+        webhook = None
+        if settings.webhook_url is not None:
+            webhook = AlertWebhook(
+                settings.webhook_url, timeout_seconds=settings.webhook_timeout_seconds,
+                retries=settings.webhook_retries,
+                on_failure=lambda alert, reason: metrics.webhook_failures.inc())
+            rollup.notify = webhook.notify
         settings_for_web = settings.model_copy(update={"web_port": self.web_port})
-        services.settings = settings_for_web
+        services = Services(settings_for_web, sink, prices, metrics, rollup,
+                            notify=webhook.notify if webhook else None)
         app = build_app(settings_for_web, self.bootstrap, services)
         register_views(app, services)
         connection = settings.kafka(self.bootstrap, client_id=f"{settings.app_id}-prices")
@@ -167,14 +174,7 @@ class WorkerProcess:
                     f"{settings.clickhouse_database}.budgets FINAL").result_rows)),
                 tag=str(time.time_ns())))
 
-        if settings.webhook_url is not None:
-            webhook = AlertWebhook(
-                settings.webhook_url, timeout_seconds=settings.webhook_timeout_seconds,
-                retries=settings.webhook_retries,
-                on_failure=lambda alert, reason: metrics.webhook_failures.inc())
-            services.notify = webhook.notify
-            rollup.notify = webhook.notify
-
+        if webhook is not None:
             @app.on_before_shutdown.connect
             async def drain_webhook(app: faust.App, **kwargs: Any) -> None:
                 # Deliveries in flight get their retries, within a bound.

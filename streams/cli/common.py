@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from schemas.errors import ConfigurationError
 from streams.kafka.tansu_broker import running_broker
@@ -43,3 +44,13 @@ def publish_keyed(settings: Settings, topic: str, records: list[tuple[bytes, byt
             await producer.stop()
 
     asyncio.run(send())
+
+
+def parse_moment(text: str, option: str, hint: str = "") -> datetime:
+    """An ISO date or time from the command line; one without a zone is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{option} {text!r}: use an ISO date or time{hint}",
+                                 option=option, value=text) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

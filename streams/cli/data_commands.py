@@ -19,7 +19,7 @@ from schemas.errors import ConfigurationError, StorageError
 from schemas.json_schema import SCHEMA_DIR, export
 from schemas.kafka_publisher import Publisher
 from streams.app.worker import running_worker
-from streams.cli.common import bootstrap_for, load_settings
+from streams.cli.common import bootstrap_for, load_settings, parse_moment
 from streams.clickhouse.client import connect, migrate, use_database
 from streams.ops.web import to_jsonable
 from streams.ops.worker_client import worker_sql
@@ -217,11 +217,7 @@ def parse_since(text: str | None) -> datetime | None:
     if match:
         hours = int(match.group(1)) * (24 if match.group(2) == "d" else 1)
         return datetime.now(UTC) - timedelta(hours=hours)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigurationError(f"--since {text!r}: use an ISO date/time, or 24h, 7d") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_moment(text, "--since", ", or 24h, 7d")
 
 
 def report_command(args: argparse.Namespace) -> int:

@@ -11,11 +11,11 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.codec import explain
-from schemas.errors import ConfigurationError, InvalidEventError
+from schemas.errors import InvalidEventError
 from schemas.events import ModelCall
 from schemas.litellm_import import CHAT_MODES, convert_litellm_file, dump_catalog
 from schemas.pricing import PriceBook, load_catalog, plain, price_call
-from streams.cli.common import load_settings, publish_keyed
+from streams.cli.common import load_settings, parse_moment, publish_keyed
 from streams.feeds.price_feed import encode_price
 
 
@@ -93,7 +93,8 @@ def reprice_command(args: argparse.Namespace) -> int:
     from streams.cli.data_commands import query
 
     settings = load_settings()
-    since, until = _moment(args.since), _moment(args.until) if args.until else None
+    since = _moment(args.since, "--since")
+    until = _moment(args.until, "--until") if args.until else None
     book = asyncio.run(current_book(settings, bootstrap_for(settings)))
     columns, rows = query(settings, calls_query(settings.clickhouse_database, since, until,
                                                 args.models))
@@ -110,14 +111,8 @@ def reprice_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _moment(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigurationError(f"--at must be an ISO date or time, got {text!r}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def _moment(text: str | None, option: str) -> datetime:
+    return datetime.now(UTC) if text is None else parse_moment(text, option)
 
 
 def quote_command(args: argparse.Namespace) -> int:
@@ -148,7 +143,7 @@ def quote_command(args: argparse.Namespace) -> int:
 
 def _quoted_call(args: argparse.Namespace) -> ModelCall:
     return ModelCall(
-        event_id="quote", work_unit_id="quote", occurred_at=_moment(args.at),
+        event_id="quote", work_unit_id="quote", occurred_at=_moment(args.at, "--at"),
         provider=args.provider, model=args.model, input_tokens=args.input_tokens,
         output_tokens=args.output_tokens, cached_input_tokens=args.cached_input_tokens,
         cache_write_tokens=args.cache_write_tokens,

@@ -2,8 +2,13 @@
 
 The worker hands each checkpoint's rows to ``write``; offsets of the messages that
 produced them are acknowledged only after it returns, so a row is never lost. While
-ClickHouse is down ``write`` retries with exponential backoff (the partition simply
-stops advancing) until it succeeds or the worker stops; nothing is dropped.
+ClickHouse is down or refuses (``is_storage_failure``) ``write`` retries with
+exponential backoff (the partition simply stops advancing) until it succeeds or the
+worker stops; nothing is dropped. Any other exception is a fault in tokenyield itself
+(a column builder, a row of the wrong type): retrying would never succeed and would
+leave the worker "degraded" for ever, so ``write`` raises ``SinkError`` at once and the
+worker stops with that message; its unacknowledged input is processed again after the
+fix.
 
 Nothing is counted twice either: every table is a ReplacingMergeTree keyed by the row's
 identity (event id, attribution id and revision, ...), and each insert carries a
@@ -27,7 +32,17 @@ from typing import Any
 
 import orjson
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import (
+    DatabaseError,
+    DataError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+)
 
+from schemas.errors import SinkError, StorageError
 from schemas.outputs import Alert, CostPerOutcomeWindow, DeadLetter, LateEvent, WorkUnitAttribution
 from schemas.pricing import PriceEntry
 from streams.core.alerts.alert_config import BudgetRow
@@ -266,6 +281,21 @@ TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
 ]
 
 
+def is_storage_failure(exc: BaseException) -> bool:
+    """True for a failure of ClickHouse or of the way to it, worth retrying: no
+    connection, a time-out, a stream cut short, or the server (chdb's engine) refusing
+    the insert (a full disk, memory, too many parts, a table missing until migrations
+    run again). False for an error raised before anything reached ClickHouse: the
+    driver rejecting our columns (``ProgrammingError``, ``DataError``...) or a plain
+    Python error in our code; those fail the same way on every retry."""
+    if isinstance(exc, StorageError | OperationalError | OSError):
+        return True
+    if isinstance(exc, ProgrammingError | DataError | NotSupportedError | InternalError
+                  | InterfaceError):
+        return False
+    return isinstance(exc, DatabaseError)
+
+
 class ClickHouseSink:
     """Writes batches to ClickHouse on its own thread, retrying until they land."""
 
@@ -293,6 +323,7 @@ class ClickHouseSink:
         self.rows_written = 0
         self.failing_since: float | None = None  # monotonic time of the first failure
         self.last_error = ""
+        self.table = ""  # the table being written, for error messages
 
     def client(self) -> Client:
         """The sink's client (opened on its thread's first use)."""
@@ -306,7 +337,8 @@ class ClickHouseSink:
         return await loop.run_in_executor(self._executor, lambda: fn(self.client()))
 
     async def write(self, batch: Outputs) -> None:
-        """Insert every table's rows of ``batch``; retries until success or ``stop``."""
+        """Insert every table's rows of ``batch``; retries storage failures until success
+        or ``stop``; raises ``SinkError`` for anything else (see the module's notes)."""
         if not len(batch):
             return
         delay = 0.2
@@ -322,6 +354,13 @@ class ClickHouseSink:
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 if self.on_error is not None:
                     self.on_error("insert", exc)
+                if not is_storage_failure(exc):
+                    raise SinkError(
+                        f"writing {self.table} failed with {type(exc).__name__}: "
+                        f"{str(exc)[:300]}. This is a fault in tokenyield, not in ClickHouse, "
+                        f"and retrying cannot fix it: the worker stops. Nothing was "
+                        f"acknowledged, so a fixed worker processes the same input again.",
+                        table=self.table, cause=type(exc).__name__) from exc
                 if self._stopping:
                     raise
                 log.warning("ClickHouse insert failed (%s); retrying in %.1fs",
@@ -338,6 +377,7 @@ class ClickHouseSink:
                 if not rows:
                     continue
                 started = time.perf_counter()
+                self.table = table
                 names, data = _columns(rows, spec)
                 client.insert(
                     f"{self.database}.{table}", data, column_names=names,

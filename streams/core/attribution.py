@@ -28,7 +28,7 @@ def revision_of(unit: UnitState) -> int:
 
 def is_accepted(unit: UnitState) -> bool:
     """Accepted by its deciding outcome (the final one, else the latest)."""
-    return unit.decider is not None and unit.decider[3] in ACCEPTING_STATUSES
+    return unit.decider is not None and unit.decider.status in ACCEPTING_STATUSES
 
 
 def attribution_of(unit: UnitState, partition: int, price_book_version: str,
@@ -81,14 +81,14 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
         human_cost=from_atto(unit.human_cost),
         fully_loaded_cost=loaded,
         outcomes=unit.outcomes,
-        outcome_status=decider[3] if decider else None,
+        outcome_status=decider.status if decider else None,
         accepted=accepted,
-        is_final=bool(decider and decider[0] == 1),
+        is_final=unit.decided_by_final,
         value=from_atto(unit.value) if unit.value is not None else None,
-        value_dimension=decider[6] if decider else None,
-        quality_score=decider[4] if decider else None,
+        value_dimension=decider.value_dimension if decider else None,
+        quality_score=decider.quality_score if decider else None,
         baseline_cost=from_atto(unit.baseline) if unit.baseline is not None else None,
-        evidence_confidence=decider[5] if decider else None,
+        evidence_confidence=decider.evidence_confidence if decider else None,
         # One accepted unit is one accepted outcome: its cost per accepted outcome is its
         # fully loaded cost. A unit not accepted has none (docs/SEMANTICS.md).
         cost_per_outcome=loaded if accepted else None,

@@ -58,7 +58,7 @@ from streams.core.records import (
     event_hash,
 )
 from streams.core.repricing import Repricer
-from streams.core.unit import UnitState
+from streams.core.unit import Decider, UnitState
 from streams.core.units import (
     DueWheel,
     NoStore,
@@ -327,9 +327,10 @@ class PartitionEngine:
         unit.review_minutes += outcome.human_review_minutes
         unit.human_cost += human
         self.postings.outcome(t_ms, team, workflow, value or 0, human)
-        decider = (1 if outcome.is_final else 0, t_ms, h, outcome.status,
-                   outcome.quality_score, outcome.evidence_confidence, outcome.value_dimension)
-        if unit.decider is None or decider[:3] > unit.decider[:3]:
+        decider = Decider(1 if outcome.is_final else 0, t_ms, h, outcome.status,
+                          outcome.quality_score, outcome.evidence_confidence,
+                          outcome.value_dimension)
+        if decider.outranks(unit.decider):
             self.postings.decision(unit, -1)
             unit.decider = decider
             unit.outcome_team, unit.outcome_workflow = team, workflow
@@ -540,7 +541,7 @@ class PartitionEngine:
     # -- clock-driven work --------------------------------------------------------------
     def _next_due(self, unit: UnitState) -> int:
         """When the unit next needs attention: its deadline, or eviction once resolved."""
-        if unit.decider is not None and unit.decider[0] == 1:
+        if unit.decided_by_final:
             return unit.last_ms + self._retention_ms  # final outcome
         if unit.outcomes:
             return unit.last_ms + self._deadline_ms + self._retention_ms  # never finalised

@@ -12,7 +12,7 @@ from __future__ import annotations
 from schemas.events import ModelCall
 from streams.core import cells as cf
 from streams.core.attribution import is_accepted
-from streams.core.unit import UnitState
+from streams.core.unit import SPEND_COST, UnitState
 from streams.core.windows import WindowBook
 
 
@@ -73,7 +73,7 @@ class Postings:
         if entry is None:
             unit.spend.append([base, team, workflow, model, cost_atto or 0])
         elif cost_atto:
-            entry[4] += cost_atto
+            entry[SPEND_COST] += cost_atto
         if cost_atto:
             self._spend_class(unit, base, team, workflow, model, cost_atto)
 
@@ -91,7 +91,7 @@ class Postings:
         base = t_ms - t_ms % self.base_ms
         entry = unit.spend_entry(base, team, workflow, model)
         if entry is not None:
-            entry[4] += cost_atto
+            entry[SPEND_COST] += cost_atto
         self._spend_class(unit, base, team, workflow, model, cost_atto)
 
     def _count_unit(self, unit: UnitState, size: int, start: int, team: str, workflow: str,
@@ -122,7 +122,7 @@ class Postings:
         decider = unit.decider
         if decider is None or unit.bucket:
             return
-        for v in self.book.cells_at(decider[1], unit.outcome_team, unit.outcome_workflow,
+        for v in self.book.cells_at(decider.occurred_ms, unit.outcome_team, unit.outcome_workflow,
                                     cf.TOTAL):
             v[cf.DECIDED] += sign
             if is_accepted(unit):

@@ -13,7 +13,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import ormsgpack
@@ -27,14 +27,27 @@ FORMAT = 3
 # quality_score, evidence_confidence, value_dimension). The greatest of the first three
 # wins: a final outcome beats any non-final one, a later one an earlier one, and the
 # event hash breaks ties, so the choice does not depend on arrival order.
-Decider = tuple[int, int, int, str, float | None, float | None, str | None]
+class Decider(NamedTuple):
+    final: int  # 1 for a final outcome
+    occurred_ms: int
+    event_hash: int
+    status: str
+    quality_score: float | None
+    evidence_confidence: float | None
+    value_dimension: str | None
+
+    def outranks(self, other: Decider | None) -> bool:
+        return other is None or self[:3] > other[:3]
+
 
 # Which event sets a unit's dimensions: the least (kind rank, occurred_ms, event hash);
 # calls (rank 0) beat outcomes (rank 1), so a unit's team is its earliest call's.
 DimsKey = tuple[int, int, int]
 
-# The unit's spend by base window: [base window start ms, team, workflow, model, cost].
+# The unit's spend by base window: [base window start ms, team, workflow, model, cost],
+# positions named below (a list, so the cost can grow in place).
 SpendEntry = list[Any]
+SPEND_BASE, SPEND_TEAM, SPEND_WORKFLOW, SPEND_MODEL, SPEND_COST = range(5)
 
 
 class UnitState:
@@ -124,6 +137,11 @@ class UnitState:
 
     # -- derived ------------------------------------------------------------------
     @property
+    def decided_by_final(self) -> bool:
+        """A final outcome decides the unit (nothing later changes its status)."""
+        return self.decider is not None and self.decider.final == 1
+
+    @property
     def has_outcome(self) -> bool:
         return self.outcomes > 0
 
@@ -144,8 +162,8 @@ class UnitState:
                     ) -> SpendEntry | None:
         """The unit's spend entry of one base window, team, workflow and model."""
         for entry in self.spend:
-            if entry[0] == base and entry[3] == model and entry[1] == team \
-                    and entry[2] == workflow:
+            if entry[SPEND_BASE] == base and entry[SPEND_MODEL] == model \
+                    and entry[SPEND_TEAM] == team and entry[SPEND_WORKFLOW] == workflow:
                 return entry
         return None
 
@@ -235,8 +253,8 @@ class UnitState:
                       for start, team, workflow, model, cost in spend]
         if decider is not None:
             final, at, h, status, quality, confidence, dimension = decider
-            unit.decider = (final, t0 + at, hashes[h], text(status), quality, confidence,
-                            None if dimension is None else text(dimension))
+            unit.decider = Decider(final, t0 + at, hashes[h], text(status), quality,
+                                   confidence, None if dimension is None else text(dimension))
         unit.unpriced_calls = unpriced_calls or []
         return unit
 

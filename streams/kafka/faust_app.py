@@ -1,29 +1,40 @@
-"""Faust wiring: the app, its topics and tables, and two thin agents.
+"""Faust wiring: the app's configuration, its tables, two thin agents, a timer and the
+revoke hook. What an agent does with a message is in ``handlers``; every send goes
+through the ``Outlet``.
 
-- ``attribute`` reads ``calls``, ``outcomes`` and ``ticks`` (co-partitioned) and hands
-  each message to its partition's ``PartitionRuntime`` (the join, in the pure core).
-- ``rollup`` reads ``window-partials`` (one partition) and merges the partitions'
-  window cells into global cost-per-outcome windows, where the alert detectors run.
+- ``attribute`` reads ``calls``, ``outcomes`` and ``ticks`` (co-partitioned):
+  ``InputHandler``, the join in each partition's runtime.
+- ``rollup`` reads ``window-partials`` (one partition): ``RollupHandler``, the global
+  cost-per-outcome windows and the alert detectors.
 
-Acks are manual: a message is acknowledged only when the checkpoint covering it is
-durable (see ``partition_runtime``), so Faust never commits past unsaved work.
+Both agents run under a crashing supervisor: an exception in a handler stops the worker
+(Faust's default would restart the agent, which would go on past a lost batch). The
+unacknowledged messages are processed again by the next worker.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from faust.types import TP
+from mode import CrashingSupervisor
 
-from schemas.codec import encode_models
+from schemas.outputs import Alert
 from streams.clickhouse.sink import ClickHouseSink
-from streams.core.engine import EventKind, PartitionEngine
-from streams.core.records import Outputs
-from streams.core.windows import Outbox
 from streams.feeds.price_feed import PriceBookHolder
+from streams.kafka.handlers import (
+    InputHandler,
+    RollupHandler,
+    consumer_lag,
+    partition_runtime_factory,
+    send_ticks,
+)
+from streams.kafka.outlet import FaustProducer, Outlet
 from streams.kafka.topics import Topics
 from streams.ops.metrics import Metrics
 from streams.runtime.partition_runtime import PartitionRuntime
@@ -31,8 +42,6 @@ from streams.runtime.rollup_runtime import RollupRuntime
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-TICK = b""  # an empty message on an input topic: "time passed", nothing else
 
 
 class TableStore:
@@ -89,28 +98,32 @@ def faust_credentials(settings: Settings) -> Any:
     return None
 
 
+@dataclass
 class Services:
-    """What the agents share: settings, sink, prices, metrics and runtimes."""
+    """What the agents and the web views share: settings, sink, prices, metrics, the
+    runtimes, and whom to tell of an alert (the webhook, when configured)."""
 
-    def __init__(self, settings: Settings, sink: ClickHouseSink, prices: PriceBookHolder,
-                 metrics: Metrics, rollup: RollupRuntime) -> None:
-        self.settings = settings
-        self.sink = sink
-        self.prices = prices
-        self.metrics = metrics
-        self.rollup = rollup
-        self.topics = Topics(settings.topic_prefix, settings.partitions)
-        self.runtimes: dict[int, PartitionRuntime] = {}
-        self.started_at = time.time()
-        self.notify: Any = lambda alerts: None  # the webhook, when configured
-        self.tables: list[Any] = []  # the Faust tables, for their stores' memory figures
+    settings: Settings
+    sink: ClickHouseSink
+    prices: PriceBookHolder
+    metrics: Metrics
+    rollup: RollupRuntime
+    notify: Callable[[list[Alert]], None] | None = None
+    runtimes: dict[int, PartitionRuntime] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    tables: list[Any] = field(default_factory=list)  # Faust tables, for memory figures
+    topics: Topics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.settings.topic_prefix, self.settings.partitions)
 
 
-def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.App:
-    topics = services.topics
-    metrics = services.metrics
+def faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    """The Faust app's configuration: brokers, credentials, state store, timeouts and
+    producer and consumer sizes. Offsets start at the earliest message and commits
+    follow the manual acks (at least once; the checkpoints make it exactly once)."""
     set_fetch_max_wait(settings.fetch_max_wait_ms)
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in bootstrap.split(",")],
         broker_credentials=faust_credentials(settings),
@@ -136,200 +149,92 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
         web_bind=settings.web_host,
         web_host=settings.web_host,
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-           "value_serializer": "raw"}
-    inputs = app.topic(topics.calls, topics.outcomes, topics.ticks, **raw)
-    partials = app.topic(topics.window_partials, **raw)
 
-    def table(name: str, partitions: int) -> TableStore:
-        rocksdb = settings.state_store.startswith("rocksdb")
-        return TableStore(app.Table(name, key_type=bytes, value_type=bytes,
-                                    partitions=partitions,
-                                    options=settings.rocksdb_options() if rocksdb else None))
 
-    state = table("state", settings.partitions)
-    rollup_state = table("rollup", 1)
+def state_table(app: faust.App, settings: Settings, name: str, partitions: int) -> TableStore:
+    """A bytes-to-bytes table (RocksDB with its changelog topic, or memory in tests)."""
+    rocksdb = settings.state_store.startswith("rocksdb")
+    return TableStore(app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions,
+                                options=settings.rocksdb_options() if rocksdb else None))
+
+
+def highwater_of(app: faust.App) -> Callable[[str, int], int | None]:
+    """The consumer's end offset of a topic partition; None until it is assigned."""
+
+    def highwater(topic: str, partition: int) -> int | None:
+        try:
+            return app.consumer.highwater(TP(topic, partition))
+        except Exception:  # not started or not assigned (yet): nothing to report
+            return None
+
+    return highwater
+
+
+def assignment_of(app: faust.App) -> list[tuple[str, int]]:
+    try:
+        return [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+    except Exception:  # the consumer has not started yet
+        return []
+
+
+def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.App:
+    """The worker's app: configuration, tables, outlet, handlers, then the wiring."""
+    app = faust_app(settings, bootstrap)
+    topics = services.topics
+    state = state_table(app, settings, "state", settings.partitions)
+    rollup_state = state_table(app, settings, "rollup", 1)
     services.tables = [state.table, rollup_state.table]
-    kinds: dict[str, EventKind] = {topics.calls: "calls", topics.outcomes: "outcomes"}
-    now_ms = lambda: int(time.time() * 1000)  # noqa: E731 - only for future-skew checks
-
-    def runtime_for(partition: int) -> PartitionRuntime:
-        runtime = services.runtimes.get(partition)
-        if runtime is None:
-            engine = PartitionEngine(partition, settings.engine_config(),
-                                     services.prices.current, now_ms, store=state)
-            runtime = PartitionRuntime(
-                engine, services.sink, interval_seconds=settings.checkpoint_interval_seconds,
-                max_events=settings.checkpoint_max_events, metrics=metrics)
-            runtime.restore(state)
-            engine.wait_for_inputs()
-            services.runtimes[partition] = runtime
-        return runtime
-
-    def report_backlog(runtime: PartitionRuntime, partition: int,
-                       reading: tuple[str, int] | None = None) -> None:
-        """Tell the engine which inputs have messages not yet applied: such an input
-        holds the event-time clock, so a backlog read faster on one topic than on the
-        other makes nothing late. ``reading`` is the message about to be applied.
-        Only "more to read" is trusted: the embedded broker may report a high-water
-        mark below the true end (the last batch's base offset), never above it."""
-        engine = runtime.engine
-        for topic, kind in kinds.items():
-            applied = engine.applied_offsets.get(topic, -1)
-            if reading is not None and reading[0] == topic:
-                applied = reading[1]
-            try:
-                highwater = app.consumer.highwater(TP(topic, partition))
-            except Exception:  # not assigned (yet): the idle timer decides
-                highwater = None
-            engine.set_more_to_read(kind, highwater is not None and applied + 1 < highwater)
-
-    async def emit(out: Outputs, partition: int) -> None:
-        send = app.producer.send
-        if out.attributions:
-            await send(topics.attributions, None, encode_models(out.attributions), partition,
-                       None, None)
-            metrics.events_out.labels(topics.attributions).inc(len(out.attributions))
-        if out.alerts:
-            await send(topics.alerts, None, encode_models(out.alerts), 0, None, None)
-            metrics.events_out.labels(topics.alerts).inc(len(out.alerts))
-            for alert in out.alerts:
-                metrics.alerts.labels(alert.kind, alert.status).inc()
-            services.notify(out.alerts)
-        if out.dead_letters:
-            await send(topics.dead_letter, None, encode_models(out.dead_letters), partition,
-                       None, None)
-            for dead in out.dead_letters:
-                metrics.events_rejected.labels(dead.source_topic, dead.error_kind).inc()
-        if out.late:
-            await send(topics.late, None, encode_models(out.late), partition, None, None)
-            metrics.events_late.labels(out.late[0].source_topic).inc(len(out.late))
-        for kind, unit_id, value in out.reroute:
-            target = topics.calls if kind == "calls" else topics.outcomes
-            await send(target, unit_id.encode(), value, None, None, None)
-
-    async def send_outbox(outbox: Outbox) -> None:
-        await app.producer.send(topics.window_partials, None, outbox.encode(), 0, None, None)
-
-    async def flush() -> None:
-        await app.producer.flush()
-
-    @app.agent(inputs)
-    async def attribute(stream: faust.Stream) -> None:
-        async for event in stream.noack().events():
-            message = event.message
-            runtime = runtime_for(message.partition)
-            topic = message.topic
-            if topic == topics.ticks:
-                report_backlog(runtime, message.partition)
-                out = runtime.tick()
-                if not len(out) and not runtime.checkpoint_pending():
-                    event.ack()  # idle: nothing to save, nothing to say
-                    continue
-            elif runtime.already_applied(topic, message.offset):
-                event.ack()  # covered by the restored checkpoint
-                continue
-            else:
-                metrics.messages_in.labels(topic).inc()
-                report_backlog(runtime, message.partition, (topic, message.offset))
-                ledger = runtime.engine.ledger
-                received, duplicates = ledger.received, ledger.duplicates
-                out = runtime.apply(kinds[topic], topic, event.value, message.offset)
-                ledger = runtime.engine.ledger
-                metrics.events_in.labels(topic).inc(ledger.received - received)
-                if ledger.duplicates > duplicates:
-                    metrics.events_duplicate.inc(ledger.duplicates - duplicates)
-                if out.attributions and kinds[topic] == "outcomes" and message.timestamp:
-                    metrics.attribution_latency.observe(max(0.0, time.time() - message.timestamp))
-            if len(out):
-                await emit(out, message.partition)
-            runtime.hold(event.ack)
-            if runtime.checkpoint_due():
-                await runtime.checkpoint(state, send_outbox, flush)
-
-    @app.agent(partials)
-    async def rollup(stream: faust.Stream) -> None:
-        runtime = services.rollup
-        async for event in stream.noack().events():
-            if not runtime.restored:
-                runtime.restore(rollup_state)
-            message = event.message
-            runtime.position = message.offset
-            # The message's own time stamp is the rollup's "now": a replay decides alike.
-            stamp_ms = int((message.timestamp or 0) * 1000)
-            if event.value == TICK:
-                runtime.tick(stamp_ms)
-                if not runtime.checkpoint_pending():
-                    event.ack()
-                    continue
-            elif runtime.already_applied(message.offset):
-                event.ack()
-                continue
-            else:
-                runtime.apply(Outbox.decode(event.value), message.offset, stamp_ms)
-            runtime.hold(event.ack)
-            if runtime.checkpoint_due():
-                await runtime.checkpoint(rollup_state, emit_rollup, flush)
-
-    async def emit_rollup(windows: list[Any], alerts: list[Any]) -> None:
-        if windows:
-            await app.producer.send(topics.windows, None, encode_models(windows), 0, None, None)
-            metrics.events_out.labels(topics.windows).inc(len(windows))
-        if alerts:
-            await app.producer.send(topics.alerts, None, encode_models(alerts), 0, None, None)
-            metrics.events_out.labels(topics.alerts).inc(len(alerts))
-            for alert in alerts:
-                metrics.alerts.labels(alert.kind, alert.status).inc()
-
-    @app.timer(interval=settings.tick_interval_seconds)
-    async def tick() -> None:
-        # Ticks give idle partitions a turn to checkpoint and to close windows; they go
-        # through the input stream because table writes must happen during iteration.
-        for tp in app.consumer.assignment():
-            if tp.topic == topics.ticks:
-                await app.producer.send(topics.ticks, None, TICK, tp.partition, None, None)
-            elif tp.topic == topics.window_partials:
-                await app.producer.send(topics.window_partials, None, TICK, 0, None, None)
-        update_lag(app, services)
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
-        # Unacknowledged work of a revoked partition is redone by its next owner from
-        # the last checkpoint; keeping the runtime would let two workers write it.
-        for tp in revoked:
-            if tp.topic == topics.calls:
-                services.runtimes.pop(tp.partition, None)
-            if tp.topic == topics.window_partials:
-                services.rollup.reset()
-
-    app.services_ref = services  # type: ignore[attr-defined]
+    outlet = Outlet(FaustProducer(app), topics, services.metrics, services.notify)
+    highwater = highwater_of(app)
+    inputs = InputHandler(
+        topics, outlet, state,
+        partition_runtime_factory(settings, services.prices, services.sink, services.metrics,
+                                  state),
+        services.metrics, highwater, runtimes=services.runtimes)
+    rollup = RollupHandler(services.rollup, rollup_state, outlet)
+    wire_agents(app, topics, inputs, rollup)
+    wire_timer_and_revoke(app, settings, topics, outlet, inputs, rollup, services.metrics)
     return app
 
 
-def update_lag(app: faust.App, services: Services) -> None:
-    """Messages not yet processed: the end offset minus the last offset the engine (or
-    the rollup) applied. Not Faust's read position: messages handed to a stream wait in
-    its buffer, and counting them as done would report no lag while work queues up.
-    Changelog topics (read only in recovery) and the tick topic are left out."""
-    consumer = app.consumer
-    try:
-        assignment = consumer.assignment()
-    except Exception:  # not started yet
-        return
-    topics: Topics = services.topics
-    for tp in assignment:
-        if tp.topic == topics.window_partials:
-            applied = services.rollup.position
-        elif tp.topic in (topics.calls, topics.outcomes):
-            runtime = services.runtimes.get(tp.partition)
-            applied = runtime.engine.applied_offsets.get(tp.topic, -1) if runtime else -1
-        else:
-            continue
-        try:
-            highwater = consumer.highwater(tp)
-        except Exception:
-            continue
-        if highwater is None:
-            continue
-        lag = max(0, highwater - 1 - applied)
-        services.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+def wire_agents(app: faust.App, topics: Topics, input_handler: InputHandler,
+                rollup_handler: RollupHandler) -> None:
+    """Two thin loops: each message and its ack to a handler. Raw bytes in: the core
+    decodes (and dead-letters) events itself, so a bad event never stops a stream."""
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+           "value_serializer": "raw"}
+
+    @app.agent(app.topic(topics.calls, topics.outcomes, topics.ticks, **raw),
+               supervisor_strategy=CrashingSupervisor)
+    async def attribute(stream: faust.Stream) -> None:
+        async for event in stream.noack().events():
+            await input_handler.handle(event.message, event.value, event.ack)
+
+    @app.agent(app.topic(topics.window_partials, **raw), supervisor_strategy=CrashingSupervisor)
+    async def rollup(stream: faust.Stream) -> None:
+        async for event in stream.noack().events():
+            await rollup_handler.handle(event.message, event.value, event.ack)
+
+
+def wire_timer_and_revoke(app: faust.App, settings: Settings, topics: Topics, outlet: Outlet,
+                          inputs: InputHandler, rollup: RollupHandler,
+                          metrics: Metrics) -> None:
+    """The tick timer (idle partitions checkpoint and close windows; lag is measured)
+    and the revoke hook (a revoked partition's runtime is dropped)."""
+    highwater = highwater_of(app)
+
+    @app.timer(interval=settings.tick_interval_seconds)
+    async def tick() -> None:
+        assignment = assignment_of(app)
+        await send_ticks(outlet, topics, assignment)
+        lag = consumer_lag(assignment, highwater, inputs, rollup.runtime, topics)
+        for (topic, partition), behind in lag.items():
+            metrics.consumer_lag.labels(topic, str(partition)).set(behind)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
+        for tp in revoked:
+            if tp.topic == topics.calls:
+                inputs.forget(tp.partition)
+            if tp.topic == topics.window_partials:
+                rollup.forget()

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from schemas.errors import TokenyieldError
+from schemas.errors import StateError
 from streams.core.checkpoint import Checkpointer, CheckpointPlan, meta_key, outbox_key
 from streams.core.engine import EventKind, PartitionEngine, Source
 from streams.core.records import Outputs
@@ -70,7 +70,7 @@ class PartitionRuntime:
         for key in Checkpointer.segment_keys(self.partition, meta):
             chunk = store.get(key)
             if chunk is None:
-                raise TokenyieldError(f"checkpoint segment {key!r} is missing from the state "
+                raise StateError(f"checkpoint segment {key!r} is missing from the state "
                                       f"table", partition=self.partition, key=key.decode())
             chunks.append(chunk)
         self.unsent = self.checkpointer.restore(meta, chunks,

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from schemas.errors import StateError
 from schemas.outputs import Alert, CostPerOutcomeWindow
 from streams.core.alerts import AlertEngine
 from streams.core.records import Outputs
@@ -52,9 +53,13 @@ class RollupRuntime:
         self.notify: Callable[[list[Alert]], None] = lambda alerts: None
 
     def reset(self) -> None:
+        """Forget everything not saved (the partition was revoked); who is notified of
+        alerts stays."""
+        notify = self.notify
         self.__init__(self.sink, self.alerts.fresh(), currency=self.currency,  # type: ignore[misc]
                       idle_seconds=self.idle_seconds, interval_seconds=self.interval,
                       topic=self.topic, partitions=self.partitions)
+        self.notify = notify
 
     def restore(self, store: StateStore) -> None:
         self.restored = True
@@ -63,8 +68,14 @@ class RollupRuntime:
             return
         decoded = orjson.loads(meta)
         self.seq = decoded["seq"]
-        data = b"".join(store.get(_chunk_key(self.seq, i)) or b""
-                        for i in range(decoded["chunks"]))
+        chunks = []
+        for index in range(decoded["chunks"]):
+            chunk = store.get(_chunk_key(self.seq, index))
+            if chunk is None:
+                raise StateError("a rollup snapshot record is missing from the state table",
+                                 key=_chunk_key(self.seq, index).decode())
+            chunks.append(chunk)
+        data = b"".join(chunks)
         state = orjson.loads(data)
         self.rollup.load(orjson.dumps(state["rollup"]))
         self.alerts.load(state["alerts"])
@@ -138,7 +149,6 @@ class RollupRuntime:
         self.first_offset = None
         self.last_checkpoint = time.monotonic()
         return running + finals
-
 
 
 def _chunk_key(seq: int, index: int) -> bytes:
