@@ -31,7 +31,7 @@ AlertKind = Literal[
     "cost_per_outcome_regression",
 ]
 AlertStatus = Literal["firing", "resolved"]
-WindowScope = Literal["total", "model", "agent"]
+WindowScope = Literal["total", "model", "agent", "dimension"]
 Severity = Literal["info", "warning", "critical"]
 
 #: The ``model`` of a window row that totals all models and carries the outcome figures.
@@ -154,6 +154,10 @@ class CostPerOutcomeWindow(_Output):
     model: str
     agent: str = ""
     scope: WindowScope = "total"
+    dimension: str = Field("", description="Dimension rows: `user`, `customer` or a "
+                                           "TOKENYIELD_DIMENSIONS key")
+    dimension_value: str = Field("", description="Dimension rows: the value (`__other__`: "
+                                                 "the values beyond the cap)")
     correction: str = Field("", description="Empty for the window's own row; else the "
                                             "correction's id (source partition and "
                                             "checkpoint)")

@@ -123,7 +123,8 @@ class WorkerProcess:
         rollup = RollupRuntime(sink, alerts, currency=settings.currency,
                                idle_seconds=max(30.0, 10 * settings.checkpoint_interval_seconds),
                                interval_seconds=settings.checkpoint_interval_seconds,
-                               topic=topics.window_partials, partitions=settings.partitions)
+                               topic=topics.window_partials, partitions=settings.partitions,
+                               dimension_cap=settings.dimension_cap)
         webhook = None
         if settings.webhook_url is not None:
             webhook = AlertWebhook(

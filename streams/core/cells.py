@@ -14,6 +14,10 @@ row is about, with a tag that no user-supplied name can forge (a model called ``
                     and distinct work units are booked (spend-side figures of the total
                     are the sum of its model rows, added by the rollup);
 - ``"a:" + agent``  spend-side figures of one agent (spike detection per agent);
+- ``"d:" + dimension + NUL + value``  one value of a business dimension (``user``,
+                    ``customer`` or a TOKENYIELD_DIMENSIONS attribute): spend, outcomes,
+                    cost items and decisions of the events and units that name it (the
+                    rollup caps the values per dimension, the rest in ``__other__``);
 - ``"x:" + model``  units finalised with that primary model, for model-mismatch
                     detection; the key's team slot holds the task type. Approximate by
                     design and never part of the ledger.
@@ -91,9 +95,15 @@ SPEND_SIDE = (CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD
 TOTAL = "t"
 MODEL = "m:"
 AGENT = "a:"
+DIMENSION = "d:"
 MIX = "x:"
+DIMENSION_SEP = "\x00"  # between a dimension's name and its value: no value can forge it
+OTHER_VALUE = "__other__"  # the values of a dimension beyond its cardinality cap
 
-Scope = Literal["total", "model", "agent"]
+Scope = Literal["total", "model", "agent", "dimension"]
+
+#: What a dimension row books from a call (spend side).
+DIMENSION_CALL_FIELDS = (CALLS, INPUT, OUTPUT, SPEND, UNPRICED)
 
 
 def model_series(model: str) -> str:
@@ -108,6 +118,16 @@ def mix_series(model: str) -> str:
     return MIX + model
 
 
+def dimension_series(dimension: str, value: str) -> str:
+    return DIMENSION + dimension + DIMENSION_SEP + value
+
+
+def dimension_of(series: str) -> tuple[str, str]:
+    """(dimension, value) of a dimension series."""
+    dimension, _, value = series[len(DIMENSION):].partition(DIMENSION_SEP)
+    return dimension, value
+
+
 def scope_of(series: str) -> tuple[Scope | None, str]:
     """(scope, name) of a series: the row kind and the model or agent it names.
     ``None`` for detector-only series (the model mix), which never become rows."""
@@ -117,6 +137,8 @@ def scope_of(series: str) -> tuple[Scope | None, str]:
         return "model", series[len(MODEL):]
     if series.startswith(AGENT):
         return "agent", series[len(AGENT):]
+    if series.startswith(DIMENSION):
+        return "dimension", series[len(DIMENSION):]
     return None, series[len(MIX):]
 
 

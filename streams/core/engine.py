@@ -111,7 +111,8 @@ class PartitionEngine:
         self.wheel = DueWheel()
         self.index = SummaryIndex(partition, config.horizon_seconds * 1000)
         self.book = WindowBook(tuple(s * 1000 for s in config.window_seconds))
-        self.postings = Postings(self.book, config.deadline_seconds * 1000, self.workflows)
+        self.postings = Postings(self.book, config.deadline_seconds * 1000, self.workflows,
+                                 config.dimensions)
         self.ledger = Ledger()
         self.max_event_ms = 0  # the clock before lateness: monotonic
         self.input_max_ms: dict[str, int] = dict.fromkeys(EVENT_KINDS, 0)
@@ -276,6 +277,7 @@ class PartitionEngine:
             unit.service, unit.environment = _intern(call.service), _intern(call.environment)
             unit.agent = _intern(call.agent or "")
             unit.user, unit.customer = _intern(call.user or ""), _intern(call.customer or "")
+            unit.extra_dims = self.postings.promoted(call)
         unit.events += 1
         unit.calls += 1
         retry = call.attempt > 1
@@ -337,6 +339,7 @@ class PartitionEngine:
             unit.team, unit.workflow = team, workflow
             unit.user = _intern(outcome.user or "")
             unit.customer = _intern(outcome.customer or "")
+            unit.extra_dims = self.postings.promoted(outcome)
         unit.events += 1
         value = None
         if outcome.value is not None:
@@ -353,7 +356,8 @@ class PartitionEngine:
         if outcome.is_verdict:
             self._apply_verdict(unit, outcome, t_ms, h, rate, team, workflow, human)
         else:
-            self.postings.outcome(t_ms, team, workflow, value or 0, human)
+            self.postings.outcome(t_ms, team, workflow, value or 0, human,
+                                  self.postings.event_dimensions(outcome))
             assert outcome.status is not None  # only a verdict has none
             decider = Decider(1 if outcome.is_final else 0, t_ms, h, outcome.status,
                               outcome.quality_score, outcome.evidence_confidence,
@@ -382,7 +386,8 @@ class PartitionEngine:
         cost counts. ``settle`` then books what it changes."""
         assert outcome.verdict is not None
         if human:
-            self.postings.review(t_ms, team, workflow, human)
+            self.postings.review(t_ms, team, workflow, human,
+                                 self.postings.event_dimensions(outcome))
         at_risk = (convert(to_atto(outcome.value_at_risk), rate)
                    if outcome.value_at_risk is not None else None)
         verdict = Verdict(t_ms, h, outcome.verdict, at_risk)
@@ -428,6 +433,7 @@ class PartitionEngine:
             unit.team, unit.workflow = team, workflow
             unit.user = _intern(item.user or "")
             unit.customer = _intern(item.customer or "")
+            unit.extra_dims = self.postings.promoted(item)
         unit.events += 1
         unit.cost_items += 1
         unit.other_cost += amount
