@@ -278,6 +278,8 @@ class PartitionEngine:
             unit.agent = _intern(call.agent or "")
             unit.user, unit.customer = _intern(call.user or ""), _intern(call.customer or "")
             unit.extra_dims = self.postings.promoted(call)
+            if unit.decider is not None:
+                self.postings.settle(unit)  # the decision moves to the unit's new dimensions
         unit.events += 1
         unit.calls += 1
         retry = call.attempt > 1
@@ -434,6 +436,8 @@ class PartitionEngine:
             unit.user = _intern(item.user or "")
             unit.customer = _intern(item.customer or "")
             unit.extra_dims = self.postings.promoted(item)
+            if unit.decider is not None:
+                self.postings.settle(unit)  # the decision moves to the unit's new dimensions
         unit.events += 1
         unit.cost_items += 1
         unit.other_cost += amount
