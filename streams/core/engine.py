@@ -634,6 +634,9 @@ class PartitionEngine:
         what, observed, limit = breaches[0]
         subject = {"work_unit_id": unit.unit_id, "team": unit.team, "workflow": unit.workflow,
                    "agent": unit.agent}
+        for name, value in (("user", unit.user), ("customer", unit.customer)):
+            if value:  # alerts route by who the looping work serves
+                subject[name] = value
         out.alerts.append(Alert(
             alert_id=f"runaway_work_unit:{unit.unit_id}", kind="runaway_work_unit",
             status="firing", severity="critical", subject=subject, observed=Decimal(observed),
