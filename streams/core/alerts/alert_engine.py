@@ -1,11 +1,13 @@
-"""The rollup stage's detectors over global windows (spikes, budgets, waste).
+"""The rollup stage's detectors over global windows (spikes, budgets, waste, plateaus).
 
 Everything runs on event time. Final rows of the detection size are judged window by
 window, in order of window start; a window is judged once (a corrected final row of a
 window already judged only corrects budgets). Budgets also follow running rows, so
 they fire within a checkpoint of the spend. The model mix is judged once per hour of
-event time. The engine is deterministic: the same rows give the same alerts, and a
-restored engine continues exactly where the dumped one stopped.
+event time, the spend plateau once per UTC day (from the rollup's cost histograms, as
+they stand at the checkpoint whose final rows cross midnight). The engine is
+deterministic: the same rows give the same alerts, and a restored engine continues
+exactly where the dumped one stopped.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from streams.core.alerts.alert_config import AlertConfig, BudgetRule
 from streams.core.alerts.budget_tracker import BudgetTracker
 from streams.core.alerts.lifecycle import EpisodeBook
 from streams.core.alerts.mismatch import HOUR_MS, MismatchDetector
+from streams.core.alerts.plateau import PLATEAU_KIND, PlateauDetector
 from streams.core.alerts.spikes import SPIKE_KINDS, SpikeDetector, spike_figures
 from streams.core.alerts.waste import WASTE_KINDS, WasteDetector
+from streams.core.cells import DAY_MS
 from streams.core.rollup import CostBucket, ModelMix
 
 STATE_VERSION = 1
@@ -44,6 +48,8 @@ class AlertEngine:
         self.waste = WasteDetector(config, currency)
         self.mismatch = MismatchDetector(config, currency)
         self.budgets = BudgetTracker(config, currency)
+        self.plateau = PlateauDetector(config, currency)
+        self.histograms: list[CostBucket] = []  # the latest checkpoint's, for plateaus
         self.last_window_ms = -1  # start of the last window judged
         self.pruned_ms = 0
 
@@ -61,6 +67,7 @@ class AlertEngine:
         """One rollup checkpoint. ``now_ms`` (wall time) is not used: decisions follow
         the rows' event time, so a replay decides the same."""
         self.mismatch.update(mix)
+        self.histograms = histograms or []
         by_start: dict[int, list[CostPerOutcomeWindow]] = defaultdict(list)
         for row in finals:
             start = int(row.window_start.timestamp() * 1000)
@@ -87,6 +94,10 @@ class AlertEngine:
         if hour is not None:
             alerts += self.book.evaluate(("model_mismatch",), self.mismatch.evaluate(hour),
                                          hour - HOUR_MS, hour)
+        day = self.plateau.due(end)
+        if day is not None:
+            found, holding = self.plateau.evaluate(day, self.histograms)
+            alerts += self.book.evaluate((PLATEAU_KIND,), found, day - DAY_MS, day, holding)
         if end - self.pruned_ms >= HOUR_MS:
             self.pruned_ms = end
             self.spikes.prune(end)
@@ -105,6 +116,7 @@ class AlertEngine:
             "waste": self.waste.dump(),
             "mismatch": self.mismatch.dump(),
             "budgets": self.budgets.dump(),
+            "plateau": self.plateau.dump(),
         })
 
     def load(self, data: Any) -> None:
@@ -124,3 +136,4 @@ class AlertEngine:
         self.waste.load(state["waste"])
         self.mismatch.load(state["mismatch"])
         self.budgets.load(state["budgets"])
+        self.plateau.load(state.get("plateau", {}))  # absent: saved before plateaus
