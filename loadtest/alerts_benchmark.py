@@ -30,8 +30,10 @@ from decimal import Decimal
 from typing import Any
 
 from schemas.outputs import ALL_MODELS, Alert, CostPerOutcomeWindow
+from streams.core import cells as cf
 from streams.core.alerts import AlertConfig, AlertEngine, BudgetRule
-from streams.core.rollup import ModelMix
+from streams.core.money import from_atto, to_atto
+from streams.core.rollup import CostBucket, ModelMix
 
 MINUTE = 60_000
 DAY = 1440  # windows
@@ -141,6 +143,7 @@ class Scenario:
     grace: int = 0
     running: Callable[[int], list[CostPerOutcomeWindow]] = lambda t: []
     mix: Callable[[int], list[ModelMix]] = lambda t: []
+    histograms: Callable[[int], list[CostBucket]] = lambda t: []
     config: AlertConfig = field(default_factory=AlertConfig)
     unit: str = "windows"
 
@@ -177,7 +180,8 @@ def run(scenario: Scenario) -> tuple[list[Score], list[tuple[int, Alert]]]:
     engine = AlertEngine(scenario.config, "USD")
     fired: list[tuple[int, Alert]] = []
     for t in range(scenario.length):
-        for alert in engine.observe(scenario.running(t), scenario.rows(t), scenario.mix(t), 0):
+        for alert in engine.observe(scenario.running(t), scenario.rows(t), scenario.mix(t), 0,
+                                    scenario.histograms(t)):
             if alert.status == "firing":
                 fired.append((t, alert))
     return score(scenario, fired), fired
@@ -523,6 +527,87 @@ def monthly_forecast(teams: int, seed: int) -> dict[str, float]:
             "max_abs_error_days": max(errors) if errors else float("nan")}
 
 
+NORMAL = statistics.NormalDist()
+
+
+def acceptance(q: float, low: float, top: float, knee: float, drop: float) -> float:
+    """Chance a unit of cost rank ``q`` is accepted: rising from ``low`` to ``top`` up to
+    the knee, then falling by ``drop`` to the dearest unit."""
+    p = low + (top - low) * q / knee if q <= knee else top - drop * (q - knee) / (1 - knee)
+    return min(0.98, max(0.02, p))
+
+
+def plateau_scenario(series: int, days: int, seed: int) -> Scenario:
+    """Spend plateaus, one workflow (and team) per series, judged at each midnight.
+
+    Units a day: 150-3000 (weekends ×0.6), cost lognormal around a median of
+    0.005-0.5 that drifts ×0.9-1.1 a day, spread σ 0.6-1.3 (the dearest decile costs
+    2.2-5.3× the median). The chance a unit is accepted depends on its cost rank q:
+
+    - *plateau* (labelled, 40%): it rises by 10-30 points up to a knee at q 0.3-0.55,
+      then stays flat or falls by up to 6 points (long runs that struggle);
+    - *rising* (30%): it rises linearly with q all the way, so the top 20% beat the
+      middle units by 8-25 points (the lower end is hard: near the 5-point margin);
+    - *narrow* (15%): a plateau, but σ 0.1-0.3: the dearest units cost under 2× the
+      median, so it is not one by definition;
+    - *small* (15%): a plateau with 3-25 units a day, too few to judge.
+    """
+    labels: list[Label] = []
+    per_day: dict[int, list[CostBucket]] = {}
+    judged = 0
+    for i in range(series):
+        rnd = random.Random(seed * 1000 + i)
+        team = f"wf{i:03d}"
+        case = ("plateau", "plateau", "rising", "plateau", "rising", "narrow", "plateau",
+                "rising", "small", "plateau", "rising", "plateau", "narrow", "rising",
+                "plateau", "small", "plateau", "rising", "narrow", "small")[i % 20]
+        units = log_uniform(rnd, 3, 25) if case == "small" else log_uniform(rnd, 150, 3000)
+        sigma = rnd.uniform(0.1, 0.3) if case == "narrow" else rnd.uniform(0.6, 1.3)
+        median = log_uniform(rnd, 0.005, 0.5)
+        top = rnd.uniform(0.5, 0.9)
+        if case == "rising":
+            gain = rnd.uniform(0.08, 0.25)  # top 20% (mean q 0.9) against q 0.5
+            low = top - gain / 0.4
+            knee, drop = 1.0, 0.0
+        else:
+            low, knee, drop = top - rnd.uniform(0.1, 0.3), rnd.uniform(0.3, 0.55), \
+                rnd.uniform(0, 0.06)
+        tag = case if case != "plateau" else ("plateau <500/day" if units < 500
+                                              else "plateau ≥500/day")
+        if case == "plateau":
+            labels.append(Label("spend_plateau", team, 0, days, tag))
+        else:
+            judged += days
+
+        for d in range(days):
+            weekday = (d + 3) % 7  # 2026-12-01 is a Tuesday
+            n = poisson(rnd, units * (0.6 if weekday >= 5 else 1.0))
+            day_median = median * rnd.uniform(0.9, 1.1)
+            cells: dict[int, list[int]] = {}
+            for _ in range(n):
+                z = rnd.gauss(0, 1)
+                p = acceptance(NORMAL.cdf(z), low, top, knee, drop)
+                cost = to_atto(Decimal(f"{day_median * math.exp(sigma * z):.9f}"))
+                cell = cells.setdefault(cf.cost_bucket(cost), [0, 0, 0])
+                cell[0] += 1
+                cell[1] += rnd.random() < p
+                cell[2] += cost
+            when = datetime.fromtimestamp((T0 + d * DAY * MINUTE) / 1000, UTC)
+            per_day.setdefault(d, []).extend(
+                CostBucket(when, team, "wf", b, k, a, from_atto(c))
+                for b, (k, a, c) in sorted(cells.items()))
+
+    def rows(d: int) -> list[CostPerOutcomeWindow]:
+        # The event clock: the day's last minute turns final, crossing midnight.
+        return [row(d * DAY + DAY - 1, "clock", calls=1)]
+
+    def histograms(d: int) -> list[CostBucket]:
+        return [b for k in range(max(0, d - 7), d + 1) for b in per_day.get(k, [])]
+
+    return Scenario("spend plateau", ("spend_plateau",), days, rows, labels, windows=judged,
+                    histograms=histograms, unit="days")
+
+
 # -- report ------------------------------------------------------------------------------------
 def scenarios(scale: float, seed: int) -> Iterator[Scenario]:
     n = max(3, round(40 * scale))
@@ -533,18 +618,20 @@ def scenarios(scale: float, seed: int) -> Iterator[Scenario]:
     yield cpo_scenario(n, 2 * DAY, seed)
     yield mismatch_scenario(max(3, round(60 * scale)), 72, seed)
     yield budget_scenario(max(2, round(8 * scale)), 3, seed)[0]
+    yield plateau_scenario(max(20, round(40 * scale)), 21, seed)
 
 
 def table(scores: list[Score]) -> list[str]:
     lines = ["| detector | injected | detected | detection rate | false alarms | "
              "per 1000 windows | median delay |",
              "|---|---:|---:|---:|---:|---:|---:|"]
+    short = {"hours": "h", "days": "days"}
     for s in scores:
-        hours = s.unit == "hours"
+        unit = short.get(s.unit, "windows")
+        per = f" (per 1000 {unit})" if s.unit in short else ""
         lines.append(f"| {s.kind} | {s.injected} | {s.detected} | {s.rate:.1%} | "
-                     f"{s.false_alarms} in {s.windows:,} {'h' if hours else 'windows'} | "
-                     f"{s.fa_per_1000:.2f}{' (per 1000 h)' if hours else ''} | "
-                     f"{s.median_delay:g} {'h' if hours else 'windows'} |")
+                     f"{s.false_alarms} in {s.windows:,} {unit} | "
+                     f"{s.fa_per_1000:.2f}{per} | {s.median_delay:g} {unit} |")
     return lines
 
 
