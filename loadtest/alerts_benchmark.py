@@ -111,7 +111,9 @@ def row(t: int, team: str, workflow: str = "wf", model: str = ALL_MODELS, agent:
         "window_start": datetime.fromtimestamp(start / 1000, UTC),
         "window_end": datetime.fromtimestamp((start + size) / 1000, UTC),
         "window_seconds": size // 1000, "team": team, "workflow": workflow, "model": model,
-        "agent": agent, "revision": revision, "final": final, "currency": "USD"}
+        "agent": agent, "revision": revision, "final": final, "currency": "USD",
+        # the detectors tell rows apart by scope (model_construct skips the defaults' logic)
+        "scope": "agent" if agent else "total" if model == ALL_MODELS else "model"}
     values.update(figures)
     return CostPerOutcomeWindow.model_construct(**values)
 
