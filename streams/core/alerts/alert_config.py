@@ -124,6 +124,21 @@ class AlertConfig(AlertSettings):
         description="Spend plateau: the middle units' cost ranks, from ...")
     plateau_middle_high: Decimal = Field(
         Decimal("0.6"), ge=Decimal("0.5"), lt=1, description="... to")
+    forecast_history_days: int = Field(
+        56, ge=14, le=366, description="Forecasts: complete days of daily spend kept per "
+                                       "series (eight weeks of weekday factors)")
+    forecast_fit_days: int = Field(
+        56, ge=7, description="Recent days the level and trend are fitted on")
+    forecast_min_days: int = Field(
+        14, ge=7, description="Fewer complete days: the linear run-rate instead")
+    forecast_trend_z: Decimal = Field(
+        Decimal(2), ge=0, description="A trend is kept when its slope is this many "
+                                      "standard errors from zero")
+    forecast_outlier_sigmas: Decimal = Field(
+        Decimal(3), gt=0, description="Days this many residual standard deviations off "
+                                      "the first fit are left out of the level and trend")
+    forecast_band: Decimal = Field(
+        Decimal("0.9"), gt=0, lt=1, description="Central coverage of the prediction band")
     subject_ttl_seconds: int = Field(
         7 * 86_400, gt=0, description="Forget a subject's baselines after this much "
                                       "event time without a row")

@@ -13,6 +13,7 @@ exactly where the dumped one stopped.
 from __future__ import annotations
 
 from collections import defaultdict
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -20,7 +21,8 @@ import orjson
 from schemas.errors import StateError
 from schemas.outputs import Alert, CostPerOutcomeWindow
 from streams.core.alerts.alert_config import AlertConfig, BudgetRule
-from streams.core.alerts.budget_tracker import BudgetTracker
+from streams.core.alerts.budget_tracker import BudgetTracker, covers, period_bounds, rule_subject
+from streams.core.alerts.forecast import Forecaster, Series, SpendForecast, project
 from streams.core.alerts.lifecycle import EpisodeBook
 from streams.core.alerts.mismatch import HOUR_MS, MismatchDetector
 from streams.core.alerts.plateau import PLATEAU_KIND, PlateauDetector
@@ -47,7 +49,8 @@ class AlertEngine:
         self.spikes = SpikeDetector(config, currency)
         self.waste = WasteDetector(config, currency)
         self.mismatch = MismatchDetector(config, currency)
-        self.budgets = BudgetTracker(config, currency)
+        self.forecaster = Forecaster(config)
+        self.budgets = BudgetTracker(config, currency, self.forecaster)
         self.plateau = PlateauDetector(config, currency)
         self.histograms: list[CostBucket] = []  # the latest checkpoint's, for plateaus
         self.last_window_ms = -1  # start of the last window judged
@@ -70,11 +73,15 @@ class AlertEngine:
         self.histograms = histograms or []
         by_start: dict[int, list[CostPerOutcomeWindow]] = defaultdict(list)
         for row in finals:
+            if row.window_seconds * 1000 != self.size_ms:
+                continue
             start = int(row.window_start.timestamp() * 1000)
             if row.correction:
-                continue  # late changes to a judged window: only budgets take them
-            if row.window_seconds * 1000 == self.size_ms and start > self.last_window_ms:
+                self._learn_spend(row, start)  # late changes to a judged window: only
+                continue  # budgets and forecasts take them
+            if start > self.last_window_ms:
                 by_start[start].append(row)
+                self._learn_spend(row, start)
         alerts: list[Alert] = []
         for start in sorted(by_start):
             rows = sorted(by_start[start],
@@ -82,6 +89,48 @@ class AlertEngine:
             alerts.extend(self._window(start, rows))
         alerts.extend(self.budgets.observe([*running, *finals]))
         return alerts
+
+    def _learn_spend(self, row: CostPerOutcomeWindow, start: int) -> None:
+        """Daily spend for forecasts: every workflow's total row, and the dimension rows
+        a budget names."""
+        if row.scope == "total":
+            series: Series = (row.team, row.workflow, "", "")
+        elif row.scope == "dimension" and (row.dimension, row.dimension_value) \
+                in self.budgets.targets:
+            series = (row.team, row.workflow, row.dimension, row.dimension_value)
+        else:
+            return
+        self.forecaster.add(series, start, start + self.size_ms, row.spend)
+
+    def forecasts(self) -> list[SpendForecast]:
+        """Month-end spend as of the event clock (the latest final window's end): per
+        team, per workflow and per monthly budget, from the final rows seen (a budget's
+        spend so far is its tracker's, running rows included)."""
+        f = self.forecaster
+        now = f.clock_ms
+        if not now:
+            return []
+        start, end = period_bounds("monthly", now)
+        today = now - now % DAY_MS
+        totals = sorted(s for s in f.days if not s[2])
+        groups: list[tuple[dict[str, str], list[Series]]] = []
+        for team in sorted({s[0] for s in totals}):
+            groups.append(({"team": team}, [s for s in totals if s[0] == team]))
+        groups += [({"team": s[0], "workflow": s[1]}, [s]) for s in totals]
+        found = []
+        for subject, chosen in groups:
+            spent = sum((v for s in chosen for d, v in f.days[s].items() if start <= d),
+                        Decimal(0))
+            found.append(SpendForecast(subject, project(f.model(chosen, today), spent, start,
+                                                        now, end, self.config)))
+        for rid, rule in sorted(self.budgets.rules.items()):
+            if rule.period == "monthly":
+                chosen = [s for s in f.days if covers(rule, s)]
+                spent = self.budgets.spent(rule, start)
+                found.append(SpendForecast(
+                    {**rule_subject(rule), "budget": rid},
+                    project(f.model(chosen, today), spent, start, now, end, self.config)))
+        return found
 
     def _window(self, start: int, rows: list[CostPerOutcomeWindow]) -> list[Alert]:
         end = start + self.size_ms
@@ -103,6 +152,7 @@ class AlertEngine:
             self.spikes.prune(end)
             self.waste.prune(end)
             self.book.prune(end)
+            self.forecaster.prune()
         return alerts
 
     # -- persistence ------------------------------------------------------------------------
@@ -117,6 +167,7 @@ class AlertEngine:
             "mismatch": self.mismatch.dump(),
             "budgets": self.budgets.dump(),
             "plateau": self.plateau.dump(),
+            "forecast": self.forecaster.dump(),
         })
 
     def load(self, data: Any) -> None:
@@ -137,3 +188,4 @@ class AlertEngine:
         self.mismatch.load(state["mismatch"])
         self.budgets.load(state["budgets"])
         self.plateau.load(state.get("plateau", {}))  # absent: saved before plateaus
+        self.forecaster.load(state.get("forecast", {}))  # ... or before forecasts
