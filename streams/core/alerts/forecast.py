@@ -1,31 +1,39 @@
-"""Month-end spend forecasts: a daily run-rate with weekday seasonality, a linear trend
-and a prediction band.
+"""Month-end spend forecasts: a daily run-rate with weekday seasonality, a trend and a
+prediction band.
 
-The model (``fit``; docs/ALERTS.md, *Forecast*, says the same for a SQL mirror), over
-the complete UTC days of one series' daily spend ``s_d`` up to yesterday, at most
-``forecast_history_days`` (56) of them, missing days counting as zero:
+The model (``fit`` and ``project``; docs/ALERTS.md, *Forecast*, gives the same for a
+SQL mirror), over the complete UTC days of one series' daily spend ``s_d`` up to
+yesterday, at most ``forecast_history_days`` (56) of them, missing days counting zero:
 
-1. **Weekday factors.** Cut the history into blocks of 7 days ending yesterday (at most
-   8; a partial oldest block is left out). Each day's ratio to its block's mean,
-   ``s_d / mean(block)``, averaged per weekday over the blocks whose mean is positive,
-   then divided by the mean of the seven: ``f_w``, mean 1.
-2. **Level and trend.** The deseasonalised spend ``y_d = s_d / f_w(d)`` (days whose
-   weekday has ``f_w = 0`` left out) of the last ``forecast_fit_days`` (28) days, by
-   ordinary least squares on the day index ``x``: ``y = a + b (x - x̄)``. The slope is
-   kept only when it is significant, ``|b| >= 2 se(b)``; otherwise ``b = 0`` and
-   ``a`` stays the mean (a noisy slope extrapolated over a month costs more than it
-   earns).
-3. **Prediction.** Day ``t``: ``ŝ_t = max(0, a + b (x_t - x̄)) · f_w(t)``. Month-end
-   spend = spent so far (exact) + the not yet elapsed share ``g_t`` of each remaining
-   day (today: what is left of it; later days: 1) times ``ŝ_t``.
-4. **Band.** With ``σ`` the residual standard deviation of step 2 (``n - 2`` degrees
-   of freedom) and ``n`` the days fitted, the remaining spend has variance
-   ``σ² [Σ (g_t f_t)² + (Σ g_t f_t)² / n + (Σ g_t f_t (x_t - x̄))² / Sxx]``
-   (independent daily noise, plus the uncertainty of the level and of the slope, which
-   is shared by every remaining day). The band is the expected spend ± ``z`` standard
-   deviations, ``z`` the normal quantile of ``(1 + forecast_band) / 2`` (1.645: the 5th
-   and 95th percentiles for the default 90% band); its low end is at least what is
-   already spent.
+1. **Weekday factors.** Each day's ratio to the centred 7-day mean around it,
+   ``s_d / mean(s_{d-3} .. s_{d+3})`` (days with three days of history on each side and
+   a positive mean; a centred mean follows a trend, so growth does not leak into the
+   factors), its median per weekday (a runaway day does not move it), then divided by
+   the mean of the seven: ``f_w``, mean 1. ``K`` = the fewest ratios of a weekday. A
+   weekday without a ratio: every factor is 1.
+2. **Level and trend.** The deseasonalised spend ``y_d = s_d / f_w(d)`` of the last
+   ``forecast_fit_days`` (56) days (days whose weekday has ``f_w = 0`` left out), as
+   logarithms when every one of them is positive (growth is multiplicative), else as
+   money. Ordinary least squares on the day index ``x`` (0 = yesterday):
+   ``y = a + b (x - x̄)``, residual standard deviation ``σ`` (``n - 2`` degrees of
+   freedom). Then again without the days more than ``forecast_outlier_sigmas`` (3) ``σ``
+   off the line (a runaway day would tilt it): ``a``, ``b``, ``x̄``, ``Sxx``, ``n`` and
+   ``σ'`` of that refit. The slope is kept only when ``|b| >= forecast_trend_z (2) ·
+   σ' / sqrt(Sxx)``, else ``b = 0`` (a noisy slope extrapolated over a month costs more
+   than it earns).
+3. **Prediction.** Day ``t``: ``ŝ_t = exp(a + b (x_t - x̄) + σ'² / 2) · f_w(t)`` (logs:
+   the mean of a lognormal day) or ``max(0, a + b (x_t - x̄)) · f_w(t)``. Month-end
+   spend = spent so far (exact) + ``Σ g_t ŝ_t`` over the remaining days, ``g_t`` the
+   share of day ``t`` still to come (today: what is left of it; later days: 1).
+4. **Band.** With ``c_t = g_t ŝ_t`` (logs: ``σ`` is relative) or ``c_t = g_t f_w(t)``
+   (money), the remaining spend has variance
+   ``σ² [Σ c_t² + (Σ c_t)² / n + (Σ c_t (x_t - x̄))² / Sxx + Σ_w (Σ_{t on w} c_t)² / K]``:
+   independent daily noise, the uncertainty of the level and of the slope (shared by
+   every remaining day) and of the weekday factors (``K`` ratios each). ``σ`` is the
+   first fit's, outliers included: the coming days will have theirs. The band is the expected spend ± ``z``
+   standard deviations, ``z`` the normal quantile of ``(1 + forecast_band) / 2``
+   (1.645: the 5th and 95th percentiles for the default 0.9); its low end is at least
+   what is already spent.
 
 Fewer than ``forecast_min_days`` (14) complete days: no model, and callers fall back
 to the linear run-rate (spend so far / elapsed time).
@@ -34,6 +42,7 @@ to the linear run-rate (spend so far / elapsed time).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,13 +72,13 @@ class DailyModel:
     factors: tuple[float, ...]  # by weekday, Monday first, mean 1
     level: float  # a: deseasonalised spend at the mean day fitted
     slope: float  # b, per day (0 unless significant)
-    x_mean: float  # x̄, as days before ``last_day_ms`` (negative: in the past)
+    x_mean: float  # x̄, in days from ``last_day_ms`` (negative: in the past)
     sxx: float
     fitted: int  # n
     sigma: float  # of the residuals (of the logarithms when ``logs``), outliers included
     spread: float  # ... of the days fitted, outliers left out
     logs: bool  # fitted on log spend (every day fitted spent something)
-    blocks: int  # weeks the weekday factors average
+    weeks: int  # the fewest ratios a weekday factor is the median of
 
     def x(self, day_ms: int) -> float:
         return (day_ms - self.last_day_ms) / DAY_MS
@@ -117,7 +126,7 @@ def fit(daily: Mapping[int, Decimal | float], first_day_ms: int, today_ms: int,
     if n_days < config.forecast_min_days:
         return None
     spend = [float(daily.get(start + k * DAY_MS, 0)) for k in range(n_days)]
-    factors = weekday_factors(spend, weekday(start))
+    factors, weeks = weekday_factors(spend, weekday(start))
     fit_from = max(0, n_days - config.forecast_fit_days)
     xs, ys = [], []
     for k in range(fit_from, n_days):
@@ -139,14 +148,13 @@ def fit(daily: Mapping[int, Decimal | float], first_day_ms: int, today_ms: int,
     kept = [(x, y) for x, y in zip(xs, ys, strict=True)
             if abs(y - y_mean - slope * (x - x_mean)) <= cut]
     spread = sigma
-    if 3 <= len(kept) < n:
+    if sigma > 0 and 3 <= len(kept) < n:
         xs, ys = [x for x, _ in kept], [y for _, y in kept]
         x_mean, y_mean, sxx, slope, spread = _least_squares(xs, ys)
     if abs(slope) < float(config.forecast_trend_z) * spread / math.sqrt(sxx):
         slope = 0.0
-    blocks = min(8, n_days // 7)
     return DailyModel(last, n_days, factors, y_mean, slope, x_mean, sxx, len(xs), sigma,
-                      spread, logs, blocks)
+                      spread, logs, weeks)
 
 
 def _least_squares(xs: list[float], ys: list[float]
@@ -161,25 +169,22 @@ def _least_squares(xs: list[float], ys: list[float]
     return x_mean, y_mean, sxx, slope, math.sqrt(sum(r * r for r in residuals) / (n - 2))
 
 
-def weekday_factors(spend: list[float], first_weekday: int) -> tuple[float, ...]:
-    """Step 1 of the model: ``spend`` per day, oldest first, the first on
-    ``first_weekday``."""
-    sums, counts = [0.0] * 7, [0] * 7
-    blocks = min(8, len(spend) // 7)
-    for j in range(blocks):
-        block = range(len(spend) - 7 * (j + 1), len(spend) - 7 * j)
-        mean = sum(spend[k] for k in block) / 7
-        if mean <= 0:
-            continue
-        for k in block:
-            w = (first_weekday + k) % 7
-            sums[w] += spend[k] / mean
-            counts[w] += 1
-    if not all(counts):
-        return (1.0,) * 7
-    raw = [s / c for s, c in zip(sums, counts, strict=True)]
+def weekday_factors(spend: list[float], first_weekday: int) -> tuple[tuple[float, ...], int]:
+    """Step 1 of the model, and the fewest ratios a weekday's factor stands on:
+    ``spend`` per day, oldest first, the first on ``first_weekday``."""
+    ratios: list[list[float]] = [[] for _ in range(7)]
+    for k in range(3, len(spend) - 3):
+        centred = sum(spend[k - 3:k + 4]) / 7
+        if centred > 0:
+            ratios[(first_weekday + k) % 7].append(spend[k] / centred)
+    fewest = min(len(r) for r in ratios)
+    if not fewest:
+        return (1.0,) * 7, 1
+    raw = [statistics.median(r) for r in ratios]
     mean = sum(raw) / 7
-    return tuple(r / mean for r in raw)
+    if mean <= 0:
+        return (1.0,) * 7, 1
+    return tuple(r / mean for r in raw), fewest
 
 
 def project(model: DailyModel | None, spent: Decimal, period_start_ms: int, as_of_ms: int,
@@ -201,7 +206,7 @@ def project(model: DailyModel | None, spent: Decimal, period_start_ms: int, as_o
         sloped += scale * (model.x(day) - model.x_mean)
         per_weekday[weekday(day)] += scale
     var = model.sigma ** 2 * (var_days + shared ** 2 / model.fitted + sloped ** 2 / model.sxx
-                              + sum(w * w for w in per_weekday) / model.blocks)
+                              + sum(w * w for w in per_weekday) / model.weeks)
     z = NormalDist().inv_cdf((1 + float(config.forecast_band)) / 2)
     half = z * math.sqrt(var)
     expected = spent + _money(total)
