@@ -30,10 +30,10 @@ yesterday, at most ``forecast_history_days`` (56) of them, missing days counting
    ``σ² [Σ c_t² + (Σ c_t)² / n + (Σ c_t (x_t - x̄))² / Sxx + Σ_w (Σ_{t on w} c_t)² / K]``:
    independent daily noise, the uncertainty of the level and of the slope (shared by
    every remaining day) and of the weekday factors (``K`` ratios each). ``σ`` is the
-   first fit's, outliers included: the coming days will have theirs. The band is the expected spend ± ``z``
-   standard deviations, ``z`` the normal quantile of ``(1 + forecast_band) / 2``
-   (1.645: the 5th and 95th percentiles for the default 0.9); its low end is at least
-   what is already spent.
+   first fit's, outliers included: the coming days will have theirs. The band is the
+   expected spend ± ``z`` standard deviations, ``z`` the normal quantile of
+   ``(1 + forecast_band) / 2`` (1.645: the 5th and 95th percentiles for the default
+   0.9); its low end is at least what is already spent.
 
 Fewer than ``forecast_min_days`` (14) complete days: no model, and callers fall back
 to the linear run-rate (spend so far / elapsed time).
