@@ -219,3 +219,20 @@ def test_an_engine_state_from_before_forecasts_loads() -> None:
     e = AlertEngine(CONFIG, "USD")
     e.load(state)
     assert e.forecasts() == [] and math.isfinite(e.plateau.evaluated_ms)
+
+
+def test_a_new_workflow_does_not_cost_its_team_the_forecast() -> None:
+    """A workflow first seen five days ago spent nothing before: its team keeps the
+    history of its older workflow, while the new workflow alone has too little."""
+    e = AlertEngine(CONFIG, "USD")
+    feed(e, NOV, 30, grows)
+    for d in range(5):
+        day = DEC + d * DAY_MS
+        for q in range(4):
+            at = day + (q + 1) * 6 * 3_600_000 - MINUTE
+            e.observe([], [row(at, spend=grows(30 + d, day) / 4),
+                           row(at, workflow="new", spend=3.0)], [], 0)
+    methods = {tuple(sorted(f.subject.values())): f.projection.method
+               for f in e.forecasts()}
+    assert methods == {("acme",): "seasonal", ("acme", "support"): "seasonal",
+                       ("acme", "new"): "linear"}

@@ -294,15 +294,17 @@ class Forecaster:
         return day if first == day else day + DAY_MS
 
     def merged(self, chosen: list[Series]) -> tuple[dict[int, Decimal], int] | None:
-        """The summed daily spend of ``chosen`` and their first complete day (the latest
-        of theirs: before it, one of them was not watched yet)."""
+        """The summed daily spend of ``chosen`` and their first complete day: the
+        earliest of theirs (every total row comes through this engine, so a workflow
+        first seen later spent nothing before; a dimension value is watched from when
+        its budget came, like its other series)."""
         if not chosen:
             return None
         total: dict[int, Decimal] = {}
         for series in chosen:
             for day, v in self.days.get(series, {}).items():
                 total[day] = total.get(day, Decimal(0)) + v
-        return total, max(self.first_day(s) for s in chosen)
+        return total, min(self.first_day(s) for s in chosen)
 
     def model(self, chosen: list[Series], today_ms: int) -> DailyModel | None:
         found = self.merged(chosen)
