@@ -236,3 +236,14 @@ def test_a_new_workflow_does_not_cost_its_team_the_forecast() -> None:
                for f in e.forecasts()}
     assert methods == {("acme",): "seasonal", ("acme", "support"): "seasonal",
                        ("acme", "new"): "linear"}
+
+
+def test_the_backtest_runs() -> None:
+    """``loadtest.alerts_benchmark.forecast_backtest``, small (its figures are measured
+    there and reported in docs/ALERTS.md, not asserted here)."""
+    from loadtest.alerts_benchmark import forecast_backtest
+
+    result = forecast_backtest(4, seed=2)
+    assert set(result["mape"]) == {7, 14, 21}
+    assert all(math.isfinite(v) for v in result["mape"].values())
+    assert result["seasonal_share"] == 1

@@ -207,3 +207,15 @@ def test_through_the_rollup_stage_as_the_runtime_calls_it() -> None:
                                                    rollup.histograms())
                   if a.kind == "spend_plateau"]
     assert [s for _, s in fired] == ["firing"]
+
+
+def test_the_labelled_benchmark_scenario_runs_and_scores() -> None:
+    """``loadtest.alerts_benchmark``'s plateau scenario, small: labels and scores hold
+    together (the rates themselves are measured there, not asserted here)."""
+    from loadtest.alerts_benchmark import plateau_scenario, run
+
+    scenario = plateau_scenario(20, 8, seed=3)
+    [score], fired = run(scenario)
+    assert score.kind == "spend_plateau" and score.injected == 8
+    assert score.windows == 12 * 8 and 0 <= score.detected <= score.injected
+    assert all(a.kind == "spend_plateau" for _, a in fired)
