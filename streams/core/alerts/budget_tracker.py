@@ -215,16 +215,15 @@ class BudgetTracker:
         if p.method == "seasonal":
             pace = (f"On its forecast (weekday pattern and trend of the last "
                     f"{p.history_days} days)")
-            band = (f" (90% band {money(p.low, cur)} to {money(p.high, cur)})"
-                    if self.config.forecast_band == Decimal("0.9") else
-                    f" (band {money(p.low, cur)} to {money(p.high, cur)})")
+            band = (f"; {pct(self.config.forecast_band)} band {money(p.low, cur)} to "
+                    f"{money(p.high, cur)}")
         else:
             pace, band = f"At this rate ({hourly}/h)", ""
         if level == "hard":
             text = (f"{who} has used up its {money(rule.amount, cur)} {rule.period} budget for "
                     f"{label}: {money(spent, cur)} spent ({pct(spent / rule.amount)}) by "
                     f"{clock(now)}. {pace} it will have spent "
-                    f"{money(projected, cur)}{band} ({pct(projected / rule.amount)}) by the "
+                    f"{money(projected, cur)} ({pct(projected / rule.amount)}{band}) by the "
                     f"end of the period.")
         else:
             when = dt(exhausts).strftime("%Y-%m-%d")
