@@ -20,9 +20,9 @@ import orjson
 import pytest
 
 from loadtest.engine_into_clickhouse import EngineIntoClickHouse
+from schemas.outputs import WorkUnitAttribution
 from schemas.partitioner import partition_for
 from streams.clickhouse.client import migrate
-from schemas.outputs import WorkUnitAttribution
 from streams.core.engine_config import EngineConfig
 from streams.core.records import Outputs
 from streams.core.workflows import WorkflowRule
