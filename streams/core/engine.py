@@ -69,7 +69,7 @@ from streams.core.units import (
     UnitStore,
 )
 from streams.core.windows import WindowBook
-from streams.core.workflows import WorkflowRegistry
+from streams.core.workflows import WorkflowRegistry, stage_of
 
 __all__ = ["CallRecord", "EventKind", "Ledger", "OutcomeRecord", "Outputs",
            "PartitionEngine", "Source"]
@@ -367,6 +367,9 @@ class PartitionEngine:
             if decider.outranks(unit.decider):
                 unit.decider = decider
                 unit.outcome_team, unit.outcome_workflow = team, workflow
+            stage = stage_of(outcome)
+            if stage > unit.stage:
+                unit.stage = stage
             self.postings.link(unit, t_ms)
             unit.outcomes += 1
             if outcome.is_final and not unit.mix_posted and unit.calls:

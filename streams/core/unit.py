@@ -120,6 +120,7 @@ class UnitState:
         "seen",
         "service",
         "spend",
+        "stage",
         "system_tokens",
         "task_type",
         "team",
@@ -173,6 +174,7 @@ class UnitState:
         self.verdict: Verdict | None = None
         self.user = self.customer = ""
         self.extra_dims: tuple[str, ...] = ()  # the TOKENYIELD_DIMENSIONS attributes' values
+        self.stage = 0  # furthest stage of its outcomes: 0 none, 1.. schemas.events.STAGES
         self.booked: Booking | None = None
 
     # -- derived ------------------------------------------------------------------
@@ -257,11 +259,12 @@ class UnitState:
                       [ref(x) for x in b_dims], _money(b_cost)]
         added = None
         if (self.cost_items or self.max_latency_ms or verdict or booked or self.user
-                or self.customer or self.extra_dims):
+                or self.customer or self.extra_dims or self.stage):
             added = [_money(self.other_cost),
                      [[ref(k), _money(v)] for k, v in self.other_by_kind.items()],
                      self.cost_items, self.max_latency_ms, verdict, ref(self.user),
-                     ref(self.customer), [ref(x) for x in self.extra_dims], booked]
+                     ref(self.customer), [ref(x) for x in self.extra_dims], booked,
+                     self.stage]
         return ormsgpack.packb([
             FORMAT, int(self.bucket) | int(self.emitted) << 1
             | int(self.runaway_alerted) << 2 | int(self.mix_posted) << 3,
@@ -323,7 +326,8 @@ class UnitState:
         unit.unpriced_calls = unpriced_calls or []
         if added is not None:
             (other, by_kind, unit.cost_items, unit.max_latency_ms, verdict, user, customer,
-             extra, booked) = added
+             extra, booked) = added[:9]
+            unit.stage = added[9] if len(added) > 9 else 0
             unit.other_cost = _atto(other) or 0
             unit.other_by_kind = {text(k): _atto(v) or 0 for k, v in by_kind}
             unit.user, unit.customer = text(user), text(customer)
