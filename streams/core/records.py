@@ -19,6 +19,7 @@ from schemas.outputs import (
 )
 from schemas.pricing import PriceEntry
 from streams.core.alerts.alert_config import BudgetRow
+from streams.core.alerts.forecast import SpendForecast
 from streams.core.money import from_atto
 from streams.core.workflows import WorkflowRow
 
@@ -104,6 +105,7 @@ class Outputs:
     prices: list[tuple[PriceEntry, str]] = field(default_factory=list)
     budgets: list[BudgetRow] = field(default_factory=list)
     workflows: list[WorkflowRow] = field(default_factory=list)
+    forecasts: list[tuple[SpendForecast, str]] = field(default_factory=list)  # , currency
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Batches not read from Kafka (prices, budgets) have no offsets: a tag of their own
     # keeps ClickHouse from deduplicating a later, different write as a replay.
@@ -129,7 +131,7 @@ class Outputs:
 
 
 _LISTS = ("attributions", "alerts", "dead_letters", "late", "reroute", "calls", "outcomes",
-          "cost_items", "windows", "prices", "budgets", "workflows")
+          "cost_items", "windows", "prices", "budgets", "workflows", "forecasts")
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ import orjson
 from schemas.errors import StateError
 from schemas.outputs import Alert, CostPerOutcomeWindow
 from streams.core.alerts import AlertEngine
+from streams.core.alerts.forecast import SpendForecast
 from streams.core.records import Outputs
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
@@ -51,6 +52,9 @@ class RollupRuntime:
         self.last_checkpoint = time.monotonic()
         self.seq = 0
         self.chunks = 0
+        # The event-clock hour forecasts were last written for: once an hour of event
+        # time is plenty for a month-end projection (ClickHouse keeps an hour's latest).
+        self.forecast_hour = -1
         self.notify: Callable[[list[Alert]], None] = lambda alerts: None
 
     def reset(self) -> None:
@@ -61,6 +65,13 @@ class RollupRuntime:
                       idle_seconds=self.idle_seconds, interval_seconds=self.interval,
                       topic=self.topic, partitions=self.partitions)
         self.notify = notify
+
+    def _due_forecasts(self) -> list[tuple[SpendForecast, str]]:
+        hour = self.alerts.forecaster.clock_ms // 3_600_000
+        if not hour or hour == self.forecast_hour:
+            return []
+        self.forecast_hour = hour
+        return [(f, self.currency) for f in self.alerts.forecasts()]
 
     def restore(self, store: StateStore) -> None:
         self.restored = True
@@ -121,7 +132,8 @@ class RollupRuntime:
                                      self.rollup.histograms())
         await emit(running + finals, alerts)
         await flush_producer()
-        batch = Outputs(windows=running + finals, alerts=alerts)
+        batch = Outputs(windows=running + finals, alerts=alerts,
+                        forecasts=self._due_forecasts())
         if self.first_offset is not None:
             batch.cover(self.topic, 0, self.first_offset)
             batch.cover(self.topic, 0, self.applied_offset)
