@@ -261,7 +261,7 @@ class DictStore(dict[bytes, bytes]):
 
 
 def test_the_rollup_writes_the_forecasts_once_an_hour_into_clickhouse(
-        loaded_clickhouse: Any) -> None:
+        loaded_clickhouse: Any) -> None:  # noqa: F811
     """The rollup runtime hands the engine's projections to the sink once per hour of
     event time; they land exact, and the latest view picks each subject's newest."""
     import asyncio
