@@ -4,6 +4,12 @@ Inputs ``calls`` and ``outcomes`` (and the internal ``ticks``) must be co-partit
 same partition count, keyed by work unit with murmur2. The worker creates whatever is
 missing and refuses to start when an existing input topic has another partition count,
 because the join would silently miss events.
+
+``budget-state`` (compacted, written by the rollup) holds where every budget stands;
+every worker follows it to answer gateways. The OTLP topic (``TOKENYIELD_OTLP_TOPIC``,
+the Collector's, so not prefixed) is created when missing, with the input topics'
+partition count; an existing one may have any count (its spans are re-keyed by work
+unit onto ``calls``).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ class TopicSpec:
 class Topics:
     """Names of every topic, after the prefix."""
 
-    def __init__(self, prefix: str, partitions: int) -> None:
+    def __init__(self, prefix: str, partitions: int, otlp: str = "") -> None:
         self.prefix = prefix
         self.partitions = partitions
         self.calls = f"{prefix}calls"
@@ -41,12 +47,14 @@ class Topics:
         self.ticks = f"{prefix}ticks"
         self.prices = f"{prefix}prices"
         self.budgets = f"{prefix}budgets"
+        self.budget_state = f"{prefix}budget-state"
         self.attributions = f"{prefix}attributions"
         self.window_partials = f"{prefix}window-partials"
         self.windows = f"{prefix}windows"
         self.alerts = f"{prefix}alerts"
         self.dead_letter = f"{prefix}dead-letter"
         self.late = f"{prefix}late"
+        self.otlp = otlp  # empty: no OTLP input
 
     def specs(self) -> list[TopicSpec]:
         n = self.partitions
@@ -62,6 +70,8 @@ class Topics:
             TopicSpec(self.alerts, 1),
             TopicSpec(self.dead_letter, n),
             TopicSpec(self.late, n),
+            TopicSpec(self.budget_state, 1, compacted=True),
+            *([TopicSpec(self.otlp, n)] if self.otlp else []),
         ]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from schemas.errors import StateError
-from schemas.outputs import Alert, CostPerOutcomeWindow
+from schemas.outputs import Alert, BudgetState, CostPerOutcomeWindow
 from streams.core.alerts.alert_config import AlertConfig, BudgetRule
 from streams.core.alerts.budget_tracker import BudgetTracker
 from streams.core.alerts.lifecycle import EpisodeBook
@@ -74,6 +74,10 @@ class AlertEngine:
             alerts.extend(self._window(start, rows))
         alerts.extend(self.budgets.observe([*running, *finals]))
         return alerts
+
+    def budget_state_changes(self) -> list[tuple[str, BudgetState | None]]:
+        """Budgets whose state changed since the last call (``None``: removed)."""
+        return self.budgets.state_changes()
 
     def _window(self, start: int, rows: list[CostPerOutcomeWindow]) -> list[Alert]:
         end = start + self.size_ms
