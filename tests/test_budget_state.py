@@ -60,7 +60,7 @@ def test_states_follow_spend_and_only_changes_are_handed_out() -> None:
     assert [(k, s.state if s else None) for k, s in e.budget_state_changes()] == [
         ("team=acme/period=daily", "soft")]
     observe(e, 2, 2, workflow="billing")  # 10.5: used up
-    [(key, state)] = e.budget_state_changes()
+    [(_key, state)] = e.budget_state_changes()
     assert state is not None and (state.state, state.remaining) == ("hard", Decimal(0))
     assert state.spent == Decimal("10.5")
 
@@ -76,7 +76,7 @@ def test_a_removed_budget_is_a_tombstone_and_a_new_day_resets_the_state() -> Non
     assert changes["team=acme/workflow=support/period=monthly"] is not None
     e.set_budgets((DAILY,))
     observe(e, 24 * 60 + 5, 1)  # the next UTC day
-    [(key, state)] = [c for c in e.budget_state_changes() if c[0].endswith("daily")]
+    [(_key, state)] = [c for c in e.budget_state_changes() if c[0].endswith("daily")]
     assert state is not None and state.spent == Decimal(1) and state.state == "ok"
     assert state.period_start == DAY_END
 
@@ -149,7 +149,7 @@ def test_a_state_of_an_earlier_period_means_the_budget_has_reset() -> None:
     assert not check_budgets((DAILY,), STATES, "acme", "", early, "USD").allowed
 
 
-# -- the rollup's emission and the book of every worker ---------------------------------------------
+# -- the rollup's emission and the book of every worker --------------------------------------------
 
 
 def test_the_rollup_publishes_changed_states_keyed_by_budget_on_the_compacted_topic() -> None:

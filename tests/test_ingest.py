@@ -125,7 +125,7 @@ def test_the_answer_status_follows_the_results() -> None:
     assert summary(results("rejected", "rejected"))[0] == 422
     assert summary(results("ignored"))[0] == 200
     assert summary(results("accepted", "failed"))[0] == 503
-    status, document = summary(results("accepted", "rejected", "rejected"))
+    _status, document = summary(results("accepted", "rejected", "rejected"))
     assert (document["accepted"], document["rejected"], len(document["results"])) == (1, 2, 3)
 
 
@@ -231,7 +231,7 @@ def test_the_sender_reports_which_events_the_broker_did_not_take() -> None:
     assert delivery.by_topic == {"t.calls": 12 - len(failed)}
 
 
-# -- the OTLP agent's handler -----------------------------------------------------------------------
+# -- the OTLP agent's handler ----------------------------------------------------------------------
 
 
 def collector_message() -> Any:

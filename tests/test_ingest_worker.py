@@ -209,7 +209,7 @@ def test_collector_exports_on_kafka_in_both_encodings_are_joined_and_priced(
     assert metric_value(worker, "tokenyield_events_out_total", topic=f"{prefix}calls") == 3
 
 
-# -- HTTP in ------------------------------------------------------------------------------------------
+# -- HTTP in ---------------------------------------------------------------------------------------
 
 TOKEN = "tok-ingest-6Rw2"
 
