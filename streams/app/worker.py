@@ -25,6 +25,7 @@ from streams.clickhouse.client import connect, migrate
 from streams.clickhouse.sink import ClickHouseSink
 from streams.core.alerts import AlertEngine, BudgetRule
 from streams.core.alerts.alert_config import BudgetRow
+from streams.core.alerts.budget_check import BudgetIndex
 from streams.core.records import Outputs
 from streams.feeds.budget_feed import BudgetBook, follow_budgets
 from streams.feeds.budget_state_feed import BudgetStateBook, follow_budget_states
@@ -170,6 +171,7 @@ class WorkerProcess:
 
         budgets = BudgetBook(settings.alert_config().budgets)
         budget_states = BudgetStateBook()
+        budget_index = [BudgetIndex(budgets.rules())]  # replaced whenever the rules change
 
         @app.task
         async def budget_state_feed() -> None:
@@ -183,13 +185,15 @@ class WorkerProcess:
         register_ingest_views(app, IngestContext(
             auth=auth, sender=KeyedSender(FaustProducer(app), topics), metrics=metrics,
             max_body_bytes=settings.http_max_body_bytes, otlp=settings.otlp_config(),
-            mappings=mappings, budget_rules=budgets.rules, budget_states=budget_states,
+            mappings=mappings, budget_index=lambda: budget_index[0],
+            budget_states=budget_states,
             currency=settings.currency))
         budgets_ready = asyncio.Event()
         writes: set[asyncio.Task[None]] = set()
 
         def budgets_changed(rules: tuple[BudgetRule, ...], rows: list[BudgetRow]) -> None:
             rollup.alerts.set_budgets(rules)  # the rollup may have replaced its engine
+            budget_index[0] = BudgetIndex(rules)
             if budgets_ready.is_set():  # before, sync_budgets writes the whole set
                 task = asyncio.get_running_loop().create_task(
                     sink.write(Outputs(budgets=rows, tag=str(time.time_ns()))))

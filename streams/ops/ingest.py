@@ -45,8 +45,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from schemas.ingest import BodyError, ItemResult, Routed, decode_events, kind_named, route_call
 from schemas.otlp import OtlpConfig, calls_from_export, parse_export
 from schemas.webhook_mapping import WebhookMapping
-from streams.core.alerts.alert_config import BudgetRule
-from streams.core.alerts.budget_check import check_budgets
+from streams.core.alerts.budget_check import BudgetIndex, check_budgets
 from streams.feeds.budget_state_feed import BudgetStateBook
 from streams.kafka.keyed_sender import KeyedSender
 from streams.ops.http_auth import HttpAuth
@@ -69,7 +68,7 @@ class IngestContext:
     max_body_bytes: int
     otlp: OtlpConfig
     mappings: dict[str, WebhookMapping]
-    budget_rules: Callable[[], tuple[BudgetRule, ...]]
+    budget_index: Callable[[], BudgetIndex]  # the rules in force, by team
     budget_states: BudgetStateBook
     currency: str
     clock: Callable[[], float] = time.time
@@ -264,7 +263,8 @@ def register_ingest_views(app: faust.App, context: IngestContext) -> None:
                     "error": ("budgets have the dimensions team and workflow; unknown: "
                               f"{', '.join(unknown)}") if unknown else "team is required",
                     "dimensions": list(BUDGET_DIMENSIONS)})
-            answer = check_budgets(context.budget_rules(), context.budget_states.states,
+            answer = check_budgets(context.budget_index().of(team),
+                                   context.budget_states.states,
                                    team, query.get("workflow", ""),
                                    int(context.clock() * 1000), context.currency)
             metrics.budget_checks.labels(answer.state).inc()

@@ -33,6 +33,20 @@ from streams.core.alerts.figures import dt
 _RANK: dict[BudgetLevel, int] = {"ok": 0, "soft": 1, "hard": 2}
 
 
+class BudgetIndex:
+    """The rules in force by team, built once per change of the rules: a check then
+    looks at its team's few budgets, however many teams have one."""
+
+    def __init__(self, rules: Iterable[BudgetRule]) -> None:
+        by_team: dict[str, list[BudgetRule]] = {}
+        for rule in rules:
+            by_team.setdefault(rule.team, []).append(rule)
+        self.by_team = {team: tuple(found) for team, found in by_team.items()}
+
+    def of(self, team: str) -> tuple[BudgetRule, ...]:
+        return self.by_team.get(team, ())
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetVerdict:
     """One budget, judged now."""
