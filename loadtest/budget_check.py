@@ -5,7 +5,10 @@ sets ``--budgets`` daily budgets on its ``budgets`` topic (a team budget and a w
 budget per team), spends past one of them so that its answer is ``hard``, then asks
 ``--requests`` times over one kept-alive connection (what the LiteLLM hook's pooled
 client does) and prints the latency distribution as the client sees it: request, the
-worker's answer from memory, response. Measured, not asserted (CONTRIBUTING.md).
+worker's answer from memory, response; then the same for ``/health/``, the web
+server's floor, as the baseline of the same run; then through the LiteLLM
+proxy hook (``deploy/litellm/budget_hook.py``) when litellm is installed. Measured, not
+asserted (CONTRIBUTING.md).
 
     python -m loadtest.budget_check --requests 5000 --budgets 100
 """
@@ -14,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import shutil
@@ -140,33 +145,88 @@ def spend(url: str, team: str) -> None:
     raise RuntimeError("the budget never turned hard")
 
 
-def measure(url: str, requests: int, teams: int) -> dict[str, Any]:
+def timed(url: str, requests: int, path_of: Any) -> tuple[list[float], dict[str, int]]:
+    """``requests`` GETs of ``path_of(i)`` over one kept-alive connection (after 200 to
+    warm up): their latencies in ms, and the answers' ``state`` counts."""
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    timings, states = [], {}
+    timings: list[float] = []
+    states: dict[str, int] = {}
     try:
         for i in range(requests + 200):
-            team = f"team-{i % max(teams, 1)}"
-            path = f"/v1/budgets/check?team={team}&workflow=wf"
             started = time.perf_counter()
-            connection.request("GET", path)
+            connection.request("GET", path_of(i))
             response = connection.getresponse()
             body = response.read()
             elapsed = time.perf_counter() - started
             if i >= 200:  # the first ones warm up the connection and the worker
                 timings.append(elapsed * 1000)
-                state = json.loads(body)["state"]
-                states[state] = states.get(state, 0) + 1
+                state = json.loads(body).get("state") if body.startswith(b"{") else None
+                if state:
+                    states[state] = states.get(state, 0) + 1
     finally:
         connection.close()
-    timings.sort()
+    return sorted(timings), states
 
+
+def distribution(timings: list[float]) -> dict[str, float]:
     def pct(p: float) -> float:
         return round(timings[min(len(timings) - 1, int(p * len(timings)))], 3)
 
-    return {"requests": len(timings), "states": states, "p50_ms": pct(0.50),
-            "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": round(timings[-1], 3),
-            "mean_ms": round(statistics.fmean(timings), 3)}
+    return {"p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
+            "max_ms": round(timings[-1], 3), "mean_ms": round(statistics.fmean(timings), 3)}
+
+
+def measure(url: str, requests: int, teams: int) -> dict[str, Any]:
+    """The check, then the worker's cheapest page (``/health/``) the same way: the
+    baseline of the web server and the connection, measured in the same run."""
+    checks, states = timed(
+        url, requests, lambda i: f"/v1/budgets/check?team=team-{i % max(teams, 1)}&workflow=wf")
+    health, _ = timed(url, requests, lambda i: "/health/")
+    figures: dict[str, Any] = {"requests": len(checks), "states": states,
+                               **distribution(checks)}
+    baseline = distribution(health)
+    figures["health_baseline"] = baseline
+    figures["p50_over_health"] = round(figures["p50_ms"] / baseline["p50_ms"], 2)
+    hook = through_the_litellm_hook(url, requests, teams)
+    if hook is not None:
+        figures["litellm_hook"] = distribution(hook)
+    return figures
+
+
+def through_the_litellm_hook(url: str, requests: int, teams: int) -> list[float] | None:
+    """The same checks as the proxy makes them: ``deploy/litellm/budget_hook.py``'s
+    pre-call hook (its pooled httpx client), refusals included. None without litellm
+    (a test tool, not a dependency of the worker)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline
+    try:
+        from litellm.caching.dual_cache import DualCache
+        from litellm.exceptions import BudgetExceededError
+        from litellm.proxy._types import UserAPIKeyAuth
+    except ImportError:
+        return None
+    spec = importlib.util.spec_from_file_location(
+        "budget_hook", ROOT / "deploy" / "litellm" / "budget_hook.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hook = module.TokenyieldBudgetHook(url=url, timeout_seconds=5)
+    keys = [UserAPIKeyAuth(team_alias=f"team-{i}") for i in range(max(teams, 1))]
+    request = {"model": "gpt-4o", "metadata": {"tokenyield_workflow": "wf"}}
+
+    async def run() -> list[float]:
+        timings = []
+        cache = DualCache()
+        for i in range(requests + 200):
+            started = time.perf_counter()
+            with contextlib.suppress(BudgetExceededError):  # a refusal is an answer too
+                await hook.async_pre_call_hook(keys[i % len(keys)], cache, request,
+                                               "completion")
+            if i >= 200:
+                timings.append((time.perf_counter() - started) * 1000)
+        return sorted(timings)
+
+    return asyncio.run(run())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import hmac
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from aiokafka import AIOKafkaProducer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -47,6 +49,7 @@ from tests.test_webhook_mapping import pull_request_event
 pytestmark = [pytest.mark.broker, pytest.mark.clickhouse]
 
 DB = "tokenyield"
+README = (ROOT / "README.md").read_text()
 NOW = datetime.now(UTC).replace(microsecond=0)
 START = NOW - timedelta(minutes=5)
 GPT4O = Decimal("0.0045")  # 1000 input x $2.50/M + 200 output x $10/M
@@ -255,6 +258,14 @@ def test_http_events_traces_and_the_github_webhook(make_worker: Any) -> None:
     assert [(r["line"], r["result"]) for r in document["results"]] == [
         (1, "accepted"), (2, "accepted"), (3, "accepted"), (4, "rejected"), (5, "rejected")]
     assert "output_tokens" in document["results"][3]["reason"]
+    # The README's example, as printed there: the answer printed beside it.
+    example = re.search(r"<<'NDJSON'\n(.*?)\nNDJSON\n", README, re.S)
+    assert example is not None
+    status, answer, _ = post(worker, "/v1/events", example.group(1).encode(), token=TOKEN,
+                             **{"Content-Type": "application/x-ndjson"})
+    printed = next(block for block in re.findall(r"```json\n(.*?)```", README, re.S)
+                   if block.startswith('{"accepted"'))
+    assert (status, json.loads(answer)) == (200, json.loads(printed))
     # Every event rejected: 422.
     status, answer, _ = post(worker, "/v1/events", orjson.dumps([{"event_id": "x"}]),
                              token=TOKEN)
@@ -324,6 +335,11 @@ def test_http_events_traces_and_the_github_webhook(make_worker: Any) -> None:
         f"SELECT sum(model_cost) / countIf(accepted = 1) FROM {DB}.attributions_latest "
         f"FINAL WHERE work_unit_id IN ('{units[11]}', '{units[12]}')")
     assert Decimal(per_merged) == 3 * GPT4O
+    # The README's query, as printed (unqualified: the configured database). #13 has no
+    # outcome, so no attribution yet.
+    query = re.search(r'tokenyield sql "(SELECT .*? cost_per_merged_pr .*?)"', README)
+    assert query is not None
+    assert Decimal(worker.scalar(query.group(1))) == 3 * GPT4O
 
     worker.wait_for(f"SELECT count() FROM {DB}.attributions_latest FINAL "
                     f"WHERE work_unit_id = 'U-http' AND accepted = 1", 1)
@@ -354,8 +370,18 @@ def load_hook() -> Any:
     return module
 
 
+def hook_as_the_proxy_loads_it() -> Any:
+    """``proxy_handler_instance``, loaded by LiteLLM's own loader from the shipped proxy
+    config (``deploy/litellm/config.yaml``), configured by the environment."""
+    from litellm.proxy.types_utils.utils import get_instance_fn
+
+    config = ROOT / "deploy" / "litellm" / "config.yaml"
+    (callback,) = yaml.safe_load(config.read_text())["litellm_settings"]["callbacks"]
+    return get_instance_fn(callback, config_file_path=str(config))
+
+
 def test_the_budget_check_flips_to_hard_and_the_litellm_hook_refuses(
-        make_worker: Any, prefix: str) -> None:
+        make_worker: Any, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # A monthly budget of one workflow from the settings; a daily one of the whole team
     # set live with the command line. No tokens: the worker listens on 127.0.0.1 only.
     worker: WorkerHandle = make_worker(TOKENYIELD_BUDGETS=json.dumps([
@@ -386,7 +412,9 @@ def test_the_budget_check_flips_to_hard_and_the_litellm_hook_refuses(
     from litellm.exceptions import BudgetExceededError
     from litellm.proxy._types import UserAPIKeyAuth
 
-    hook = module.TokenyieldBudgetHook(url=f"http://127.0.0.1:{worker.web_port}")
+    monkeypatch.setenv("BUDGET_CHECK_URL", f"http://127.0.0.1:{worker.web_port}")
+    hook = hook_as_the_proxy_loads_it()
+    assert type(hook).__name__ == "TokenyieldBudgetHook"
     key = UserAPIKeyAuth(team_alias="sales")
     request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
                "metadata": {"tokenyield_workflow": "research"}}
