@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schemas.events import ModelCall, Outcome
+from schemas.events import CostItem, ModelCall, Outcome
 from schemas.otel import from_otel, looks_like_otel
 
 ENVELOPE_VERSION = "tokenyield/1"
@@ -199,6 +199,17 @@ def _text(value: Any) -> str | None:
 
 call_codec: EventCodec[ModelCall] = EventCodec(ModelCall)
 outcome_codec: EventCodec[Outcome] = EventCodec(Outcome)
+cost_codec: EventCodec[CostItem] = EventCodec(CostItem)
+#: The codec of each input topic's events, by kind (the topic's name after the prefix).
+CODECS: dict[str, EventCodec[Any]] = {"calls": call_codec, "outcomes": outcome_codec,
+                                      "costs": cost_codec}
+
+
+def codec_of(event: BaseModel) -> EventCodec[Any]:
+    """The codec of an event's kind."""
+    if isinstance(event, ModelCall):
+        return call_codec
+    return outcome_codec if isinstance(event, Outcome) else cost_codec
 
 
 def encode_models(models: list[Any]) -> bytes:

@@ -9,15 +9,19 @@ A body is one of:
 - NDJSON (one event per line; blank lines are skipped);
 - one JSON object: an event, or an envelope ``{"events": [...]}`` as on Kafka.
 
-Each event is a model call or an outcome (``KINDS``): its ``kind`` field says which
-(``model_call``, ``outcome``), else its shape does (a ``model`` or ``gen_ai.*`` key
-makes a call; anything else is an outcome). It is validated against the contract
+Each event is a model call, an outcome or a cost item (``KINDS``): its ``kind`` field
+says which when it names one (``model_call``, ``outcome``, ``cost_item``), else its
+shape does, as ``tokenyield publish`` decides: a ``model`` or ``gen_ai.*`` key makes a
+call, an ``amount`` or ``unit_price`` (or a ``kind`` that is a cost item's kind, such
+as ``tool_call``: a cost item's own ``kind`` field) a cost item, anything else an
+outcome; any other ``kind`` value is rejected, not guessed. It is validated against the contract
 exactly as the engine does (OpenTelemetry GenAI names accepted; money exact), and
 either accepted, to be produced, or rejected with the reason: one bad event never
 stops its neighbours, and the answer lists every event with what became of it.
 
 Accepted events are grouped as the publisher groups them (``plan_batches``): by topic
-and by the partition ``murmur2(work_unit_id)`` picks, in JSON-array envelopes of at
+and by the partition ``murmur2`` of their key picks (the work unit; for a shared cost
+item, the bucket of its team, workflow and day, ``CostItem.key``), in JSON-array envelopes of at
 most ``max_events`` events and about ``max_bytes`` bytes, in the order they came.
 """
 
@@ -31,7 +35,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.codec import _LONG_NUMBER, ENVELOPE_VERSION, _exact_loads, explain
-from schemas.events import ModelCall, Outcome
+from schemas.events import COST_KINDS, CostItem, ModelCall, Outcome
 from schemas.otel import from_otel, looks_like_otel
 from schemas.partitioner import partition_for
 
@@ -42,12 +46,14 @@ Result = Literal["accepted", "rejected", "ignored", "failed"]
 @dataclass(frozen=True, slots=True)
 class EventKind:
     """One kind of event: its name (the ``kind`` field), the topic it goes to (after the
-    prefix), its contract, and how to recognise it when ``kind`` is absent."""
+    prefix), its contract, how to recognise it when ``kind`` is absent, and its Kafka
+    key (as the publisher keys it)."""
 
     name: str
     topic: str
     model: type[BaseModel]
     looks_like: Callable[[dict[str, Any]], bool]
+    key: Callable[[Any], str] = lambda event: event.work_unit_id
     adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -62,10 +68,15 @@ def _call_shaped(item: dict[str, Any]) -> bool:
     return "model" in item or any(isinstance(k, str) and k.startswith("gen_ai.") for k in item)
 
 
-#: Every kind an event may be, tried in order when it has no ``kind`` field: the last
-#: one takes what no other claims. A new kind (a cost item) is one more line, before it.
+def _cost_shaped(item: dict[str, Any]) -> bool:
+    return "amount" in item or "unit_price" in item or item.get("kind") in COST_KINDS
+
+
+#: Every kind an event may be, tried in order when its ``kind`` names none: the last
+#: one takes what no other claims.
 KINDS: tuple[EventKind, ...] = (
     EventKind("model_call", "calls", ModelCall, _call_shaped),
+    EventKind("cost_item", "costs", CostItem, _cost_shaped, key=lambda item: item.key),
     EventKind("outcome", "outcomes", Outcome, lambda item: True),
 )
 KIND_NAMES = tuple(kind.name for kind in KINDS)
@@ -82,12 +93,17 @@ def route_call(index: int, call: ModelCall) -> Routed:
 
 
 def kind_of(item: dict[str, Any]) -> EventKind | None:
-    """The event's kind: its ``kind`` field, else its shape; ``None`` for an unknown
-    ``kind`` value (which is an error, not a guess)."""
+    """The event's kind: its ``kind`` field when it names one, else its shape; ``None``
+    for a ``kind`` value that is neither an event's nor a cost item's (an error, not a
+    guess)."""
     named = item.get("kind")
-    if named is not None:
-        return next((k for k in KINDS if k.name == named), None)
-    return next(k for k in KINDS if k.looks_like(item))
+    chosen = next((k for k in KINDS if k.name == named), None)
+    if chosen is not None:
+        return chosen
+    shaped = next(k for k in KINDS if k.looks_like(item))
+    if named is not None and shaped.name != "cost_item":
+        return None
+    return shaped
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +128,12 @@ class ItemResult:
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """An accepted event, encoded, bound for ``topic`` (after the prefix) by its unit."""
+    """An accepted event, encoded, bound for ``topic`` (after the prefix) by its key
+    (its work unit; a shared cost item's bucket)."""
 
     index: int
     topic: str
-    work_unit_id: str
+    work_unit_id: str  # the Kafka key
     value: bytes
 
 
@@ -161,7 +178,8 @@ def judge(index: int, item: Any, line: int | None = None) -> tuple[ItemResult, R
     if kind is None:
         return ItemResult(index, "rejected", line=line, event_id=_text(item.get("event_id")),
                           reason=f"kind {item.get('kind')!r} is not one of "
-                                 f"{', '.join(KIND_NAMES)}"), None
+                                 f"{', '.join(KIND_NAMES)} (nor a cost item's: "
+                                 f"{', '.join(COST_KINDS)})"), None
     candidate = from_otel(item) if looks_like_otel(item) else item
     try:
         event = kind.adapter.validate_python(candidate)
@@ -170,7 +188,7 @@ def judge(index: int, item: Any, line: int | None = None) -> tuple[ItemResult, R
                           _text(candidate.get("work_unit_id")), explain(exc), line), None
     return (ItemResult(index, "accepted", kind.name, event.event_id, event.work_unit_id,
                        line=line),
-            Routed(index, kind.topic, event.work_unit_id, kind.encode(event)))
+            Routed(index, kind.topic, kind.key(event), kind.encode(event)))
 
 
 @dataclass(frozen=True, slots=True)

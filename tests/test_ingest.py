@@ -17,6 +17,7 @@ import pytest
 from pydantic import SecretStr, TypeAdapter
 
 from schemas.errors import PublishError
+from schemas.events import CostItem
 from schemas.ingest import (
     KINDS,
     MAX_EVENTS_PER_REQUEST,
@@ -80,12 +81,44 @@ def test_an_array_an_object_and_an_envelope_are_bodies_too() -> None:
 def test_the_kind_field_decides_and_an_unknown_kind_is_rejected_not_guessed() -> None:
     # An outcome-shaped event explicitly sent as a call is judged as a call.
     decoded = decode_events(ndjson({**outcome("o1", "U1", 0), "kind": "model_call"},
-                                   {**call("c1", "U1", 0), "kind": "cost_item"}))
-    assert [(r.result, r.kind) for r in decoded.results] == [("rejected", "model_call"),
-                                                             ("rejected", None)]
+                                   {**call("c1", "U1", 0), "kind": "cost"},
+                                   {**outcome("o2", "U1", 0), "kind": "outcme"}))
+    assert [(r.result, r.kind) for r in decoded.results] == [
+        ("rejected", "model_call"), ("rejected", None), ("rejected", None)]
     assert "provider" in (decoded.results[0].reason or "")
-    assert "'cost_item' is not one of model_call, outcome" in (decoded.results[1].reason or "")
-    assert [k.name for k in KINDS] == ["model_call", "outcome"]
+    assert "'cost' is not one of model_call, cost_item, outcome (nor a cost item's: " \
+        "tool_call," in (decoded.results[1].reason or "")
+    assert "'outcme' is not one of" in (decoded.results[2].reason or "")
+    assert [k.name for k in KINDS] == ["model_call", "cost_item", "outcome"]
+
+
+def cost(event_id: str, unit: str | None, **fields: Any) -> dict[str, Any]:
+    item = {"event_id": event_id, "occurred_at": "2026-12-01T10:00:00Z", "team": "support",
+            "workflow": "triage", "kind": "tool_call", "amount": "0.004", "currency": "USD",
+            **fields}
+    return {**item, "work_unit_id": unit} if unit is not None else item
+
+
+def test_cost_items_are_known_by_their_shape_and_keyed_as_the_publisher_keys_them() -> None:
+    # A cost item's own ``kind`` is its cost kind; an amount or a unit price says the
+    # same without one. A shared item (no unit) goes by its bucket, as the publisher
+    # sends it; a bad one is rejected with the contract's reason.
+    shared = cost("k2", None, kind="seat", amount=None, quantity="3", unit_price="0.5")
+    decoded = decode_events(ndjson(
+        cost("k1", "U1"), shared, cost("k3", "U1", kind="gpuu"),
+        {**cost("k4", "U1"), "amount": "1", "unit_price": "1", "quantity": "1"}))
+    assert [(r.result, r.kind) for r in decoded.results] == [
+        ("accepted", "cost_item"), ("accepted", "cost_item"), ("rejected", "cost_item"),
+        ("rejected", "cost_item")]
+    assert "kind" in (decoded.results[2].reason or "")
+    assert "not both" in (decoded.results[3].reason or "")
+    item = CostItem.model_validate(shared)
+    assert [(r.topic, r.work_unit_id) for r in decoded.routed] == [
+        ("costs", "U1"), ("costs", item.key)]
+    assert item.key.startswith("~shared:support:triage:")
+    assert decoded.results[1].work_unit_id is None
+    sent = orjson.loads(decoded.routed[1].value)
+    assert (Decimal(sent["quantity"]), Decimal(sent["unit_price"])) == (3, Decimal("0.5"))
 
 
 def test_opentelemetry_names_are_calls_and_long_money_stays_exact() -> None:

@@ -14,6 +14,10 @@ row is about, with a tag that no user-supplied name can forge (a model called ``
                     and distinct work units are booked (spend-side figures of the total
                     are the sum of its model rows, added by the rollup);
 - ``"a:" + agent``  spend-side figures of one agent (spike detection per agent);
+- ``"d:" + dimension + NUL + value``  one value of a business dimension (``user``,
+                    ``customer`` or a TOKENYIELD_DIMENSIONS attribute): spend, outcomes,
+                    cost items and decisions of the events and units that name it (the
+                    rollup caps the values per dimension, the rest in ``__other__``);
 - ``"x:" + model``  units finalised with that primary model, for model-mismatch
                     detection; the key's team slot holds the task type. Approximate by
                     design and never part of the ledger.
@@ -50,16 +54,39 @@ HUMAN = 18  # atto, review cost
 CACHE_WRITE = 19  # cache-write tokens (spend side)
 LATENCY_MS = 20  # summed latency of the calls that reported one (spend side)
 LATENCY_CALLS = 21  # calls that reported a latency
-CELL_FIELDS = 22
+# Cost items (total rows, each item in its own window, under its own team and workflow).
+OTHER_COST = 22  # atto: cost items of work units
+SHARED_COST = 23  # atto: cost items without a work unit (shared by the workflow)
+COST_ITEMS = 24  # cost items, shared ones included
+# The decision (total rows, in the deciding outcome's window; see Postings.settle).
+QUALITY_FAILED = 25  # decided units a success status did not save: quality under the bar
+LATENCY_FAILED = 26  # ... or a call slower than the workflow's maximum
+INTEGRITY_FAILED = 27  # ... or overturned by a later verdict
+ACCEPTED_VALUE = 28  # atto: the value of the successful units
+AT_RISK = 29  # atto: value at risk of the overturned units
+STRATEGIC_UNITS = 30  # decided units whose outcome gave a strategic score
+STRATEGIC_SCORE = 31  # their scores, in millionths (0-10 each)
+STRATEGIC_CONFIDENCE = 32  # their evidence confidence, in millionths (0-1 each)
+STRATEGIC_CONFIDENT = 33  # ... of the units that gave one
+CELL_FIELDS = 34
 
 FIELD_NAMES = (
     "calls", "retries", "failed_calls", "input_tokens", "output_tokens",
     "cached_input_tokens", "reasoning_tokens", "overhead_tokens", "spend", "unpriced_calls",
     "system_prompt_tokens", "work_units", "linked_spend", "unlinked_spend", "decided_units",
     "accepted_outcomes", "outcomes", "value", "human_cost", "cache_write_tokens",
-    "latency_ms_sum", "latency_calls",
+    "latency_ms_sum", "latency_calls", "other_cost", "shared_cost", "cost_items",
+    "quality_failed_units", "latency_failed_units", "integrity_failed_units",
+    "accepted_value", "value_at_risk", "strategic_units", "strategic_score_micros",
+    "strategic_confidence_micros", "strategic_confident_units",
 )
-MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN})
+MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN, OTHER_COST, SHARED_COST,
+                          ACCEPTED_VALUE, AT_RISK})
+#: What a decided unit books in its deciding outcome's window (``Postings.settle``).
+DECISION_FIELDS = (DECIDED, ACCEPTED, QUALITY_FAILED, LATENCY_FAILED, INTEGRITY_FAILED,
+                   ACCEPTED_VALUE, AT_RISK, STRATEGIC_UNITS, STRATEGIC_SCORE,
+                   STRATEGIC_CONFIDENCE, STRATEGIC_CONFIDENT)
+MICROS = 1_000_000
 
 #: Fields a total row takes from its model rows (the rest are booked on the total itself).
 SPEND_SIDE = (CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD, SPEND,
@@ -68,9 +95,15 @@ SPEND_SIDE = (CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD
 TOTAL = "t"
 MODEL = "m:"
 AGENT = "a:"
+DIMENSION = "d:"
 MIX = "x:"
+DIMENSION_SEP = "\x00"  # between a dimension's name and its value: no value can forge it
+OTHER_VALUE = "__other__"  # the values of a dimension beyond its cardinality cap
 
-Scope = Literal["total", "model", "agent"]
+Scope = Literal["total", "model", "agent", "dimension"]
+
+#: What a dimension row books from a call (spend side).
+DIMENSION_CALL_FIELDS = (CALLS, INPUT, OUTPUT, SPEND, UNPRICED)
 
 
 def model_series(model: str) -> str:
@@ -85,6 +118,16 @@ def mix_series(model: str) -> str:
     return MIX + model
 
 
+def dimension_series(dimension: str, value: str) -> str:
+    return DIMENSION + dimension + DIMENSION_SEP + value
+
+
+def dimension_of(series: str) -> tuple[str, str]:
+    """(dimension, value) of a dimension series."""
+    dimension, _, value = series[len(DIMENSION):].partition(DIMENSION_SEP)
+    return dimension, value
+
+
 def scope_of(series: str) -> tuple[Scope | None, str]:
     """(scope, name) of a series: the row kind and the model or agent it names.
     ``None`` for detector-only series (the model mix), which never become rows."""
@@ -94,6 +137,8 @@ def scope_of(series: str) -> tuple[Scope | None, str]:
         return "model", series[len(MODEL):]
     if series.startswith(AGENT):
         return "agent", series[len(AGENT):]
+    if series.startswith(DIMENSION):
+        return "dimension", series[len(DIMENSION):]
     return None, series[len(MIX):]
 
 

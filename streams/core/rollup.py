@@ -55,9 +55,15 @@ class ModelMix:
     cost: Decimal
 
 
+def _micros(value: int) -> Decimal:
+    return Decimal(value).scaleb(-6) if value else Decimal(0)
+
+
 def window_id(key: RowKey, correction: str = "") -> str:
     size, start, team, workflow, series = key
     scope, name = cf.scope_of(series)
+    if scope == "dimension":
+        name = "=".join(cf.dimension_of(series))
     base = f"{size // 1000}:{start}:{team}:{workflow}:{scope}:{name}"
     return f"{base}#{correction}" if correction else base
 
@@ -68,10 +74,11 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
     size, start, team, workflow, series = key
     scope, name = cf.scope_of(series)
     assert scope is not None
-    loaded = v[cf.SPEND] + v[cf.HUMAN]
+    loaded = v[cf.SPEND] + v[cf.HUMAN] + v[cf.OTHER_COST] + v[cf.SHARED_COST]
     resolved = v[cf.LINKED] + v[cf.UNLINKED]
     ratios = not correction
-    is_total = scope == "total" and ratios
+    is_total = scope in ("total", "dimension") and ratios
+    dimension, dimension_value = cf.dimension_of(series) if scope == "dimension" else ("", "")
     return CostPerOutcomeWindow(
         window_id=window_id(key, correction),
         window_start=_dt(start),
@@ -82,6 +89,8 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         model=name if scope == "model" else ALL_MODELS,
         agent=name if scope == "agent" else "",
         scope=scope,
+        dimension=dimension,
+        dimension_value=dimension_value,
         correction=correction,
         revision=revision,
         final=final,
@@ -106,12 +115,28 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         accepted_outcomes=v[cf.ACCEPTED],
         value=from_atto(v[cf.VALUE]),
         human_cost=from_atto(v[cf.HUMAN]),
+        other_cost=from_atto(v[cf.OTHER_COST]),
+        shared_cost=from_atto(v[cf.SHARED_COST]),
+        cost_items=v[cf.COST_ITEMS],
         fully_loaded_cost=from_atto(loaded),
         linked_spend=from_atto(v[cf.LINKED]),
         unlinked_spend=from_atto(v[cf.UNLINKED]),
+        quality_failed_units=v[cf.QUALITY_FAILED],
+        latency_failed_units=v[cf.LATENCY_FAILED],
+        integrity_failed_units=v[cf.INTEGRITY_FAILED],
+        accepted_value=from_atto(v[cf.ACCEPTED_VALUE]),
+        value_at_risk=from_atto(v[cf.AT_RISK]),
+        strategic_units=v[cf.STRATEGIC_UNITS],
+        strategic_score_sum=_micros(v[cf.STRATEGIC_SCORE]),
+        strategic_confidence_sum=_micros(v[cf.STRATEGIC_CONFIDENCE]),
+        strategic_confident_units=v[cf.STRATEGIC_CONFIDENT],
         cost_per_accepted_outcome=per(loaded, v[cf.ACCEPTED]) if is_total else None,
         acceptance_rate=ratio(v[cf.ACCEPTED], v[cf.DECIDED]) if is_total else None,
-        yield_ratio=ratio(v[cf.VALUE], loaded) if is_total else None,
+        yield_ratio=ratio(v[cf.ACCEPTED_VALUE], loaded) if is_total else None,
+        error_adjusted_yield=ratio(v[cf.ACCEPTED_VALUE] - v[cf.AT_RISK], loaded)
+        if is_total else None,
+        integrity_failure_rate=ratio(v[cf.INTEGRITY_FAILED], v[cf.DECIDED]) if is_total
+        else None,
         attribution_coverage=ratio(v[cf.LINKED], resolved) if ratios and resolved > 0
         else None,
         retry_share=ratio(v[cf.RETRIES], v[cf.CALLS]) if ratios else None,
@@ -143,8 +168,14 @@ def totals_of(cells: dict[CellKey, list[int]]) -> dict[RowKey, list[int]]:
 class WindowRollup:
     """Adds partition outboxes into global window rows and decides when rows are final."""
 
-    def __init__(self, currency: str, idle_seconds: float = 30.0, partitions: int = 1) -> None:
+    def __init__(self, currency: str, idle_seconds: float = 30.0, partitions: int = 1,
+                 dimension_cap: int = 500) -> None:
         self.currency = currency
+        # The values of each dimension with rows of their own, in the order they came
+        # (sticky: a value once admitted keeps its rows, corrections included); values
+        # beyond the cap go to __other__, so a dimension's rows always add up.
+        self.dimension_cap = dimension_cap
+        self.dimension_values: dict[str, set[str]] = {}
         self.idle_ms = int(idle_seconds * 1000)
         self.partitions = partitions
         self.first_seen_ms: int | None = None  # time of the first message applied
@@ -180,8 +211,11 @@ class WindowRollup:
             size, start, _, _, series = key
             if series.startswith(cf.MIX):
                 cf.add_into(self.mix_cells.setdefault(key, cf.zero()), values)
-            elif start + size <= self.finalized_ms:
-                late[key] = values
+                continue
+            if series.startswith(cf.DIMENSION):
+                key = self._capped(key)  # several values may share __other__: add up
+            if start + size <= self.finalized_ms:
+                cf.add_into(late.setdefault(key, cf.zero()), values)
             else:
                 self._add(key, values)
         if late:
@@ -190,6 +224,16 @@ class WindowRollup:
                 self.ready.append(window_row(key, values, 1, True, self.currency, correction))
         self.close(now_ms)
         return True
+
+    def _capped(self, key: CellKey) -> CellKey:
+        dimension, value = cf.dimension_of(key[4])
+        admitted = self.dimension_values.setdefault(dimension, set())
+        if value in admitted:
+            return key
+        if len(admitted) < self.dimension_cap:
+            admitted.add(value)
+            return key
+        return (key[0], key[1], key[2], key[3], cf.dimension_series(dimension, cf.OTHER_VALUE))
 
     def _add(self, key: CellKey, values: list[int]) -> None:
         cell = self.cells.get(key)
@@ -287,6 +331,7 @@ class WindowRollup:
             "moved_at": {str(p): c for p, c in self.clock_moved_at.items()},
             "applied": {str(p): list(a) for p, a in self.applied.items()},
             "revisions": [[*k, r] for k, r in self.revisions.items()],
+            "dimension_values": {d: sorted(v) for d, v in self.dimension_values.items()},
         })
 
     def load(self, data: bytes) -> None:
@@ -302,4 +347,6 @@ class WindowRollup:
         self.clock_moved_at = {int(p): c for p, c in decoded["moved_at"].items()}
         self.applied = {int(p): (a[0], int(a[1])) for p, a in decoded["applied"].items()}
         self.revisions = {(i[0], i[1], i[2], i[3], i[4]): i[5] for i in decoded["revisions"]}
+        self.dimension_values = {d: set(v) for d, v in
+                                 decoded.get("dimension_values", {}).items()}
         self.dirty = set()
