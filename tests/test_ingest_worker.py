@@ -347,6 +347,9 @@ def test_http_events_traces_and_the_github_webhook(make_worker: Any) -> None:
                                  f"WHERE work_unit_id = 'U-http'")) == GPT4O + MINI
     worker.wait_for(f"SELECT count() FROM {DB}.model_calls FINAL "
                     f"WHERE work_unit_id = 'U-trace'", 2)
+    # The README example's cost item went to `costs` and was booked like any item.
+    worker.wait_for(f"SELECT toString(sum(amount)) FROM {DB}.cost_items FINAL "
+                    f"WHERE event_id = 'k-2' AND work_unit_id = 'ticket-4712'", "0.02")
     assert metric_value(worker, "tokenyield_http_events_total", endpoint="/v1/webhooks",
                         result="ignored") == 1
     assert metric_value(worker, "tokenyield_http_requests_total", endpoint="/v1/events",
