@@ -48,6 +48,7 @@ def events(hour: datetime) -> list[tuple[str, dict[str, Any]]]:
                             "status": "accepted", **extra}
 
     return [
+        call("slow", 9, 9.5, team="sales", workflow="research", attributes={"tier": "gold"}),
         # Cost items first: they join their unit whatever the order.
         ("costs", {"event_id": "good-k0", "work_unit_id": "good", "occurred_at": at(1),
                    "team": "support", "workflow": "triage", "kind": "tool_call",
@@ -106,7 +107,10 @@ def spend_of(published: list[tuple[str, dict[str, Any]]], unit: str) -> Decimal:
 def test_cost_items_bars_and_verdicts_through_a_worker(make_worker: Any, prefix: str) -> None:
     rule = '[{"team": "support", "workflow": "triage", "owner": "ana", ' \
            '"min_quality_score": 0.8}]'
-    worker: WorkerHandle = make_worker(TOKENYIELD_WORKFLOWS=rule).start()
+    budget = '[{"dimension": "customer", "value": "acme", "period": "monthly", ' \
+             '"amount": "0.001"}]'
+    worker: WorkerHandle = make_worker(TOKENYIELD_WORKFLOWS=rule, TOKENYIELD_BUDGETS=budget,
+                                       TOKENYIELD_DIMENSIONS='["tier"]').start()
     done = subprocess.run(
         [sys.executable, "-m", "streams.cli", "workflows", "set", "--team", "sales",
          "--workflow", "research", "--owner", "raj", "--max-latency-ms", "5000"],
@@ -172,6 +176,25 @@ def test_cost_items_bars_and_verdicts_through_a_worker(make_worker: Any, prefix:
     assert (Decimal(support[5]), Decimal(support[6]), support[7]) == \
         (Decimal("0.40"), Decimal("3.00"), 3)
     assert Decimal(support[8]) == 10
+
+    # Per customer: every call names acme, so its rows carry all the spend; one tier.
+    spend = sum(spend_of(published, u) for u in ("good", "weak", "audited", "slow"))
+    worker.wait_for(f"SELECT sum(spend) = toDecimal128('{spend}', 18) FROM "
+                    f"{DB}.v_dimension_hourly WHERE dimension = 'customer' AND value = 'acme'",
+                    1, 60)
+    acme = worker.sql(f"SELECT sum(calls), sum(accepted_outcomes), sum(decided_units), "
+                      f"toString(sum(other_cost)) FROM {DB}.v_dimension_hourly "
+                      f"WHERE dimension = 'customer' AND value = 'acme'")[0]
+    assert acme[:3] == [7, 1, 4] and Decimal(acme[3]) == 0  # the items name no customer
+    tiers = worker.sql(f"SELECT value, sum(calls) FROM {DB}.v_dimension_hourly "
+                       f"WHERE dimension = 'tier' GROUP BY value")
+    assert tiers == [["gold", 1]]
+    # ... and its budget, spent many times over, fires for acme.
+    worker.wait_for(f"SELECT count() > 0 FROM {DB}.alerts FINAL WHERE kind = 'budget_hard' "
+                    f"AND subject['customer'] = 'acme'", 1, 60)
+    burn = worker.sql(f"SELECT toString(spent), toString(amount) "
+                      f"FROM {DB}.v_dimension_budget_burn WHERE value = 'acme'")
+    assert burn and Decimal(burn[0][0]) == spend and Decimal(burn[0][1]) == Decimal("0.001")
 
     # The bad item is dead-lettered with its reason, source topic, partition and offset.
     worker.wait_for(f"SELECT count() FROM {DB}.dead_letters FINAL", 1, 60)

@@ -218,7 +218,7 @@ class WorkerProcess:
             rollup.alerts.set_budgets(rules)
             await sink.write(Outputs(budgets=budgets.retire_others(await sink.call(
                 lambda client: client.query(
-                    f"SELECT team, workflow, period, amount, soft_share FROM "
+                    f"SELECT team, workflow, period, amount, soft_share, dimension, value FROM "
                     f"{settings.clickhouse_database}.budgets FINAL").result_rows)),
                 tag=str(time.time_ns())))
 

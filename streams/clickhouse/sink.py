@@ -303,6 +303,8 @@ BUDGET_COLUMNS: list[tuple[str, Callable[[BudgetRow], Any]]] = [
     ("period", lambda b: b[0].period),
     ("amount", lambda b: b[0].amount),
     ("soft_share", lambda b: b[0].soft_share),
+    ("dimension", lambda b: b[0].dimension),
+    ("value", lambda b: b[0].value),
     ("updated_at", lambda b: b[1]),
     ("is_deleted", lambda b: b[2]),
 ]

@@ -278,6 +278,8 @@ class PartitionEngine:
             unit.agent = _intern(call.agent or "")
             unit.user, unit.customer = _intern(call.user or ""), _intern(call.customer or "")
             unit.extra_dims = self.postings.promoted(call)
+            if unit.decider is not None:
+                self.postings.settle(unit)  # the decision moves to the unit's new dimensions
         unit.events += 1
         unit.calls += 1
         retry = call.attempt > 1
@@ -434,6 +436,8 @@ class PartitionEngine:
             unit.user = _intern(item.user or "")
             unit.customer = _intern(item.customer or "")
             unit.extra_dims = self.postings.promoted(item)
+            if unit.decider is not None:
+                self.postings.settle(unit)  # the decision moves to the unit's new dimensions
         unit.events += 1
         unit.cost_items += 1
         unit.other_cost += amount
@@ -630,6 +634,9 @@ class PartitionEngine:
         what, observed, limit = breaches[0]
         subject = {"work_unit_id": unit.unit_id, "team": unit.team, "workflow": unit.workflow,
                    "agent": unit.agent}
+        for name, value in (("user", unit.user), ("customer", unit.customer)):
+            if value:  # alerts route by who the looping work serves
+                subject[name] = value
         out.alerts.append(Alert(
             alert_id=f"runaway_work_unit:{unit.unit_id}", kind="runaway_work_unit",
             status="firing", severity="critical", subject=subject, observed=Decimal(observed),

@@ -86,7 +86,9 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         window_seconds=size // 1000,
         team=team,
         workflow=workflow,
-        model=name if scope == "model" else ALL_MODELS,
+        # Dimension rows name no model: a query picking totals the old way (model '*',
+        # no agent) never counts them twice.
+        model=name if scope == "model" else "" if scope == "dimension" else ALL_MODELS,
         agent=name if scope == "agent" else "",
         scope=scope,
         dimension=dimension,

@@ -88,3 +88,41 @@ SELECT
 FROM {db}.v_window_totals AS w
 WHERE w.window_seconds = 3600 AND w.scope = 'dimension'
 GROUP BY hour, dimension, value;
+
+-- Budgets may target one value of a dimension (customer acme, user ana...).
+ALTER TABLE {db}.budgets
+    ADD COLUMN IF NOT EXISTS dimension LowCardinality(String) AFTER workflow,
+    ADD COLUMN IF NOT EXISTS value String AFTER dimension,
+    MODIFY ORDER BY (team, workflow, period, dimension, value);
+
+-- Budgets of one dimension value in their current period: spent so far, and its share.
+CREATE OR REPLACE VIEW {db}.v_dimension_budget_burn AS
+SELECT
+    b.dimension AS dimension,
+    b.value AS value,
+    b.team AS team,
+    b.workflow AS workflow,
+    b.period AS period,
+    b.amount AS amount,
+    b.soft_share AS soft_share,
+    b.period_start AS period_start,
+    sumIf(w.spend, (b.team = '' OR w.team = b.team) AND (b.workflow = '' OR w.workflow = b.workflow)
+                   AND toDateTime(w.window_start, 'UTC') >= b.period_start) AS spent,
+    spent / b.amount AS spent_share
+FROM
+(
+    SELECT x.dimension AS dimension, x.value AS value, x.team AS team, x.workflow AS workflow,
+           x.period AS period, x.amount AS amount, x.soft_share AS soft_share,
+           if(x.period = 'daily', toStartOfDay(now('UTC')),
+              toDateTime(toStartOfMonth(now('UTC')), 'UTC')) AS period_start
+    FROM {db}.budgets AS x FINAL
+    WHERE x.dimension != ''
+) AS b
+LEFT JOIN
+(
+    SELECT t.window_start AS window_start, t.team AS team, t.workflow AS workflow,
+           t.dimension AS dimension, t.dimension_value AS dimension_value, t.spend AS spend
+    FROM {db}.v_window_totals AS t
+    WHERE t.window_seconds = 3600 AND t.scope = 'dimension'
+) AS w ON w.dimension = b.dimension AND w.dimension_value = b.value
+GROUP BY dimension, value, team, workflow, period, amount, soft_share, period_start;
