@@ -285,9 +285,12 @@ class BudgetState(_Output):
     ``GET /v1/budgets/check`` from memory. ``spent`` is event-time spend booked in the
     period; ``remaining`` is ``amount - spent``, never below zero."""
 
-    budget_id: str = Field(description="team=T[/workflow=W]/period=P")
-    team: str
+    budget_id: str = Field(description="[DIMENSION=V/]team=T[/workflow=W]/period=P")
+    team: str = Field("", description="Empty: a dimension budget across teams")
     workflow: str = Field("", description="Empty: the budget covers every workflow")
+    dimension: str = Field("", description="user, customer or a promoted attribute; "
+                                           "empty: a team (or workflow) budget")
+    value: str = Field("", description="The dimension's value the budget is for")
     period: Literal["daily", "monthly"]
     state: BudgetLevel
     amount: Decimal

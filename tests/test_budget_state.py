@@ -13,7 +13,7 @@ import orjson
 
 from schemas.outputs import BudgetState
 from streams.core.alerts import AlertConfig, AlertEngine, BudgetRule
-from streams.core.alerts.budget_check import check_budgets
+from streams.core.alerts.budget_check import BudgetIndex, check_budgets
 from streams.feeds.budget_state_feed import BudgetStateBook
 from streams.kafka.compacted import CompactedRecord
 from streams.kafka.outlet import Outlet
@@ -88,7 +88,8 @@ def state(rule: BudgetRule, spent: str, period_start: datetime, resets_at: datet
           ) -> BudgetState:
     from streams.core.alerts.budget_tracker import rule_id
     return BudgetState(budget_id=rule_id(rule), team=rule.team, workflow=rule.workflow,
-                       period=rule.period, state="ok", amount=rule.amount,
+                       dimension=rule.dimension, value=rule.value, period=rule.period,
+                       state="ok", amount=rule.amount,
                        soft_share=rule.soft_share, spent=Decimal(spent),
                        remaining=Decimal(0), currency="USD", period_start=period_start,
                        resets_at=resets_at, updated_at=period_start)
@@ -147,6 +148,65 @@ def test_a_state_of_an_earlier_period_means_the_budget_has_reset() -> None:
     # An event clock ahead of this one (a state of a later period) still counts.
     early = T0 - MINUTE
     assert not check_budgets((DAILY,), STATES, "acme", "", early, "USD").allowed
+
+
+# -- budgets of a dimension (a customer, a user): states and checks --------------------------
+
+GLOBEX = BudgetRule(dimension="customer", value="globex", period="daily", amount=Decimal(5))
+GLOBEX_AT_ACME = BudgetRule(team="acme", dimension="customer", value="globex",
+                            period="monthly", amount=Decimal(100))
+
+
+def dimension_row(minute: int, spend: Any, value: str, team: str = "acme",
+                  workflow: str = "support") -> Any:
+    return row(minute, team=team, workflow=workflow, final=False, spend=spend).model_copy(
+        update={"scope": "dimension", "dimension": "customer", "dimension_value": value})
+
+
+def test_a_customer_budget_gets_a_state_from_that_customer_s_rows_across_teams() -> None:
+    e = engine(GLOBEX, GLOBEX_AT_ACME)
+    e.observe([dimension_row(0, 3, "globex"), dimension_row(0, 4, "globex", team="beta"),
+               dimension_row(0, 50, "initech")], [], [], 0)
+    changes = dict(e.budget_state_changes())
+    across = changes["customer=globex/period=daily"]
+    assert across is not None and (across.spent, across.state) == (Decimal(7), "hard")
+    assert (across.team, across.dimension, across.value) == ("", "customer", "globex")
+    at_acme = changes["customer=globex/team=acme/period=monthly"]
+    assert at_acme is not None and at_acme.spent == Decimal(3)
+
+
+DIMENSION_STATES = {
+    **STATES,
+    "customer=globex/period=daily": state(GLOBEX, "7", TODAY, DAY_END),
+    "customer=globex/team=acme/period=monthly": state(
+        GLOBEX_AT_ACME, "3", TODAY, datetime(2027, 1, 1, tzinfo=UTC))}
+ALL_RULES = (DAILY, WORKFLOW, GLOBEX, GLOBEX_AT_ACME)
+
+
+def test_a_check_names_the_dimension_values_it_would_spend_under() -> None:
+    def ids(team: str, workflow: str = "", **dimensions: str) -> list[str]:
+        answer = check_budgets(ALL_RULES, DIMENSION_STATES, team, workflow, NOON, "USD",
+                               dimensions)
+        # The index hands out every rule that can apply, and only a few.
+        indexed = check_budgets(BudgetIndex(ALL_RULES).of(team, dimensions),
+                                DIMENSION_STATES, team, workflow, NOON, "USD", dimensions)
+        assert indexed == answer
+        return [b.budget_id for b in answer.budgets]
+
+    assert ids("acme") == ["team=acme/period=daily"]  # no customer named: not theirs
+    assert ids("beta", customer="globex") == ["customer=globex/period=daily"]
+    assert ids("", customer="globex") == ["customer=globex/period=daily"]
+    assert ids("acme", "support", customer="globex") == [
+        "team=acme/period=daily", "team=acme/workflow=support/period=monthly",
+        "customer=globex/period=daily", "customer=globex/team=acme/period=monthly"]
+    assert ids("beta", customer="initech") == []
+    answer = check_budgets(ALL_RULES, DIMENSION_STATES, "beta", "", NOON, "USD",
+                           {"customer": "globex"})
+    assert (answer.allowed, answer.state) == (False, "hard")  # 7 of 5, whatever the team
+    assert answer.to_json()["budgets"][0] == {
+        "budget_id": "customer=globex/period=daily", "team": "", "workflow": "",
+        "dimension": "customer", "value": "globex", "period": "daily", "state": "hard",
+        "amount": "5", "spent": "7", "remaining": "0", "resets_at": "2026-12-02T00:00:00Z"}
 
 
 # -- the rollup's emission and the book of every worker --------------------------------------------

@@ -398,10 +398,16 @@ def test_the_budget_check_flips_to_hard_and_the_litellm_hook_refuses(
         assert done.returncode == 0, done.stderr
 
     budgets("set", "--team", "sales", "--period", "daily", "--amount", "0.01")
+    # And a customer's, across teams: one call of 0.0045 uses it up.
+    budgets("set", "--dimension", "customer", "--value", "globex", "--period", "daily",
+            "--amount", "0.004")
     check = "/v1/budgets/check?team=sales&workflow=research"
+    by_customer = "/v1/budgets/check?customer=globex"
     deadline = time.monotonic() + 30
-    while len(get(worker, check)[1]["budgets"]) < 2 and time.monotonic() < deadline:
+    while (len(get(worker, check)[1]["budgets"]) < 2
+           or not get(worker, by_customer)[1]["budgets"]) and time.monotonic() < deadline:
         time.sleep(0.3)
+    assert get(worker, by_customer)[1]["state"] == "ok"
     status, answer = get(worker, check)
     assert status == 200 and answer["allowed"] and answer["state"] == "ok"
     assert answer["remaining"] == "0.01" and answer["currency"] == "USD"
@@ -409,6 +415,7 @@ def test_the_budget_check_flips_to_hard_and_the_litellm_hook_refuses(
     assert answer["resets_at"] == tomorrow
     assert get(worker, "/v1/budgets/check?workflow=research")[0] == 400
     assert get(worker, "/v1/budgets/check?team=sales&model=gpt-4o")[0] == 400
+    assert get(worker, "/v1/budgets/check")[0] == 400
 
     module = load_hook()
     from litellm.caching.dual_cache import DualCache
@@ -433,7 +440,9 @@ def test_the_budget_check_flips_to_hard_and_the_litellm_hook_refuses(
         async with Publisher(worker.env["TOKENYIELD_KAFKA_BOOTSTRAP"], topic_prefix=prefix,
                              linger_ms=5) as publisher:
             for i in range(3):
-                await publisher.call(**call(f"s-{i}", f"lead-{i}", "sales", "research"))
+                customer = {"customer": "globex"} if i == 0 else {}
+                await publisher.call(**call(f"s-{i}", f"lead-{i}", "sales", "research",
+                                            **customer))
 
     asyncio.run(spend())
     deadline = time.monotonic() + 60
@@ -450,6 +459,22 @@ def test_the_budget_check_flips_to_hard_and_the_litellm_hook_refuses(
     with pytest.raises(BudgetExceededError) as refused:
         asyncio.run(ask(request))
     assert "team=sales/period=daily" in str(refused.value)
+    # The customer's budget: used up by its one call, whichever team asks for it next.
+    deadline = time.monotonic() + 60
+    while get(worker, by_customer)[1]["allowed"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    status, answer = get(worker, by_customer)
+    assert (status, answer["allowed"], answer["state"]) == (200, False, "hard")
+    (globex,) = answer["budgets"]
+    assert (globex["dimension"], globex["value"], Decimal(globex["spent"])) == (
+        "customer", "globex", GPT4O)
+    support_for_globex = "/v1/budgets/check?team=support&customer=globex"
+    assert not get(worker, support_for_globex)[1]["allowed"]
+    assert get(worker, "/v1/budgets/check?team=support&customer=initech")[1]["allowed"]
+    for_globex = {**request, "metadata": {"tokenyield_customer": "globex"}}
+    with pytest.raises(BudgetExceededError) as refused:
+        asyncio.run(ask(for_globex, UserAPIKeyAuth(team_alias="support")))
+    assert "customer=globex/period=daily" in str(refused.value)
     # Another team, and a request naming no team, still pass.
     other = UserAPIKeyAuth(team_alias="support")
     assert asyncio.run(ask(request, other)) == request

@@ -21,7 +21,11 @@ Configuration (environment of the proxy):
 
 The team and workflow of a request are taken from, first present: the request's
 ``metadata`` (``tokenyield_team``, ``tokenyield_workflow``), the virtual key's metadata
-(same names), then the key's team alias. A request without a team is not checked.
+(same names), then the key's team alias. Its customer and user, for budgets of a
+customer or a user (``tokenyield budgets set --dimension customer --value acme``), come
+from ``tokenyield_customer`` and ``tokenyield_user`` in the same places, the user also
+from the request's OpenAI ``user`` field, then the key's end user. A request with none
+of these is not checked.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ log = logging.getLogger("tokenyield.budget_hook")
 
 TEAM_KEY = "tokenyield_team"
 WORKFLOW_KEY = "tokenyield_workflow"
+CUSTOMER_KEY = "tokenyield_customer"
+USER_KEY = "tokenyield_user"
 
 
 class BudgetCheckUnavailable(Exception):
@@ -71,8 +77,10 @@ class TokenyieldBudgetHook(CustomLogger):
                                              timeout=self.timeout)
         return self._client
 
-    async def check(self, team: str, workflow: str | None) -> dict[str, Any]:
-        params = {"team": team, **({"workflow": workflow} if workflow else {})}
+    async def check(self, team: str | None, workflow: str | None,
+                    **dimensions: str | None) -> dict[str, Any]:
+        named = {"team": team, "workflow": workflow, **dimensions}
+        params = {name: value for name, value in named.items() if value}
         response = await self.client().get("/v1/budgets/check", params=params)
         response.raise_for_status()
         return response.json()
@@ -80,10 +88,12 @@ class TokenyieldBudgetHook(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict,
                                   call_type: Any) -> dict:
         team, workflow = dimensions(user_api_key_dict, data)
-        if not team:
+        customer, user = customer_and_user(user_api_key_dict, data)
+        if not (team or customer or user):
             return data
         try:
-            answer = await self.check(team, workflow)
+            answer = await self.check(team, workflow if team else None, customer=customer,
+                                      user=user)
         except (httpx.HTTPError, ValueError) as exc:
             # Never the token: only where and what failed.
             log.warning("tokenyield budget check at %s failed (%s: %s); %s", self.url,
@@ -94,8 +104,8 @@ class TokenyieldBudgetHook(CustomLogger):
                 f"the tokenyield budget check at {self.url} did not answer") from exc
         if answer.get("allowed", True):
             if answer.get("state") == "soft":
-                log.info("team %s%s is past its soft budget: %s %s left", team,
-                         f"/{workflow}" if workflow else "", answer.get("remaining"),
+                log.info("%s is past a soft budget: %s %s left",
+                         who(team, workflow, customer, user), answer.get("remaining"),
                          answer.get("currency"))
             return data
         hard = [b for b in answer.get("budgets", []) if b.get("state") == "hard"]
@@ -108,21 +118,38 @@ class TokenyieldBudgetHook(CustomLogger):
             message=(f"tokenyield: {names} is used up ({first.get('spent')} of "
                      f"{first.get('amount')} {answer.get('currency')} spent); it resets at "
                      f"{answer.get('resets_at')}"),
-            entity_type="team", entity_id=team)
+            entity_type="team" if team else "customer" if customer else "user",
+            entity_id=team or customer or user)
+
+
+def _first(key: Any, data: dict, name: str, *fallbacks: Any) -> str | None:
+    """The first text value of ``name`` in the request's metadata, then the key's
+    metadata, then the fallbacks."""
+    request = data.get("metadata") or {}
+    key_metadata = getattr(key, "metadata", None) or {}
+    for value in (request.get(name), key_metadata.get(name), *fallbacks):
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def dimensions(key: Any, data: dict) -> tuple[str | None, str | None]:
     """The request's team and workflow (see the module's docstring)."""
-    request = data.get("metadata") or {}
-    key_metadata = getattr(key, "metadata", None) or {}
+    return (_first(key, data, TEAM_KEY, getattr(key, "team_alias", None)),
+            _first(key, data, WORKFLOW_KEY))
 
-    def first(name: str, *fallbacks: Any) -> str | None:
-        for value in (request.get(name), key_metadata.get(name), *fallbacks):
-            if isinstance(value, str) and value:
-                return value
-        return None
 
-    return first(TEAM_KEY, getattr(key, "team_alias", None)), first(WORKFLOW_KEY)
+def customer_and_user(key: Any, data: dict) -> tuple[str | None, str | None]:
+    """The request's customer and user (see the module's docstring)."""
+    return (_first(key, data, CUSTOMER_KEY),
+            _first(key, data, USER_KEY, data.get("user"), getattr(key, "end_user_id", None)))
+
+
+def who(team: str | None, workflow: str | None, customer: str | None,
+        user: str | None) -> str:
+    parts = [f"team {team}{f'/{workflow}' if workflow else ''}" if team else "",
+             f"customer {customer}" if customer else "", f"user {user}" if user else ""]
+    return ", ".join(part for part in parts if part)
 
 
 proxy_handler_instance = TokenyieldBudgetHook()

@@ -38,7 +38,7 @@ from streams.kafka.outlet import FaustProducer
 from streams.kafka.tansu_broker import EmbeddedBroker, free_port, write_broker_file
 from streams.kafka.topics import Topics, ensure_topics
 from streams.ops.http_auth import HttpAuth
-from streams.ops.ingest import IngestContext, register_ingest_views
+from streams.ops.ingest import BUILT_IN_DIMENSIONS, IngestContext, register_ingest_views
 from streams.ops.metrics import Metrics
 from streams.ops.web import register_views
 from streams.ops.webhook import AlertWebhook
@@ -191,8 +191,8 @@ class WorkerProcess:
             auth=auth, sender=KeyedSender(FaustProducer(app), topics), metrics=metrics,
             max_body_bytes=settings.http_max_body_bytes, otlp=settings.otlp_config(),
             mappings=mappings, budget_index=lambda: budget_index[0],
-            budget_states=budget_states,
-            currency=settings.currency))
+            budget_states=budget_states, currency=settings.currency,
+            dimensions=(*BUILT_IN_DIMENSIONS, *settings.dimensions)))
         budgets_ready = asyncio.Event()
         writes: set[asyncio.Task[None]] = set()
 

@@ -9,8 +9,11 @@
 - ``POST /v1/webhooks/{name}``: a third party's payload, turned into an outcome by the
   mapping of that name (``schemas.webhook_mapping``, files in
   ``TOKENYIELD_WEBHOOK_MAPPINGS_DIR``).
-- ``GET /v1/budgets/check?team=T[&workflow=W]``: may the team spend now
-  (``streams.core.alerts.budget_check``), from memory.
+- ``GET /v1/budgets/check?team=T[&workflow=W][&customer=C][&user=U]...``: may this
+  request spend now, under every budget it would count against: the team's, the
+  workflow's, and those of any dimension value named (``user``, ``customer``, the
+  promoted ``TOKENYIELD_DIMENSIONS``) (``streams.core.alerts.budget_check``), from
+  memory.
 
 Every endpoint is authenticated (``http_auth``), and bodies are limited to
 ``TOKENYIELD_HTTP_MAX_BODY_BYTES`` after decompression (413 beyond). Accepted events are
@@ -55,7 +58,10 @@ log = logging.getLogger(__name__)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
+#: Dimensions every budget check takes; the worker adds user, customer and the promoted
+#: attributes (``IngestContext.dimensions``).
 BUDGET_DIMENSIONS = ("team", "workflow")
+BUILT_IN_DIMENSIONS = ("user", "customer")
 
 
 @dataclass
@@ -71,6 +77,7 @@ class IngestContext:
     budget_index: Callable[[], BudgetIndex]  # the rules in force, by team
     budget_states: BudgetStateBook
     currency: str
+    dimensions: tuple[str, ...] = BUILT_IN_DIMENSIONS  # besides team and workflow
     clock: Callable[[], float] = time.time
 
 
@@ -256,17 +263,21 @@ def register_ingest_views(app: faust.App, context: IngestContext) -> None:
             if not verdict.ok:
                 return finish(self, endpoint, verdict.status, {"error": verdict.message})
             query = request.query  # type: ignore[attr-defined]
-            unknown = sorted(set(query) - set(BUDGET_DIMENSIONS))
-            team = query.get("team", "")
-            if unknown or not team:
-                return finish(self, endpoint, 400, {
-                    "error": ("budgets have the dimensions team and workflow; unknown: "
-                              f"{', '.join(unknown)}") if unknown else "team is required",
-                    "dimensions": list(BUDGET_DIMENSIONS)})
-            answer = check_budgets(context.budget_index().of(team),
-                                   context.budget_states.states,
-                                   team, query.get("workflow", ""),
-                                   int(context.clock() * 1000), context.currency)
+            accepted = (*BUDGET_DIMENSIONS, *context.dimensions)
+            unknown = sorted(set(query) - set(accepted))
+            team, workflow = query.get("team", ""), query.get("workflow", "")
+            named = {name: query[name] for name in context.dimensions if query.get(name)}
+            problem = (f"budgets have the dimensions {', '.join(accepted)}; unknown: "
+                       f"{', '.join(unknown)}" if unknown else
+                       "a workflow is checked with its team" if workflow and not team else
+                       "name a team, or a dimension's value (customer=..., user=...)"
+                       if not team and not named else "")
+            if problem:
+                return finish(self, endpoint, 400, {"error": problem,
+                                                    "dimensions": list(accepted)})
+            answer = check_budgets(context.budget_index().of(team, named),
+                                   context.budget_states.states, team, workflow,
+                                   int(context.clock() * 1000), context.currency, named)
             metrics.budget_checks.labels(answer.state).inc()
             return finish(self, endpoint, 200, answer.to_json())
 

@@ -179,7 +179,8 @@ class BudgetTracker:
             start, end = period_bounds(rule.period, self.clock_ms - 1)
             spent = self.spent(rule, start)
             states[rid] = BudgetState(
-                budget_id=rid, team=rule.team, workflow=rule.workflow, period=rule.period,
+                budget_id=rid, team=rule.team, workflow=rule.workflow,
+                dimension=rule.dimension, value=rule.value, period=rule.period,
                 state=budget_level(rule, spent), amount=rule.amount,
                 soft_share=rule.soft_share, spent=spent,
                 remaining=max(rule.amount - spent, Decimal(0)), currency=self.currency,
