@@ -116,6 +116,12 @@ class WorkUnitAttribution(_Output):
     accepted_value: Decimal | None = Field(
         None, description="value if accepted, else zero (None: no value given)")
     strategic_score: Decimal | None = None
+    stage: str | None = Field(None, description="The furthest stage of the conversion chain "
+                                                "its outcomes reached")
+    first_call_at: datetime | None = None
+    decided_at: datetime | None = Field(None, description="Its deciding outcome's time")
+    cycle_seconds: Decimal | None = Field(
+        None, description="From its first call to its deciding outcome")
     is_final: bool = False
     value: Decimal | None = None
     value_dimension: str | None = None

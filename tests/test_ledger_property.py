@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 from hypothesis import HealthCheck, example, given, settings
@@ -26,6 +27,8 @@ from hypothesis import strategies as st
 from schemas.events import ACCEPTING_STATUSES, COST_KINDS, ModelCall
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook, PriceEntry, price_call
+from streams.core import rollup as rollup_module
+from streams.core.cells import DAY_MS, cost_bucket
 from streams.core.checkpoint import meta_key
 from streams.core.engine import Source
 from streams.core.rollup import WindowRollup
@@ -474,7 +477,9 @@ def test_every_unit_and_window_equals_the_ground_truth(seed: int) -> None:
     sim.publish(events[half:])
     while sim.step():
         pass
-    sim.finish()
+    # The far clock of ``finish`` would age every histogram day out of the rollup.
+    with patch.object(rollup_module, "HISTOGRAM_KEEP_MS", 10**15):
+        sim.finish()
     expected = truth(events)
 
     # Every unit: the attribution with the highest revision, field by field.
@@ -521,6 +526,25 @@ def test_every_unit_and_window_equals_the_ground_truth(seed: int) -> None:
         for name in NAMES:
             assert have.get(name, 0) == want.get(name, 0), (key, name)
         assert have.get("unpriced_calls", 0) == 0, key
+
+    # The cost histograms (the plateau detector's input): every decided unit once, in the
+    # bucket of its fully loaded cost, on its deciding outcome's day.
+    want_buckets: dict[tuple[int, str, str, int], list[Any]] = defaultdict(
+        lambda: [0, 0, Decimal(0)])
+    for want in expected.units.values():
+        if want.decider is None:
+            continue
+        _, at, _, team, workflow = want.decider
+        ms = int(datetime.fromisoformat(at).timestamp() * 1000)
+        loaded = want.spend + want.human + want.other
+        cell = want_buckets[(ms - ms % DAY_MS, team, workflow,
+                             cost_bucket(int(loaded * 10**18)))]
+        cell[0] += 1
+        cell[1] += accepted(want)
+        cell[2] += loaded
+    got_buckets = {(int(b.day.timestamp() * 1000), b.team, b.workflow, b.bucket):
+                   [b.units, b.accepted, b.cost] for b in sim.h.rollup.histograms()}
+    assert got_buckets == dict(want_buckets)
 
     # The ledger: every delivery accounted for, every distinct event applied once.
     ledgers = [e.ledger for e in sim.h.engines.values()]

@@ -1,4 +1,4 @@
-"""The value views of migration 0006 on generated traffic run through the engine (chdb).
+"""The value views of migrations 0006 and 0009 on generated traffic run through the engine.
 
 Cost items (a unit's and shared ones), quality and latency bars, verdicts: each view's
 figures are checked against the base tables read with FINAL, and the shared-cost
@@ -8,130 +8,20 @@ A database of its own beside the shared fixture's (one chdb path per process).
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import pytest
 
-from loadtest.engine_into_clickhouse import EngineIntoClickHouse
-from schemas.partitioner import partition_for
-from streams.clickhouse.client import migrate
-from streams.core.engine_config import EngineConfig
-from streams.core.workflows import WorkflowRule
-from tests.clickhouse_fixtures import LoadedClickHouse, loaded_database
-from tests.core_harness import key_of, kind_of
+from schemas.outputs import WorkUnitAttribution
+from tests.core_harness import kind_of
+from tests.value_fixtures import ATTO, DB, RULES, STAGES, WORKFLOWS, ValueDb, value_db
 
 pytestmark = pytest.mark.clickhouse
-DB = "tokenyield_value"
-PARTITIONS = 4
-ATTO = 10**18
-WORKFLOWS = [("support", "triage"), ("sales", "research")]
-RULES = (WorkflowRule(team="support", workflow="triage", owner="ana", min_quality_score=0.75),
-         WorkflowRule(team="sales", workflow="research", owner="raj", max_latency_ms=8000))
 
-
-@dataclass
-class ValueDb:
-    db: LoadedClickHouse
-    events: list[dict[str, Any]]
-
-    def rows(self, sql: str) -> list[dict[str, Any]]:
-        return self.db.rows(sql)
-
-
-def generate(now: datetime, seed: int = 16) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    start = now - timedelta(hours=6)
-    events: list[dict[str, Any]] = []
-    for team, workflow in WORKFLOWS:
-        for index in range(80):
-            unit = f"{workflow}-{index:03d}"
-            moment = start + timedelta(minutes=4 * index, seconds=rng.randint(0, 60))
-            for n in range(1 + index % 3):
-                events.append({
-                    "event_id": f"{unit}-c{n}", "work_unit_id": unit,
-                    "occurred_at": (moment + timedelta(seconds=20 * n)).isoformat(),
-                    "provider": "openai", "model": rng.choice(["gpt-4o", "gpt-4o-mini"]),
-                    "team": team, "workflow": workflow, "input_tokens": rng.randint(500, 5000),
-                    "output_tokens": rng.randint(20, 800), "latency_ms": rng.randint(300, 9500),
-                    "customer": f"c{index % 3}"})
-            if index % 3 == 0:
-                events.append({"event_id": f"{unit}-k0", "work_unit_id": unit,
-                               "occurred_at": moment.isoformat(), "team": team,
-                               "workflow": workflow, "kind": "tool_call",
-                               "amount": str(Decimal(rng.randint(1, 900)) / 100),
-                               "currency": "USD"})
-            if index % 4 == 0:
-                events.append({"event_id": f"{unit}-k1", "work_unit_id": unit,
-                               "occurred_at": moment.isoformat(), "team": team,
-                               "workflow": workflow, "kind": "retrieval",
-                               "quantity": str(rng.randint(1, 30)), "unit_price": "0.0035",
-                               "currency": "USD"})
-            if index % 5 == 4:
-                continue  # never decided
-            status = "rejected" if index % 5 == 3 else "accepted"
-            decided_at = moment + timedelta(minutes=2)
-            outcome: dict[str, Any] = {
-                "event_id": f"{unit}-o", "work_unit_id": unit,
-                "occurred_at": decided_at.isoformat(), "team": team, "workflow": workflow,
-                "status": status, "quality_score": round(rng.uniform(0.5, 1.0), 2),
-                "human_review_minutes": str(rng.choice([0, 2, 5]))}
-            if status == "accepted":
-                outcome.update(value=str(rng.choice([3, 5, 12])), currency="USD")
-            events.append(outcome)
-            if index % 7 in (0, 1):
-                verdict: dict[str, Any] = {
-                    "event_id": f"{unit}-v", "work_unit_id": unit,
-                    "occurred_at": (decided_at + timedelta(minutes=30)).isoformat(),
-                    "team": team, "workflow": workflow,
-                    "verdict": "overturned" if index % 7 == 0 else "upheld"}
-                if index % 7 == 0:
-                    verdict.update(value_at_risk="2.5", currency="USD")
-                events.append(verdict)
-        for hour in range(6):  # a shared cost an hour, and one in an hour without units
-            events.append({"event_id": f"{workflow}-shared-{hour}",
-                           "occurred_at": (start + timedelta(hours=hour, minutes=30)).isoformat(),
-                           "team": team, "workflow": workflow, "kind": "infra",
-                           "amount": str(Decimal(rng.randint(100, 999)) / 100),
-                           "currency": "USD"})
-        events.append({"event_id": f"{workflow}-shared-idle",
-                       "occurred_at": (start - timedelta(hours=3)).isoformat(), "team": team,
-                       "workflow": workflow, "kind": "seat", "amount": "7", "currency": "USD"})
-    events.sort(key=lambda e: e["occurred_at"])
-    return events
-
-
-async def _pump(pipeline: EngineIntoClickHouse, events: list[dict[str, Any]]) -> None:
-    for count, event in enumerate(events, 1):
-        pipeline.apply(kind_of(event), partition_for(key_of(event), PARTITIONS),  # type: ignore[arg-type]
-                       orjson.dumps(event))
-        if count % 150 == 0:
-            await pipeline.checkpoint()
-    pipeline.run_clock_to_now()  # every undecided unit is past its deadline: unattributed
-    await pipeline.checkpoint()
-
-
-@pytest.fixture(scope="module")
-def value_db() -> ValueDb:
-    db = loaded_database()
-    migrate(db.client, DB)
-    now = datetime.now(UTC).replace(microsecond=0)
-    events = generate(now)
-    config = EngineConfig(partitions=PARTITIONS, deadline_seconds=600, retention_seconds=3600,
-                          allowed_lateness_seconds=120, workflows=RULES)
-    pipeline = EngineIntoClickHouse(db.client, DB, config, now, retry_max_seconds=1)
-    try:
-        asyncio.run(_pump(pipeline, events))
-    finally:
-        pipeline.close()
-    return ValueDb(LoadedClickHouse(db.client, DB, now, now - timedelta(hours=6)), events)
-
+__all__ = ["value_db"]  # the fixture, imported for pytest
 
 def _atto(x: Decimal) -> int:
     return int(x * ATTO)
@@ -201,7 +91,7 @@ def test_quality_and_integrity_per_workflow_equal_the_attributions(value_db: Val
                sum(integrity_failed_units) AS integrity, sum(value_at_risk) AS at_risk,
                sum(status_failed_units) AS status_failed
         FROM {DB}.v_quality_by_workflow GROUP BY team, workflow""")
-    assert set(view) == set(WORKFLOWS)
+    assert set(view) == {*WORKFLOWS, ("eng", "lab")}
     for key, want in units.items():
         got = view[key]
         for name in ("decided", "accepted", "quality_failed", "latency_failed", "integrity",
@@ -238,9 +128,10 @@ def test_yield_uses_accepted_value_and_the_fully_loaded_cost(value_db: ValueDb) 
         got = view[key]
         assert (got["value"], got["spend"], got["human"], got["other"], got["accepted"]) == \
             (want["value"], want["spend"], want["human"], want["other"], want["accepted"]), key
-        assert got["shared"] == shared[key]["amount"]
+        assert got["shared"] == shared.get(key, {"amount": 0})["amount"]
         assert got["loaded"] == got["spend"] + got["human"] + got["other"] + got["shared"]
-        assert got["outcome_value"] > got["value"]  # overturned units' value does not count
+        if key in WORKFLOWS:
+            assert got["outcome_value"] > got["value"]  # overturned units' value is out
     for r in value_db.rows(f"SELECT * FROM {DB}.v_yield_by_workflow"):
         assert r["net_value"] == r["value"] - r["fully_loaded_cost"]
         if r["fully_loaded_cost"]:
@@ -264,3 +155,186 @@ def test_cost_per_accepted_outcome_counts_only_successes(value_db: ValueDb) -> N
                     - r["fully_loaded_cost"] / r["accepted_outcomes"]) < Decimal("1e-12")
         else:
             assert r["cost_per_accepted_outcome"] is None
+
+
+# -- the value view (issue 17) -----------------------------------------------------------
+
+def exact_quantile(values: list[Any], level: float) -> Any:
+    """ClickHouse's quantileExact: the element at floor(level * n) of the sorted values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(level * len(ordered)))]
+
+
+def _day(moment: datetime) -> Any:
+    return moment.astimezone(UTC).date()
+
+
+def test_cycle_time_is_first_call_to_deciding_outcome(value_db: ValueDb) -> None:
+    want: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    for a in value_db.units.values():
+        if a.decided_at is not None and a.first_call_at is not None:
+            assert a.cycle_seconds == Decimal(
+                int((a.decided_at - a.first_call_at).total_seconds() * 1000)).scaleb(-3)
+            want[(_day(a.decided_at), a.team, a.workflow)].append(float(a.cycle_seconds))
+    rows = value_db.rows(f"SELECT * FROM {DB}.v_cycle_time")
+    assert {(r["day"], r["team"], r["workflow"]) for r in rows} == set(want)
+    for r in rows:
+        values = want[(r["day"], r["team"], r["workflow"])]
+        assert r["units"] == len(values)
+        assert r["p50_seconds"] == exact_quantile(values, 0.5)
+        assert r["p95_seconds"] == exact_quantile(values, 0.95)
+        assert r["max_seconds"] == max(values)
+    assert any(r["p95_seconds"] > r["p50_seconds"] for r in rows)
+
+
+def test_the_funnel_counts_each_unit_at_its_furthest_stage(value_db: ValueDb) -> None:
+    want: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(lambda: defaultdict(int))
+    for a in value_db.units.values():
+        cell = want[(_day(a.first_event_at), a.team, a.workflow)]
+        reached = (STAGES.index(a.stage) + 1 if a.stage else 1) if a.accepted else 0
+        cell["calls"] += a.calls
+        cell["work_units"] += 1
+        cell["cost"] += a.fully_loaded_cost
+        for n, name in enumerate(STAGES, 1):
+            if reached >= n:
+                cell[name] += 1
+                cell[f"cost:{name}"] += a.fully_loaded_cost
+    rows = value_db.rows(f"SELECT * FROM {DB}.v_conversion_funnel")
+    assert {(r["day"], r["team"], r["workflow"]) for r in rows} == set(want)
+    for r in rows:
+        cell = want[(r["day"], r["team"], r["workflow"])]
+        for name in ("calls", "work_units", *STAGES):
+            assert r[name] == cell[name], name
+        for name, rate, before in (("output_accepted", "accepted_rate", "work_units"),
+                                   ("action_taken", "action_rate", "output_accepted"),
+                                   ("outcome_realised", "realised_rate", "action_taken"),
+                                   ("value_captured", "captured_rate", "outcome_realised")):
+            if cell[before]:
+                assert abs(r[rate] - cell[name] / cell[before]) < 1e-12
+                if cell[name]:
+                    assert abs(r[f"cost_per_{name}"] - cell[f"cost:{name}"] / cell[name]) \
+                        < Decimal("1e-12")
+            else:
+                assert r[rate] is None
+    totals = {name: sum(r[name] for r in rows) for name in STAGES}
+    assert totals["output_accepted"] > totals["action_taken"] > totals["value_captured"] > 0
+
+
+def test_the_spread_of_cost_per_unit(value_db: ValueDb) -> None:
+    want: dict[tuple[Any, ...], list[Decimal]] = defaultdict(list)
+    for a in value_db.units.values():
+        if a.fully_loaded_cost > 0:
+            want[(_day(a.first_event_at), a.team, a.workflow)].append(a.fully_loaded_cost)
+    rows = value_db.rows(f"SELECT * FROM {DB}.v_unit_cost_spread")
+    assert {(r["day"], r["team"], r["workflow"]) for r in rows} == set(want)
+    for r in rows:
+        costs = want[(r["day"], r["team"], r["workflow"])]
+        assert r["units"] == len(costs)
+        for level, name in ((0.5, "p50_cost"), (0.9, "p90_cost"), (0.99, "p99_cost")):
+            assert r[name] == exact_quantile(costs, level), name
+        assert r["max_cost"] == max(costs)
+        assert abs(r["max_over_p50"] - float(max(costs) / r["p50_cost"])) < 1e-9
+
+
+def ntile(n: int, buckets: int = 10) -> list[int]:
+    """SQL's ntile: the first n % buckets buckets get one row more."""
+    size, extra = divmod(n, buckets)
+    found: list[int] = []
+    for b in range(1, buckets + 1):
+        found += [b] * (size + (1 if b <= extra else 0))
+    return found
+
+
+def test_acceptance_by_decile_of_cost(value_db: ValueDb) -> None:
+    groups: dict[tuple[Any, ...], list[WorkUnitAttribution]] = defaultdict(list)
+    for a in value_db.units.values():
+        if a.decided_at is not None:
+            week = _day(a.decided_at) - timedelta(days=_day(a.decided_at).weekday())
+            groups[(week, a.team, a.workflow)].append(a)
+    want: dict[tuple[Any, ...], list[Any]] = {}
+    for key, units in groups.items():
+        ordered = sorted(units, key=lambda a: (a.fully_loaded_cost, a.work_unit_id))
+        for a, decile in zip(ordered, ntile(len(ordered)), strict=True):
+            cell = want.setdefault((*key, decile), [0, 0, Decimal(0)])
+            cell[0] += 1
+            cell[1] += int(a.accepted)
+            cell[2] += a.fully_loaded_cost
+    rows = value_db.rows(f"SELECT * FROM {DB}.v_acceptance_by_cost_decile")
+    got = {(r["week"], r["team"], r["workflow"], r["decile"]):
+           [r["units"], r["accepted_units"], r["mean_cost"] * r["units"]] for r in rows}
+    assert set(got) == set(want)
+    for key, (units, accepted, cost) in want.items():
+        assert got[key][:2] == [units, accepted], key
+        assert abs(got[key][2] - cost) < Decimal("1e-12"), key
+
+
+def test_the_business_case_against_what_came(value_db: ValueDb) -> None:
+    daily = {(r["day"], r["team"], r["workflow"]): r for r in value_db.rows(
+        f"SELECT * FROM {DB}.v_cost_per_accepted_outcome_daily")}
+    minutes: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
+    for e in value_db.events:
+        if kind_of(e) == "outcomes":
+            minutes[(_day(datetime.fromisoformat(e["occurred_at"])), e["team"],
+                     e["workflow"])] += Decimal(e.get("human_review_minutes", "0"))
+    rules = {(r.team, r.workflow): r for r in RULES}
+    rows = value_db.rows(f"SELECT * FROM {DB}.v_business_case")
+    assert {(r["day"], r["team"], r["workflow"]) for r in rows} == set(daily)
+    for r in rows:
+        key = (r["day"], r["team"], r["workflow"])
+        day, rule = daily[key], rules.get(key[1:])
+        accepted, loaded = day["accepted_outcomes"], day["fully_loaded_cost"]
+        assert (r["accepted_units"], r["fully_loaded_cost"], r["value_captured"]) == \
+            (accepted, loaded, day["accepted_value"])
+        assert r["review_minutes"] == minutes.get(key, 0)
+        if rule is None:  # a workflow without a business case: the case's columns empty
+            assert r["owner"] in ("", None) and r["baseline_cost"] is None
+            continue
+        assert r["owner"] == rule.owner
+        unit_cost = rule.baseline_cost_per_unit if rule.baseline_cost_per_unit is not None \
+            else rule.baseline_minutes_per_unit / 60 * rule.baseline_rate_per_hour
+        assert r["baseline_cost"] == unit_cost * accepted
+        if loaded:
+            assert abs(r["roi_against_baseline"]
+                       - float((unit_cost * accepted - loaded) / loaded)) < 1e-9
+        assert r["time_saved_minutes"] == rule.baseline_minutes_per_unit * accepted \
+            - minutes.get(key, 0)
+        if rule.expected_value_per_unit is not None:
+            assert r["value_against_case"] == day["accepted_value"] \
+                - rule.expected_value_per_unit * accepted
+        if accepted:
+            assert r["cost_against_target"] == \
+                loaded / accepted - rule.target_cost_per_accepted_outcome or abs(
+                    r["cost_against_target"]
+                    - (loaded / accepted - rule.target_cost_per_accepted_outcome)) \
+                < Decimal("1e-12")
+    assert any(r["time_saved_minutes_per_mtok"] for r in rows)
+
+
+def test_the_portfolio_recommends_an_action_with_its_reason(value_db: ValueDb) -> None:
+    rows = {(r["team"], r["workflow"]): r for r in value_db.rows(
+        f"SELECT * FROM {DB}.v_portfolio")}
+    assert set(rows) == {*WORKFLOWS, ("eng", "lab")}
+    lab = rows[("eng", "lab")]
+    assert lab["action"] == "retire" and "no accepted outcome" in lab["reason"]
+    for key, r in rows.items():
+        # The rule, evaluated here on the view's own figures.
+        target = r["target_cost_per_accepted_outcome"]
+        cpo, yld = r["cost_per_accepted_outcome"], r["yield_ratio"]
+        confidence, coverage = r["evidence_confidence"], r["attribution_coverage"]
+        if r["fully_loaded_cost"] > 0 and r["accepted_units"] == 0:
+            want = "retire"
+        elif (coverage is not None and coverage < 0.5) or (
+                confidence is not None and confidence < 0.5):
+            want = "intervene"
+        elif (yld is not None and yld < 1) or (target is not None and cpo > target):
+            want = "optimise"
+        elif yld is not None and yld > 1 and (target is None or cpo <= target) and (
+                confidence is None or confidence >= 0.7):
+            want = "expand"
+        else:
+            want = "maintain"
+        assert r["action"] == want, key
+        assert r["reason"]
+    # Human review makes both cost more than they bring (and far above triage's target).
+    triage = rows[("support", "triage")]
+    assert triage["action"] == "optimise" and "of the fully loaded cost" in triage["reason"]

@@ -69,7 +69,7 @@ from streams.core.units import (
     UnitStore,
 )
 from streams.core.windows import WindowBook
-from streams.core.workflows import WorkflowRegistry
+from streams.core.workflows import WorkflowRegistry, stage_of
 
 __all__ = ["CallRecord", "EventKind", "Ledger", "OutcomeRecord", "Outputs",
            "PartitionEngine", "Source"]
@@ -307,9 +307,9 @@ class PartitionEngine:
         self.postings.call(unit, call, t_ms, _intern(call.team), _intern(call.workflow),
                            _intern(call.model), cost_atto, retry)
         if call.latency_ms is not None and call.latency_ms > unit.max_latency_ms:
-            unit.max_latency_ms = call.latency_ms
-            if unit.decider is not None:
-                self.postings.settle(unit)  # a latency bar may now fail
+            unit.max_latency_ms = call.latency_ms  # a latency bar may now fail
+        if unit.decider is not None:
+            self.postings.settle(unit)  # its cost moved: its cost bucket may too
 
     # -- outcomes -------------------------------------------------------------------
     def _apply_outcome(self, outcome: Outcome, index: int, source: Source, now_ms: int,
@@ -367,6 +367,9 @@ class PartitionEngine:
             if decider.outranks(unit.decider):
                 unit.decider = decider
                 unit.outcome_team, unit.outcome_workflow = team, workflow
+            stage = stage_of(outcome)
+            if stage > unit.stage:
+                unit.stage = stage
             self.postings.link(unit, t_ms)
             unit.outcomes += 1
             if outcome.is_final and not unit.mix_posted and unit.calls:
@@ -717,6 +720,8 @@ class PartitionEngine:
         unit.computed += computed_atto or 0
         self.postings.price(unit, call, _intern(call.team), _intern(call.workflow),
                             _intern(call.model), cost_atto, unpriced)
+        if unit.decider is not None:
+            self.postings.settle(unit)
 
     # -- attributions -------------------------------------------------------------------
     def _emit_attributions(self, touched: dict[str, UnitState], out: Outputs) -> None:

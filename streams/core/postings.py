@@ -228,7 +228,7 @@ class Postings:
             int(strategic is not None and confidence is not None),
         )
         return (decider.occurred_ms, unit.outcome_team, unit.outcome_workflow, figures,
-                self.unit_dimensions(unit))
+                self.unit_dimensions(unit), unit.cost + unit.human_cost + unit.other_cost)
 
     def settle(self, unit: UnitState) -> None:
         """Keep the decision's booking equal to what the unit's state books now: take
@@ -247,12 +247,18 @@ class Postings:
         unit.booked = new
 
     def _book_decision(self, booking: Booking, sign: int) -> None:
-        at_ms, team, workflow, figures, dimensions = booking
+        at_ms, team, workflow, figures, dimensions, cost = booking
         for series in (cf.TOTAL, *dimensions):
             for v in self.book.cells_at(at_ms, team, workflow, series):
                 for field, amount in zip(cf.DECISION_FIELDS, figures, strict=True):
                     if amount:
                         v[field] += sign * amount
+        if cost >= 0:  # -1: booked before cost buckets existed (a state of format 3)
+            h = self.book.cell((cf.DAY_MS, at_ms - at_ms % cf.DAY_MS, team, workflow,
+                                cf.histogram_series(cf.cost_bucket(cost))))
+            h[cf.DECIDED] += sign
+            h[cf.ACCEPTED] += sign * figures[1]
+            h[cf.SPEND] += sign * cost
 
     def mix(self, unit: UnitState, t_ms: int, accepted: bool) -> None:
         # Once per unit, for the model-mismatch detector: which primary model served

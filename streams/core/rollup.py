@@ -37,6 +37,7 @@ from streams.core.windows import Outbox
 
 RowKey = CellKey
 MIX_KEEP_MS = 2 * 3_600_000  # model-mix cells kept this long after their hour ends
+HISTOGRAM_KEEP_MS = 8 * cf.DAY_MS  # cost histograms: a week of days, and today
 
 
 def _dt(ms: int) -> datetime:
@@ -50,6 +51,22 @@ class ModelMix:
     window_start: datetime
     task_type: str
     model: str
+    units: int
+    accepted: int
+    cost: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CostBucket:
+    """Decided units of one workflow whose deciding outcome fell on one UTC day, in one
+    bucket of fully loaded cost (``cells.bucket_bounds``): how many, how many accepted,
+    and what they cost together. Exact: each unit is in one bucket, moved when its cost
+    or its decision changes."""
+
+    day: datetime
+    team: str
+    workflow: str
+    bucket: int
     units: int
     accepted: int
     cost: Decimal
@@ -191,6 +208,7 @@ class WindowRollup:
         self.revisions: dict[RowKey, int] = {}
         self.dirty: set[RowKey] = set()
         self.mix_cells: dict[CellKey, list[int]] = {}
+        self.histogram_cells: dict[CellKey, list[int]] = {}
         self.ready: list[CostPerOutcomeWindow] = []  # final and correction rows to emit
         self.duplicates = 0
 
@@ -213,6 +231,9 @@ class WindowRollup:
             size, start, _, _, series = key
             if series.startswith(cf.MIX):
                 cf.add_into(self.mix_cells.setdefault(key, cf.zero()), values)
+                continue
+            if series.startswith(cf.HISTOGRAM):
+                cf.add_into(self.histogram_cells.setdefault(key, cf.zero()), values)
                 continue
             if series.startswith(cf.DIMENSION):
                 key = self._capped(key)  # several values may share __other__: add up
@@ -282,6 +303,9 @@ class WindowRollup:
         newest = max(self.clocks.values(), default=0)
         for key in [k for k in self.mix_cells if k[1] + k[0] + MIX_KEEP_MS <= newest]:
             del self.mix_cells[key]
+        for key in [k for k in self.histogram_cells
+                    if k[1] + k[0] + HISTOGRAM_KEEP_MS <= newest]:
+            del self.histogram_cells[key]
 
     def _running_revision(self, key: RowKey) -> int:
         revision = self.revisions[key] = self.revisions.get(key, 0) + 1
@@ -321,12 +345,24 @@ class WindowRollup:
                                   v[cf.ACCEPTED], from_atto(v[cf.SPEND])))
         return sorted(found, key=lambda m: (m.window_start, m.task_type, m.model))
 
+    def histograms(self) -> list[CostBucket]:
+        """Cost histograms of the recent days, for the spend-plateau detector."""
+        found = []
+        for key, v in self.histogram_cells.items():
+            _size, start, team, workflow, series = key
+            if v[cf.DECIDED]:
+                found.append(CostBucket(_dt(start), team, workflow,
+                                        int(series[len(cf.HISTOGRAM):]), v[cf.DECIDED],
+                                        v[cf.ACCEPTED], from_atto(v[cf.SPEND])))
+        return sorted(found, key=lambda b: (b.day, b.team, b.workflow, b.bucket))
+
     # -- persistence --------------------------------------------------------------------
     def dump(self) -> bytes:
         """The state (call after ``take_ready``: rows not taken are not saved)."""
         return orjson.dumps({
             "cells": [[*k, [str(x) for x in v]] for k, v in self.cells.items()],
             "mix": [[*k, [str(x) for x in v]] for k, v in self.mix_cells.items()],
+            "histograms": [[*k, [str(x) for x in v]] for k, v in self.histogram_cells.items()],
             "finalized_ms": self.finalized_ms,
             "first_seen_ms": self.first_seen_ms,
             "clocks": {str(p): c for p, c in self.clocks.items()},
@@ -342,6 +378,9 @@ class WindowRollup:
             self._add((item[0], item[1], item[2], item[3], item[4]), [int(x) for x in item[5]])
         for item in decoded["mix"]:
             self.mix_cells[(item[0], item[1], item[2], item[3], item[4])] = \
+                [int(x) for x in item[5]]
+        for item in decoded.get("histograms", []):
+            self.histogram_cells[(item[0], item[1], item[2], item[3], item[4])] = \
                 [int(x) for x in item[5]]
         self.finalized_ms = decoded["finalized_ms"]
         self.first_seen_ms = decoded["first_seen_ms"]

@@ -126,7 +126,8 @@ class RollupRuntime:
         now = self.now_ms
         running = self.rollup.updates()
         finals = self.rollup.take_ready()
-        alerts = self.alerts.observe(running, finals, self.rollup.mix(), now)
+        alerts = self.alerts.observe(running, finals, self.rollup.mix(), now,
+                                     self.rollup.histograms())
         await emit(running + finals, alerts, self.alerts.budget_state_changes())
         await flush_producer()
         batch = Outputs(windows=running + finals, alerts=alerts)
