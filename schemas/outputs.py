@@ -29,6 +29,7 @@ AlertKind = Literal[
     "prompt_sprawl",
     "model_mismatch",
     "cost_per_outcome_regression",
+    "spend_plateau",
 ]
 AlertStatus = Literal["firing", "resolved"]
 WindowScope = Literal["total", "model", "agent", "dimension"]

@@ -14,6 +14,11 @@ Each threshold fires once per period: the soft one (``soft_share`` of the amount
 warning) and the hard one (the amount, critical); a jump past both fires only the hard
 one. Both resolve once the event clock has left the period.
 
+A monthly budget's projection (``expected``, ``exhausts_on``) is the forecast
+(``forecast.py``: weekday factors, trend and band) of the spend of the series it covers,
+once they have ``forecast_min_days`` complete days of history; before that, and for
+daily budgets (the forecast has no hours), the linear run-rate of the period so far.
+
 ``state_changes`` gives where each budget stands (``BudgetState``: ok, soft or hard,
 spent, remaining, when the period resets), only those that changed since it was last
 asked and a ``None`` for a removed budget: the rollup publishes them on the compacted
@@ -29,6 +34,14 @@ from typing import Any, Literal
 from schemas.outputs import Alert, AlertKind, BudgetLevel, BudgetState, CostPerOutcomeWindow
 from streams.core.alerts.alert_config import AlertConfig, BudgetRule
 from streams.core.alerts.figures import clock, dec, dt, iso, money, pct
+from streams.core.alerts.forecast import (
+    DAY_MS,
+    Forecaster,
+    Projection,
+    Series,
+    exhausts_at,
+    project,
+)
 
 Period = Literal["daily", "monthly"]
 PERIODS: tuple[Period, Period] = ("daily", "monthly")
@@ -87,11 +100,6 @@ def rule_owner(rule: BudgetRule) -> str:
     return team
 
 
-#: Whose spend a window row is: (team, workflow, dimension, value); dimension "" for the
-#: total rows of a team and workflow.
-Series = tuple[str, str, str, str]
-
-
 def covers(rule: BudgetRule, series: Series) -> bool:
     team, workflow, dimension, value = series
     if rule.dimension != dimension or rule.value != value:
@@ -105,8 +113,11 @@ def _changed(old: BudgetState, new: BudgetState) -> bool:
 
 
 class BudgetTracker:
-    def __init__(self, config: AlertConfig, currency: str) -> None:
+    def __init__(self, config: AlertConfig, currency: str,
+                 forecaster: Forecaster | None = None) -> None:
+        self.config = config
         self.currency = currency
+        self.forecaster = forecaster
         self.set_rules(config.budgets)
         self.size_ms = config.detection_window_seconds * 1000
         self.horizon_ms = config.correction_horizon_seconds * 1000
@@ -228,44 +239,79 @@ class BudgetTracker:
         self.fired[(rid, start_ms)] = state
         return [self._alert(rid, rule, start_ms, spent, level)]
 
+    def _projection(self, rule: BudgetRule, start_ms: int, now: int, end_ms: int,
+                    spent: Decimal) -> tuple[Projection, int]:
+        """The spend expected at the period's end, and when the amount is (or was)
+        reached: the forecast of the covered series when they have enough history,
+        else the linear run-rate."""
+        f = self.forecaster
+        model = None
+        if f is not None and rule.period == "monthly":
+            chosen = [s for s in f.days if covers(rule, s)]
+            model = f.model(chosen, now - now % DAY_MS)
+        if model is None:
+            elapsed = Decimal(max(now - start_ms, self.size_ms))
+            linear = project(None, spent, start_ms, start_ms + int(elapsed), end_ms,
+                             self.config)
+            exhausts = now if spent >= rule.amount else \
+                start_ms + int(rule.amount / (spent / elapsed))
+            return linear, exhausts
+        projection = project(model, spent, start_ms, now, end_ms, self.config)
+        exhausts = now if spent >= rule.amount else exhausts_at(model, spent, rule.amount, now)
+        return projection, exhausts
+
     def _alert(self, rid: str, rule: BudgetRule, start_ms: int, spent: Decimal,
                level: str) -> Alert:
         end_ms = period_bounds(rule.period, start_ms)[1]
         now = min(self.clock_ms, end_ms)
         rate = spent / Decimal(max(now - start_ms, self.size_ms))  # per ms of event time
-        projected = rate * (end_ms - start_ms)
-        exhausts = now if spent >= rule.amount else start_ms + int(rule.amount / rate)
+        p, exhausts = self._projection(rule, start_ms, now, end_ms, spent)
+        projected = p.expected
         label = period_label(rule.period, start_ms)
         who = rule_owner(rule)
         cur = self.currency
         hourly = money(rate * 3_600_000, cur)
+        if p.method == "seasonal":
+            pace = (f"On its forecast (weekday pattern and trend of the last "
+                    f"{p.history_days} days)")
+            band = (f"; {pct(self.config.forecast_band)} band {money(p.low, cur)} to "
+                    f"{money(p.high, cur)}")
+        else:
+            pace, band = f"At this rate ({hourly}/h)", ""
         if level == "hard":
             text = (f"{who} has used up its {money(rule.amount, cur)} {rule.period} budget for "
                     f"{label}: {money(spent, cur)} spent ({pct(spent / rule.amount)}) by "
-                    f"{clock(now)}. At this rate ({hourly}/h) it will have spent "
-                    f"{money(projected, cur)} ({pct(projected / rule.amount)}) by the end of "
-                    f"the period.")
+                    f"{clock(now)}. {pace} it will have spent "
+                    f"{money(projected, cur)} ({pct(projected / rule.amount)}{band}) by the "
+                    f"end of the period.")
         else:
             when = dt(exhausts).strftime("%Y-%m-%d")
             runs_out = (f"runs out on {when}, before the period ends" if exhausts < end_ms
                         else f"would run out on {when}, after the period ends "
-                             f"({pct(projected / rule.amount)} of it spent by then)")
+                             f"({pct(projected / rule.amount)} of it spent by then{band})")
             text = (f"{who} has spent {money(spent, cur)} of its {money(rule.amount, cur)} "
-                    f"{rule.period} budget for {label} ({pct(spent / rule.amount)}). At this "
-                    f"rate ({hourly}/h) the {rule.period} budget {runs_out}.")
+                    f"{rule.period} budget for {label} ({pct(spent / rule.amount)}). "
+                    f"{pace} the {rule.period} budget {runs_out}.")
         threshold = rule.amount if level == "hard" else rule.amount * rule.soft_share
+        details = {"period_start": iso(start_ms), "period_end": iso(end_ms),
+                   "budget": str(rule.amount), "spent_share": str(dec(spent / rule.amount)),
+                   "burn_rate_per_hour": str(dec(rate * 3_600_000)),
+                   "projected_spend": str(dec(projected)),
+                   "exhausts_on": dt(exhausts).strftime("%Y-%m-%d"),
+                   "forecast": p.method if p.method == "seasonal" else
+                   "linear run-rate" + (" (daily budget)" if rule.period == "daily" else
+                                        f" (under {self.config.forecast_min_days} complete "
+                                        f"days of history)")}
+        if p.method == "seasonal":
+            details |= {"projected_low": str(dec(p.low)), "projected_high": str(dec(p.high)),
+                        "forecast_history_days": str(p.history_days)}
         return Alert(
             alert_id=f"budget_{level}:{rid}:{label}", kind=KINDS[level],
             status="firing", severity="critical" if level == "hard" else "warning",
             subject=rule_subject(rule), observed=spent, expected=dec(projected),
             threshold=threshold,
             unit=cur, window_start=dt(start_ms), window_end=dt(now), occurred_at=dt(now),
-            message=text,
-            details={"period_start": iso(start_ms), "period_end": iso(end_ms),
-                     "budget": str(rule.amount), "spent_share": str(dec(spent / rule.amount)),
-                     "burn_rate_per_hour": str(dec(rate * 3_600_000)),
-                     "projected_spend": str(dec(projected)),
-                     "exhausts_on": dt(exhausts).strftime("%Y-%m-%d")})
+            message=text, details=details)
 
     def _resolve_ended(self) -> list[Alert]:
         alerts = []
