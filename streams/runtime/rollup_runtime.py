@@ -8,6 +8,10 @@ snapshot intact; the previous records are deleted only after the new meta is dur
 
 "Now" is each message's time stamp (``apply``, ``tick``), so a replay from the last
 snapshot decides exactly what the first run decided (see ``core.rollup``).
+
+A checkpoint also emits the budgets whose state changed (``BudgetState``, for the
+compacted ``budget-state`` topic gateways are answered from), before its snapshot: a
+crash in between only sends the same states again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from schemas.errors import StateError
-from schemas.outputs import Alert, CostPerOutcomeWindow
+from schemas.outputs import Alert, BudgetState, CostPerOutcomeWindow
 from streams.core.alerts import AlertEngine
 from streams.core.alerts.forecast import SpendForecast
 from streams.core.records import Outputs
@@ -27,6 +31,11 @@ from streams.core.windows import Outbox
 from streams.runtime.ports import Sink, StateStore
 
 META_KEY = b"rollup/meta"
+#: A budget's new state, or ``None`` once it is removed, by budget id.
+BudgetStateChanges = list[tuple[str, BudgetState | None]]
+#: What a checkpoint sends: window rows, alerts, budget state changes.
+RollupEmit = Callable[[list[CostPerOutcomeWindow], list[Alert], BudgetStateChanges],
+                      Awaitable[None]]
 CHUNK_BYTES = 512 * 1024
 
 
@@ -122,7 +131,7 @@ class RollupRuntime:
     async def checkpoint(
         self,
         store: StateStore,
-        emit: Callable[[list[CostPerOutcomeWindow], list[Alert]], Awaitable[None]],
+        emit: RollupEmit,
         flush_producer: Callable[[], Awaitable[None]],
     ) -> list[CostPerOutcomeWindow]:
         now = self.now_ms
@@ -130,7 +139,7 @@ class RollupRuntime:
         finals = self.rollup.take_ready()
         alerts = self.alerts.observe(running, finals, self.rollup.mix(), now,
                                      self.rollup.histograms())
-        await emit(running + finals, alerts)
+        await emit(running + finals, alerts, self.alerts.budget_state_changes())
         await flush_producer()
         batch = Outputs(windows=running + finals, alerts=alerts,
                         forecasts=self._due_forecasts())
