@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schemas.events import ModelCall, Outcome
+from schemas.events import CostItem, ModelCall, Outcome
 from schemas.fast_codec import (
     CallFields,
     FastDecoder,
@@ -225,6 +225,18 @@ call_codec: EventCodec[ModelCall] = EventCodec(ModelCall, FastDecoder(
     CallFields, _CallEnvelope, calls_from, MAX_EVENTS_PER_MESSAGE, ENVELOPE_VERSION))
 outcome_codec: EventCodec[Outcome] = EventCodec(Outcome, FastDecoder(
     OutcomeFields, _OutcomeEnvelope, outcomes_from, MAX_EVENTS_PER_MESSAGE, ENVELOPE_VERSION))
+# Cost items are rare next to calls (a few per unit at most), so they keep the pydantic path.
+cost_codec: EventCodec[CostItem] = EventCodec(CostItem)
+#: The codec of each input topic's events, by kind (the topic's name after the prefix).
+CODECS: dict[str, EventCodec[Any]] = {"calls": call_codec, "outcomes": outcome_codec,
+                                      "costs": cost_codec}
+
+
+def codec_of(event: BaseModel) -> EventCodec[Any]:
+    """The codec of an event's kind."""
+    if isinstance(event, ModelCall):
+        return call_codec
+    return outcome_codec if isinstance(event, Outcome) else cost_codec
 
 
 def encode_models(models: list[Any]) -> bytes:

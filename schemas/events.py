@@ -17,12 +17,19 @@ Contract rules (also in docs/EVENTS.md):
   cache (Anthropic's ``ephemeral_1h_input_tokens``); the rest are 5-minute writes.
 - ``service_tier`` is the tier the provider served the call on (``flex``, ``priority``,
   ``batch``...; ``default``, ``standard``, ``auto`` or no value mean standard prices).
+- Cost items (``CostItem``, the ``costs`` topic) are what a unit costs besides model
+  tokens: tools, retrieval, GPUs, seats, people. One without a ``work_unit_id`` is a
+  shared cost of its team and workflow.
+- ``user`` and ``customer`` (on every kind) are optional business dimensions; so are the
+  ``attributes`` keys named by ``TOKENYIELD_DIMENSIONS``.
+- A later review may send an outcome with a ``verdict`` (``upheld`` or ``overturned``)
+  for a unit; it needs no status (docs/SEMANTICS.md, *Answer integrity*).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -43,6 +50,7 @@ MAX_ATTRIBUTE_VALUE_LENGTH = 256
 MAX_TOKENS = 1_000_000_000
 MAX_MONEY = Decimal("1000000000")
 
+_EXACT = Context(prec=80)  # a product of two 18-place amounts, without rounding
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -98,6 +106,15 @@ OutcomeStatus = Literal[
     "accepted", "resolved", "completed", "rejected", "escalated", "abandoned", "failed"
 ]
 ValueDimension = Literal["revenue", "cost_avoided", "risk_avoided", "capacity", "strategic"]
+Verdict = Literal["upheld", "overturned"]
+CostKind = Literal[
+    "tool_call", "embedding", "retrieval", "gpu", "seat", "infra", "human_labour", "other"
+]
+COST_KINDS: tuple[str, ...] = CostKind.__args__  # type: ignore[attr-defined]
+StrategicScore = Annotated[Decimal, Field(ge=0, le=10, allow_inf_nan=False),
+                           _places(MINUTE_PLACES, "strategic scores")]
+Quantity = Annotated[Decimal, Field(gt=0, le=Decimal(1_000_000_000_000), allow_inf_nan=False),
+                     _places(MONEY_PLACES, "quantities")]
 
 #: Outcome statuses that count as the work having produced what was asked for.
 ACCEPTING_STATUSES: frozenset[str] = frozenset({"accepted", "resolved", "completed"})
@@ -156,6 +173,9 @@ class ModelCall(_Event):
     agent: Dimension | None = None
     service: Dimension = ""
     environment: Dimension = ""
+    user: Dimension | None = Field(None, description="The end user the call served.")
+    customer: Dimension | None = Field(None, description="The customer (account, tenant) "
+                                                         "the call served.")
     reported_cost: Money | None = Field(
         None, description="The provider's own figure; wins over the computed cost."
     )
@@ -213,7 +233,9 @@ class Outcome(_Event):
 
     team: RequiredDimension
     workflow: RequiredDimension
-    status: OutcomeStatus
+    status: OutcomeStatus | None = Field(
+        description="Required (null only on a verdict: an outcome carrying `verdict`, "
+                    "from a later review, may leave it out).")
     value: SignedMoney | None = Field(None, description="Money the outcome was worth.")
     currency: Currency | None = None
     value_dimension: ValueDimension | None = None
@@ -232,32 +254,128 @@ class Outcome(_Event):
     is_final: Annotated[bool, Field(strict=True)] = Field(
         True, description="False when more outcomes may follow for the same work unit."
     )
+    verdict: Verdict | None = Field(
+        None, description="A later review's or audit's finding on the unit's answer: "
+                          "`overturned` makes an accepted unit an integrity failure.")
+    value_at_risk: Money | None = Field(
+        None, description="With an `overturned` verdict: the loss the wrong answer causes "
+                          "(counted as negative value).")
+    strategic_score: StrategicScore | None = Field(
+        None, description="0-10, for value_dimension `strategic` instead of money.")
+    user: Dimension | None = None
+    customer: Dimension | None = None
 
     @model_validator(mode="after")
     def _check_money(self) -> Outcome:
         problems = []
-        money_fields = ("value", "review_rate", "baseline_cost")
+        money_fields = ("value", "review_rate", "baseline_cost", "value_at_risk")
         if self.currency is None and any(getattr(self, f) is not None for f in money_fields):
             given = [f for f in money_fields if getattr(self, f) is not None]
             problems.append(f"{', '.join(given)} need a currency")
-        if self.value_dimension is not None and self.value is None:
+        if self.value_dimension is not None and self.value is None and not (
+                self.value_dimension == "strategic" and self.strategic_score is not None):
             problems.append("value_dimension without a value")
+        if self.strategic_score is not None and self.value_dimension != "strategic":
+            problems.append("strategic_score needs value_dimension strategic")
+        if self.status is None and self.verdict is None:
+            problems.append("status is null: only a verdict may leave it out")
+        if self.value_at_risk is not None and self.verdict != "overturned":
+            problems.append("value_at_risk needs verdict overturned")
+        if self.verdict is not None and self.value is not None:
+            problems.append("a verdict carries no value (an overturned one may give "
+                            "value_at_risk)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     @model_validator(mode="before")
     @classmethod
-    def _default_dimension(cls, data: object) -> object:
+    def _defaults(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
         # A value with no stated dimension is read as revenue, the plainest case.
-        if isinstance(data, dict) and data.get("value") is not None \
-                and data.get("value_dimension") is None:
-            return {**data, "value_dimension": "revenue"}
+        if data.get("value") is not None and data.get("value_dimension") is None:
+            data = {**data, "value_dimension": "revenue"}
+        # A verdict may leave the status out (it decides nothing by itself).
+        if data.get("verdict") is not None and "status" not in data:
+            data = {**data, "status": None}
         return data
 
     @property
     def accepted(self) -> bool:
         return self.status in ACCEPTING_STATUSES
 
+    @property
+    def is_verdict(self) -> bool:
+        """A review's finding on the unit, not an outcome that decides it."""
+        return self.verdict is not None
 
-Event = ModelCall | Outcome
+
+class CostItem(BaseModel):
+    """Anything a unit of work costs besides model tokens: a tool or API call, an
+    embedding or retrieval, GPU time, a seat, infrastructure, people's time. Without a
+    ``work_unit_id`` it is a *shared* cost of its team and workflow, allocated to their
+    units (docs/SEMANTICS.md, *Cost items*)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=False)
+
+    event_id: Identifier = Field(description="Unique per event; the idempotency key.")
+    work_unit_id: Identifier | None = Field(
+        None, description="The unit of work it belongs to; none for a shared cost.")
+    occurred_at: EventTime = Field(description="Event time, timezone-aware; stored in UTC.")
+    schema_version: Literal["1"] = Field(
+        default=CONTRACT_VERSION, description="Contract major version."
+    )
+    team: RequiredDimension
+    workflow: RequiredDimension
+    kind: CostKind
+    amount: Money | None = Field(None, description="The cost; or give quantity and unit_price.")
+    quantity: Quantity | None = None
+    unit_price: Money | None = None
+    currency: Currency
+    description: Annotated[str, StringConstraints(max_length=512)] = ""
+    user: Dimension | None = None
+    customer: Dimension | None = None
+    attributes: Attributes = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_amount(self) -> CostItem:
+        priced = self.quantity is not None or self.unit_price is not None
+        if self.amount is not None and priced:
+            raise ValueError("give amount, or quantity and unit_price, not both")
+        if self.amount is None and (self.quantity is None or self.unit_price is None):
+            raise ValueError("amount is required (or quantity and unit_price)")
+        if self.amount is None and self.cost > MAX_MONEY:
+            raise ValueError(f"quantity x unit_price exceeds {MAX_MONEY}")
+        return self
+
+    @property
+    def cost(self) -> Decimal:
+        """The item's cost in ``currency``, exact (the engine rounds a product of more
+        than 18 decimal places half-even to 10^-18)."""
+        if self.amount is not None:
+            return self.amount
+        assert self.quantity is not None and self.unit_price is not None
+        return _EXACT.multiply(self.quantity, self.unit_price)
+
+    @property
+    def is_shared(self) -> bool:
+        return self.work_unit_id is None
+
+    @property
+    def key(self) -> str:
+        """Its Kafka key: the work unit, or for a shared cost the bucket of its team,
+        workflow and UTC day (the engine reroutes an item keyed otherwise)."""
+        return self.work_unit_id or shared_bucket_id(self.team, self.workflow,
+                                                     self.occurred_at)
+
+
+SHARED_PREFIX = "~shared:"
+
+
+def shared_bucket_id(team: str, workflow: str, moment: datetime) -> str:
+    """The unit holding a workflow's shared cost items of one UTC day."""
+    return f"{SHARED_PREFIX}{team}:{workflow}:{moment.astimezone(UTC):%Y-%m-%d}"
+
+
+Event = ModelCall | Outcome | CostItem

@@ -14,14 +14,15 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from schemas.events import CONTRACT_VERSION, ModelCall, Outcome
+from schemas.events import CONTRACT_VERSION, CostItem, ModelCall, Outcome
 from schemas.outputs import Alert, CostPerOutcomeWindow, DeadLetter, LateEvent, WorkUnitAttribution
 from schemas.pricing import PriceCatalog, PriceEntry
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 BASE_ID = "https://tokenyield.dev/schemas"
 
-INPUTS: dict[str, type[BaseModel]] = {"model_call": ModelCall, "outcome": Outcome}
+INPUTS: dict[str, type[BaseModel]] = {"model_call": ModelCall, "outcome": Outcome,
+                                      "cost_item": CostItem}
 OUTPUTS: dict[str, type[BaseModel]] = {
     "work_unit_attribution": WorkUnitAttribution,
     "cost_per_outcome_window": CostPerOutcomeWindow,

@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas.codec import call_codec, outcome_codec
+from schemas.codec import call_codec, cost_codec, outcome_codec
 from schemas.errors import PublishError
-from schemas.events import ModelCall, Outcome
+from schemas.events import CostItem, ModelCall, Outcome
 from schemas.kafka_options import KafkaConnection
 from schemas.partitioner import partition_for
 
@@ -56,6 +56,7 @@ class Publisher:
         self.connection = connection
         self.calls_topic = f"{topic_prefix}calls"
         self.outcomes_topic = f"{topic_prefix}outcomes"
+        self.costs_topic = f"{topic_prefix}costs"
         self.max_batch_events = max_batch_events
         self.max_batch_bytes = max_batch_bytes
         self.linger = linger_ms / 1000
@@ -126,18 +127,26 @@ class Publisher:
         await self.publish(event)
         return event
 
+    async def cost(self, **fields: Any) -> CostItem:
+        """Publish a cost item (no ``work_unit_id``: a shared cost of its workflow)."""
+        event = CostItem.model_validate(_with_defaults(fields))
+        await self.publish(event)
+        return event
+
     # -- general API ------------------------------------------------------------
-    async def publish(self, event: ModelCall | Outcome) -> None:
+    async def publish(self, event: ModelCall | Outcome | CostItem) -> None:
         if isinstance(event, ModelCall):
             await self._enqueue(self.calls_topic, event.work_unit_id, call_codec.encode(event))
         elif isinstance(event, Outcome):
             await self._enqueue(
                 self.outcomes_topic, event.work_unit_id, outcome_codec.encode(event)
             )
+        elif isinstance(event, CostItem):
+            await self._enqueue(self.costs_topic, event.key, cost_codec.encode(event))
         else:
             raise TypeError(f"cannot publish {type(event).__name__}")
 
-    async def publish_many(self, events: Iterable[ModelCall | Outcome]) -> None:
+    async def publish_many(self, events: Iterable[ModelCall | Outcome | CostItem]) -> None:
         for event in events:
             await self.publish(event)
 
@@ -297,7 +306,10 @@ class SyncPublisher:
     def outcome(self, **fields: Any) -> Outcome:
         return self._run(self._async.outcome(**fields))
 
-    def publish(self, event: ModelCall | Outcome) -> None:
+    def cost(self, **fields: Any) -> CostItem:
+        return self._run(self._async.cost(**fields))
+
+    def publish(self, event: ModelCall | Outcome | CostItem) -> None:
         self._run(self._async.publish(event))
 
     def flush(self) -> None:

@@ -71,6 +71,8 @@ class WorkUnitAttribution(_Output):
     service: str = ""
     environment: str = ""
     agent: str = ""
+    user: str = ""
+    customer: str = ""
     models: list[str] = Field(default_factory=list)
     primary_model: str = ""
     providers: list[str] = Field(default_factory=list)
@@ -93,10 +95,25 @@ class WorkUnitAttribution(_Output):
     unpriced_calls: int = Field(0, description="Calls whose cost is unknown (not zero).")
     human_review_minutes: Decimal = Decimal(0)
     human_cost: Decimal = Decimal(0)
-    fully_loaded_cost: Decimal
+    other_cost: Decimal = Field(Decimal(0), description="Its cost items (tools, retrieval, "
+                                                        "GPUs, people...).")
+    other_cost_by_kind: dict[str, Decimal] = Field(default_factory=dict)
+    cost_items: int = 0
+    fully_loaded_cost: Decimal = Field(description="model_cost + human_cost + other_cost")
     outcomes: int = 0
     outcome_status: str | None = None
-    accepted: bool = False
+    accepted: bool = Field(False, description="A success: its deciding outcome's status "
+                                              "counts as success for the workflow, and it "
+                                              "failed no bar (quality, latency, integrity).")
+    quality_failed: bool = False
+    latency_failed: bool = False
+    integrity_failed: bool = Field(False, description="A success overturned by a verdict.")
+    max_latency_ms: int = Field(0, description="Its slowest call that reported a latency.")
+    verdict: str | None = None
+    value_at_risk: Decimal | None = None
+    accepted_value: Decimal | None = Field(
+        None, description="value if accepted, else zero (None: no value given)")
+    strategic_score: Decimal | None = None
     is_final: bool = False
     value: Decimal | None = None
     value_dimension: str | None = None
@@ -104,8 +121,10 @@ class WorkUnitAttribution(_Output):
     baseline_cost: Decimal | None = None
     evidence_confidence: float | None = None
     cost_per_outcome: Decimal | None = None
-    yield_ratio: Decimal | None = Field(None, description="value / fully_loaded_cost")
-    net_value: Decimal | None = Field(None, description="value - fully_loaded_cost")
+    yield_ratio: Decimal | None = Field(
+        None, description="accepted_value / fully_loaded_cost")
+    net_value: Decimal | None = Field(
+        None, description="accepted_value - value_at_risk - fully_loaded_cost")
     roi: Decimal | None = Field(
         None, description="(baseline_cost - fully_loaded_cost) / fully_loaded_cost"
     )
@@ -161,16 +180,36 @@ class CostPerOutcomeWindow(_Output):
                                               "the window.")
     accepted_outcomes: int = Field(0, description="Work units accepted by their deciding "
                                                   "outcome in the window.")
-    value: Decimal = Decimal(0)
+    value: Decimal = Field(Decimal(0), description="Value of the outcome events in the "
+                                                   "window, whatever their status.")
     human_cost: Decimal = Decimal(0)
-    fully_loaded_cost: Decimal = Decimal(0)
+    other_cost: Decimal = Field(Decimal(0), description="Cost items of work units.")
+    shared_cost: Decimal = Field(Decimal(0), description="Cost items without a work unit.")
+    cost_items: int = 0
+    fully_loaded_cost: Decimal = Field(
+        Decimal(0), description="spend + human_cost + other_cost + shared_cost")
     linked_spend: Decimal = Field(Decimal(0), description="Spend linked to an outcome.")
     unlinked_spend: Decimal = Field(Decimal(0), description="Spend past its deadline, no outcome.")
+    quality_failed_units: int = Field(0, description="Decided units with a success status "
+                                                     "but a quality score under the bar.")
+    latency_failed_units: int = Field(0, description="... or a call over the latency bar.")
+    integrity_failed_units: int = Field(0, description="... or overturned by a verdict.")
+    accepted_value: Decimal = Field(Decimal(0), description="Value of the accepted units.")
+    value_at_risk: Decimal = Field(Decimal(0), description="Value at risk of the overturned "
+                                                           "units.")
+    strategic_units: int = Field(0, description="Decided units scored as strategic value.")
+    strategic_score_sum: Decimal = Decimal(0)
+    strategic_confidence_sum: Decimal = Decimal(0)
+    strategic_confident_units: int = 0
     cost_per_accepted_outcome: Decimal | None = Field(
         None, description="fully_loaded_cost / accepted_outcomes (total rows)")
     acceptance_rate: Decimal | None = Field(
         None, description="accepted_outcomes / decided_units (total rows)")
-    yield_ratio: Decimal | None = None
+    yield_ratio: Decimal | None = Field(None, description="accepted_value / fully_loaded_cost")
+    error_adjusted_yield: Decimal | None = Field(
+        None, description="(accepted_value - value_at_risk) / fully_loaded_cost")
+    integrity_failure_rate: Decimal | None = Field(
+        None, description="integrity_failed_units / decided_units")
     attribution_coverage: Decimal | None = None
     retry_share: Decimal | None = None
     context_share: Decimal | None = None
@@ -222,7 +261,7 @@ class LateEvent(_Output):
     partition: int
     offset: int
     index: int | None = None
-    event_kind: Literal["model_call", "outcome"]
+    event_kind: Literal["model_call", "outcome", "cost_item"]
     event_id: str
     work_unit_id: str
     occurred_at: datetime

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from schemas.events import CostItem
 from schemas.outputs import CostPerOutcomeWindow, WorkUnitAttribution
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook
@@ -17,6 +18,7 @@ from streams.core.engine import Outputs, PartitionEngine, Source
 from streams.core.engine_config import EngineConfig
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
+from streams.core.workflows import WorkflowRegistry
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 BOOK = PriceBook.load()
@@ -42,13 +44,38 @@ def outcome(event_id: str, unit: str, seconds: float, **fields: Any) -> dict[str
     return event
 
 
+def cost(event_id: str, unit: str | None, seconds: float, **fields: Any) -> dict[str, Any]:
+    """A cost item (``unit`` None: a shared cost of its team and workflow)."""
+    event = {"event_id": event_id, "occurred_at": at(seconds), "team": "support",
+             "workflow": "triage", "kind": "tool_call", "amount": "0.5", "currency": "USD"}
+    if unit is not None:
+        event["work_unit_id"] = unit
+    if "quantity" in fields:
+        del event["amount"]
+    event.update(fields)
+    return event
+
+
 def kind_of(event: dict[str, Any]) -> str:
-    return "calls" if "model" in event else "outcomes"
+    if "model" in event:
+        return "calls"
+    return "costs" if "amount" in event or "unit_price" in event else "outcomes"
+
+
+def key_of(event: dict[str, Any]) -> str:
+    """The event's Kafka key, as the publisher gives it."""
+    if kind_of(event) == "costs":
+        return CostItem.model_validate(event).key
+    return str(event["work_unit_id"])
 
 
 ADDITIVE = ("calls", "retries", "failed_calls", "input_tokens", "output_tokens", "spend",
             "unpriced_calls", "work_units", "outcomes", "decided_units", "accepted_outcomes",
-            "value", "human_cost", "fully_loaded_cost", "linked_spend", "unlinked_spend")
+            "value", "human_cost", "fully_loaded_cost", "linked_spend", "unlinked_spend",
+            "other_cost", "shared_cost", "cost_items", "quality_failed_units",
+            "latency_failed_units", "integrity_failed_units", "accepted_value",
+            "value_at_risk", "strategic_units", "strategic_score_sum",
+            "strategic_confidence_sum", "strategic_confident_units")
 
 
 @dataclass
@@ -85,6 +112,7 @@ class Harness:
                     "allowed_lateness_seconds": 120}
         defaults.update(config)
         self.config = EngineConfig(partitions=partitions, **defaults)
+        self.registry = WorkflowRegistry(self.config.workflows)  # replace to change it live
         self.partitions = partitions
         self.now_ms = int(((now or T0) + timedelta(days=3)).timestamp() * 1000)
         self.book = BOOK
@@ -101,7 +129,8 @@ class Harness:
 
     def _engine(self, partition: int) -> PartitionEngine:
         engine = PartitionEngine(partition, self.config, lambda: self.book,
-                                 lambda: self.now_ms, store=self.stores[partition])
+                                 lambda: self.now_ms, store=self.stores[partition],
+                                 workflows=lambda: self.registry)
         engine._checkpointer = Checkpointer(engine)  # type: ignore[attr-defined]
         return engine
 
@@ -111,7 +140,7 @@ class Harness:
         value = events if isinstance(events, bytes) else orjson.dumps(events)
         if partition is None:
             first = events[0] if not isinstance(events, bytes) and events else {}
-            unit = first.get("work_unit_id", "x") if isinstance(first, dict) else "x"
+            unit = key_of(first) if isinstance(first, dict) and first else "x"
             partition = partition_for(str(unit), self.partitions)
         offset = self.offsets.get((kind, partition), -1) + 1
         self.offsets[(kind, partition)] = offset
@@ -124,8 +153,8 @@ class Harness:
         batch: list[dict[str, Any]] = []
         for event in events:
             if batch and (kind_of(batch[0]) != kind_of(event) or len(batch) >= per_message
-                          or partition_for(batch[0]["work_unit_id"], self.partitions)
-                          != partition_for(event["work_unit_id"], self.partitions)):
+                          or partition_for(key_of(batch[0]), self.partitions)
+                          != partition_for(key_of(event), self.partitions)):
                 self.message(kind_of(batch[0]), batch)
                 batch = []
             batch.append(event)

@@ -51,6 +51,8 @@ EXPECTED_KEYS = {
     "late_events": "cityHash64(late_id)",
     "prices": "cityHash64(provider, price_key)",
     "budgets": "cityHash64(team, workflow, period)",
+    "cost_items": "cityHash64(work_unit_id)",
+    "workflows": "cityHash64(team, workflow)",
     "model_usage_hourly": "rand()",
 }
 BOOTSTRAP = [

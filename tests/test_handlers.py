@@ -225,10 +225,10 @@ def test_a_backlog_on_one_input_holds_the_clock(tmp_path: Path) -> None:
     run(r.inputs.handle(Message(r.topics.calls, 1, 0), orjson.dumps(call("c1", unit, 0)),
                         lambda: None))
     engine = r.inputs.runtimes[1].engine
-    assert engine.input_more_to_read == {"calls": False, "outcomes": True}
+    assert engine.input_more_to_read == {"calls": False, "outcomes": True, "costs": False}
     r.highwater[(r.topics.outcomes, 1)] = 0
     run(r.inputs.handle(Message(r.topics.ticks, 1, 0), TICK, lambda: None))
-    assert engine.input_more_to_read == {"calls": False, "outcomes": False}
+    assert engine.input_more_to_read == {"calls": False, "outcomes": False, "costs": False}
 
 
 def test_the_outlet_routes_every_kind_of_output(tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ def expected_calls() -> list[dict[str, Any]]:
             "currency": None, "system_prompt_tokens": None, "context_tokens": None,
             "owner": "", "environment": "", "cache_write_tokens": 0,
             "cached_input_tokens": 0, "reasoning_tokens": 0, "cache_write_1h_tokens": 0,
-            "service_tier": None, "reprices": None}
+            "service_tier": None, "reprices": None, "user": None, "customer": None}
 
     def ids(n: int, trace: int) -> dict[str, str]:
         return {"trace_id": hex_id(trace_id(trace)), "span_id": hex_id(span_id(n))}

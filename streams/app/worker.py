@@ -24,8 +24,10 @@ from streams.clickhouse.sink import ClickHouseSink
 from streams.core.alerts import AlertEngine, BudgetRule
 from streams.core.alerts.alert_config import BudgetRow
 from streams.core.records import Outputs
+from streams.core.workflows import WorkflowRow
 from streams.feeds.budget_feed import BudgetBook, follow_budgets
 from streams.feeds.price_feed import PriceBookHolder, follow_prices
+from streams.feeds.workflow_feed import WorkflowBook, follow_workflows
 from streams.kafka.faust_app import Services, build_app
 from streams.kafka.tansu_broker import EmbeddedBroker, free_port, write_broker_file
 from streams.kafka.topics import Topics, ensure_topics
@@ -130,8 +132,10 @@ class WorkerProcess:
                 on_failure=lambda alert, reason: metrics.webhook_failures.inc())
             rollup.notify = webhook.notify
         settings_for_web = settings.model_copy(update={"web_port": self.web_port})
+        workflows = WorkflowBook(settings.workflows)
         services = Services(settings_for_web, sink, prices, metrics, rollup,
-                            notify=webhook.notify if webhook else None)
+                            notify=webhook.notify if webhook else None,
+                            workflows=workflows.current)
         app = build_app(settings_for_web, self.bootstrap, services)
         register_views(app, services)
         connection = settings.kafka(self.bootstrap, client_id=f"{settings.app_id}-prices")
@@ -173,6 +177,30 @@ class WorkerProcess:
                     f"SELECT team, workflow, period, amount, soft_share FROM "
                     f"{settings.clickhouse_database}.budgets FINAL").result_rows)),
                 tag=str(time.time_ns())))
+
+        workflows_ready = asyncio.Event()
+
+        def workflows_changed(rows: list[WorkflowRow]) -> None:
+            if workflows_ready.is_set():  # before, sync_workflows writes the whole set
+                task = asyncio.get_running_loop().create_task(
+                    sink.write(Outputs(workflows=rows, tag=str(time.time_ns()))))
+                writes.add(task)
+                task.add_done_callback(writes.discard)
+
+        @app.task
+        async def workflow_feed() -> None:
+            await follow_workflows(connection, topics.workflows, workflows, workflows_changed,
+                                   workflows_ready)
+
+        @app.task
+        async def sync_workflows() -> None:
+            """Once the topic is read: the table holds exactly the rules in force."""
+            await workflows_ready.wait()
+            stored = await sink.call(lambda client: client.query(
+                f"SELECT team, workflow FROM {settings.clickhouse_database}.workflows "
+                f"FINAL").result_rows)
+            await sink.write(Outputs(workflows=workflows.sync_rows(stored),
+                                     tag=str(time.time_ns())))
 
         if webhook is not None:
             @app.on_before_shutdown.connect

@@ -20,6 +20,7 @@ from streams.cli import (
     export_commands,
     price_commands,
     run_commands,
+    workflow_commands,
 )
 
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(sub)
     price_commands.register(sub)
     budget_commands.register(sub)
+    workflow_commands.register(sub)
     export_commands.register(sub)
     bench_command.register(sub)
     return parser

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from schemas.errors import ConfigurationError, StorageError
+from schemas.events import shared_bucket_id
 from schemas.json_schema import SCHEMA_DIR, export
 from schemas.kafka_publisher import Publisher
 from streams.app.worker import running_worker
@@ -30,9 +31,11 @@ def register(sub: Any) -> None:
     publish = sub.add_parser(
         "publish", help="publish NDJSON events (a file or stdin) onto the right topic")
     publish.add_argument("file", nargs="?", default="-", help="NDJSON file, or - for stdin")
-    publish.add_argument("--kind", choices=["auto", "model_call", "outcome"], default="auto",
-                         help="auto: a line's 'kind' field, else outcome if it has 'status' "
-                              "and no 'model'")
+    publish.add_argument("--kind", choices=["auto", "model_call", "outcome", "cost_item"],
+                         default="auto",
+                         help="auto: a line's 'kind' field when it names one of these; else "
+                              "a model call if it has 'model', a cost item if it has "
+                              "'amount' or 'unit_price', an outcome otherwise")
     publish.set_defaults(handler=publish_command)
 
     db = sub.add_parser("db", help="ClickHouse schema")
@@ -72,18 +75,33 @@ def _kind(line: dict[str, Any], forced: str) -> str:
     if forced != "auto":
         return forced
     kind = line.get("kind")
-    if kind in ("model_call", "outcome"):
+    if kind in ("model_call", "outcome", "cost_item"):
         return str(kind)
     if "model" in line or any(str(k).startswith("gen_ai.") for k in line):
         return "model_call"
+    if "amount" in line or "unit_price" in line:
+        return "cost_item"
     return "outcome"
+
+
+def _key(line: dict[str, Any], kind: str) -> str | None:
+    """The key the publisher would give the line: its work unit; for a shared cost item
+    (no work unit) the bucket of its team, workflow and day, when the line says them."""
+    unit = line.get("work_unit_id")
+    if unit or kind != "cost_item":
+        return str(unit) if unit else None
+    try:
+        moment = datetime.fromisoformat(str(line["occurred_at"]).replace("Z", "+00:00"))
+        return shared_bucket_id(str(line["team"]), str(line["workflow"]), moment)
+    except (KeyError, ValueError):
+        return None  # the worker rejects it with the reason
 
 
 def publish_command(args: argparse.Namespace) -> int:
     settings = load_settings()
     bootstrap = bootstrap_for(settings)
     stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    counts = {"model_call": 0, "outcome": 0, "skipped": 0}
+    counts = {"model_call": 0, "outcome": 0, "cost_item": 0}
 
     async def send() -> None:
         async with Publisher(settings.kafka(bootstrap, "tokenyield-publish"),
@@ -101,10 +119,10 @@ def publish_command(args: argparse.Namespace) -> int:
                           file=sys.stderr)
                     line = {}
                 kind = _kind(line, args.kind) if isinstance(line, dict) else "model_call"
-                topic = publisher.calls_topic if kind == "model_call" else \
-                    publisher.outcomes_topic
-                unit = line.get("work_unit_id") if isinstance(line, dict) else None
-                await publisher.publish_raw(topic, str(unit or f"line-{number}"), raw.strip())
+                topic = {"model_call": publisher.calls_topic, "cost_item": publisher.costs_topic,
+                         "outcome": publisher.outcomes_topic}[kind]
+                key = _key(line, kind) if isinstance(line, dict) else None
+                await publisher.publish_raw(topic, key or f"line-{number}", raw.strip())
                 counts[kind] += 1
 
     try:
@@ -112,7 +130,8 @@ def publish_command(args: argparse.Namespace) -> int:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-    print(f"published {counts['model_call']} model calls and {counts['outcome']} outcomes")
+    print(f"published {counts['model_call']} model calls, {counts['outcome']} outcomes and "
+          f"{counts['cost_item']} cost items")
     return 0
 
 

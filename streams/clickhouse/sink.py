@@ -46,7 +46,8 @@ from schemas.errors import SinkError, StorageError
 from schemas.outputs import Alert, CostPerOutcomeWindow, DeadLetter, LateEvent, WorkUnitAttribution
 from schemas.pricing import PriceEntry
 from streams.core.alerts.alert_config import BudgetRow
-from streams.core.records import CallRecord, OutcomeRecord, Outputs
+from streams.core.records import CallRecord, CostRecord, OutcomeRecord, Outputs
+from streams.core.workflows import WorkflowRow
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ CALL_COLUMNS: list[tuple[str, Callable[[CallRecord], Any]]] = [
     ("price_currency", _attr("price_currency")),
     ("price_book_version", lambda r: r.price_book_version),
     ("attributes", _call("attributes")),
+    ("user", lambda r: r.call.user or ""),
+    ("customer", lambda r: r.call.customer or ""),
     ("kafka_partition", lambda r: r.partition),
     ("kafka_offset", lambda r: r.offset),
 ]
@@ -151,7 +154,7 @@ OUTCOME_COLUMNS: list[tuple[str, Callable[[OutcomeRecord], Any]]] = [
     ("occurred_at", lambda r: r.outcome.occurred_at),
     ("team", _outcome("team")),
     ("workflow", _outcome("workflow")),
-    ("status", _outcome("status")),
+    ("status", lambda r: r.outcome.status or ""),
     ("accepted", lambda r: int(r.outcome.accepted)),
     ("value", lambda r: r.value),
     ("original_value", _outcome("value")),
@@ -163,8 +166,35 @@ OUTCOME_COLUMNS: list[tuple[str, Callable[[OutcomeRecord], Any]]] = [
     ("baseline_cost", _outcome("baseline_cost")),
     ("evidence_confidence", _outcome("evidence_confidence")),
     ("is_final", lambda r: int(r.outcome.is_final)),
+    ("verdict", lambda r: r.outcome.verdict or ""),
+    ("value_at_risk", _attr("value_at_risk")),
+    ("strategic_score", _outcome("strategic_score")),
+    ("user", lambda r: r.outcome.user or ""),
+    ("customer", lambda r: r.outcome.customer or ""),
     ("kafka_partition", lambda r: r.partition),
     ("kafka_offset", lambda r: r.offset),
+]
+
+COST_ITEM_COLUMNS: list[tuple[str, Callable[[CostRecord], Any]]] = [
+    ("event_id", lambda r: r.item.event_id),
+    ("work_unit_id", lambda r: r.item.work_unit_id or ""),
+    ("shared", lambda r: int(r.item.is_shared)),
+    ("occurred_at", lambda r: r.item.occurred_at),
+    ("team", lambda r: r.item.team),
+    ("workflow", lambda r: r.item.workflow),
+    ("kind", lambda r: r.item.kind),
+    ("amount", _attr("amount")),
+    ("currency", _attr("currency")),
+    ("original_amount", lambda r: r.item.cost),
+    ("original_currency", lambda r: r.item.currency),
+    ("quantity", lambda r: r.item.quantity),
+    ("unit_price", lambda r: r.item.unit_price),
+    ("description", lambda r: r.item.description),
+    ("user", lambda r: r.item.user or ""),
+    ("customer", lambda r: r.item.customer or ""),
+    ("attributes", lambda r: r.item.attributes),
+    ("kafka_partition", _attr("partition")),
+    ("kafka_offset", _attr("offset")),
 ]
 
 _ATTRIBUTION_FIELDS = [
@@ -176,7 +206,8 @@ _ATTRIBUTION_FIELDS = [
     "reported_cost", "unpriced_calls", "human_review_minutes", "human_cost",
     "fully_loaded_cost", "outcomes", "value", "quality_score", "baseline_cost",
     "evidence_confidence", "cost_per_outcome", "yield_ratio", "net_value", "roi",
-    "price_book_version",
+    "price_book_version", "user", "customer", "other_cost", "other_cost_by_kind", "cost_items",
+    "max_latency_ms", "value_at_risk", "accepted_value", "strategic_score",
 ]
 ATTRIBUTION_COLUMNS: list[tuple[str, Callable[[WorkUnitAttribution], Any]]] = [
     *((name, _attr(name)) for name in _ATTRIBUTION_FIELDS),
@@ -185,6 +216,10 @@ ATTRIBUTION_COLUMNS: list[tuple[str, Callable[[WorkUnitAttribution], Any]]] = [
     ("accepted", lambda a: int(a.accepted)),
     ("is_final", lambda a: int(a.is_final)),
     ("value_dimension", lambda a: a.value_dimension or ""),
+    ("quality_failed", lambda a: int(a.quality_failed)),
+    ("latency_failed", lambda a: int(a.latency_failed)),
+    ("integrity_failed", lambda a: int(a.integrity_failed)),
+    ("verdict", lambda a: a.verdict or ""),
     ("kafka_partition", _attr("partition")),
 ]
 
@@ -197,6 +232,10 @@ _WINDOW_FIELDS = [
     "work_units", "outcomes", "decided_units", "accepted_outcomes", "value", "human_cost",
     "fully_loaded_cost", "linked_spend", "unlinked_spend", "cost_per_accepted_outcome",
     "acceptance_rate", "yield_ratio", "attribution_coverage", "retry_share", "context_share",
+    "other_cost", "shared_cost", "cost_items", "quality_failed_units", "latency_failed_units",
+    "integrity_failed_units", "accepted_value", "value_at_risk", "strategic_units",
+    "strategic_score_sum", "strategic_confidence_sum", "strategic_confident_units",
+    "error_adjusted_yield", "integrity_failure_rate",
 ]
 WINDOW_COLUMNS: list[tuple[str, Callable[[CostPerOutcomeWindow], Any]]] = [
     *((name, _attr(name)) for name in _WINDOW_FIELDS),
@@ -268,9 +307,20 @@ BUDGET_COLUMNS: list[tuple[str, Callable[[BudgetRow], Any]]] = [
     ("is_deleted", lambda b: b[2]),
 ]
 
+WORKFLOW_COLUMNS: list[tuple[str, Callable[[WorkflowRow], Any]]] = [
+    *((name, (lambda n: lambda w: getattr(w[0], n))(name)) for name in (
+        "team", "workflow", "owner", "min_quality_score", "max_latency_ms",
+        "baseline_minutes_per_unit", "baseline_rate_per_hour", "baseline_cost_per_unit",
+        "target_cost_per_accepted_outcome", "expected_value_per_unit", "started_on")),
+    ("success_statuses", lambda w: list(w[0].success_statuses)),
+    ("updated_at", lambda w: w[1]),
+    ("is_deleted", lambda w: w[2]),
+]
+
 TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
     ("calls", "model_calls", CALL_COLUMNS),
     ("outcomes", "outcomes", OUTCOME_COLUMNS),
+    ("cost_items", "cost_items", COST_ITEM_COLUMNS),
     ("attributions", "attributions", ATTRIBUTION_COLUMNS),
     ("windows", "cost_per_outcome_windows", WINDOW_COLUMNS),
     ("alerts", "alerts", ALERT_COLUMNS),
@@ -278,6 +328,7 @@ TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
     ("late", "late_events", LATE_COLUMNS),
     ("prices", "prices", PRICE_COLUMNS),
     ("budgets", "budgets", BUDGET_COLUMNS),
+    ("workflows", "workflows", WORKFLOW_COLUMNS),
 ]
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from schemas.events import ACCEPTING_STATUSES
 from schemas.outputs import WorkUnitAttribution
 from streams.core.money import from_atto, ratio
 from streams.core.unit import UnitState
+
+# Positions in a booking's figures (cells.DECISION_FIELDS).
+ACCEPTED, QUALITY, LATENCY, INTEGRITY = 1, 2, 3, 4
 
 
 def _dt(ms: int) -> datetime:
@@ -27,8 +29,14 @@ def revision_of(unit: UnitState) -> int:
 
 
 def is_accepted(unit: UnitState) -> bool:
-    """Accepted by its deciding outcome (the final one, else the latest)."""
-    return unit.decider is not None and unit.decider.status in ACCEPTING_STATUSES
+    """A success, as its decision was last settled (``Postings.settle``): its deciding
+    outcome (the final one, else the latest) has a success status for the workflow, and
+    it failed no bar."""
+    return unit.booked is not None and unit.booked[3][ACCEPTED] == 1
+
+
+def _flag(unit: UnitState, index: int) -> bool:
+    return unit.booked is not None and unit.booked[3][index] == 1
 
 
 def attribution_of(unit: UnitState, partition: int, price_book_version: str,
@@ -38,10 +46,14 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
         label = "unattributed"
     else:
         label = "revised" if unit.emitted else "attributed"
-    loaded_atto = unit.cost + unit.human_cost
+    loaded_atto = unit.cost + unit.human_cost + unit.other_cost
     loaded = from_atto(loaded_atto)
     decider = unit.decider
     accepted = is_accepted(unit)
+    integrity_failed = _flag(unit, INTEGRITY)
+    verdict = unit.verdict
+    at_risk = verdict.value_at_risk if verdict is not None and integrity_failed else None
+    accepted_value = None if unit.value is None else (unit.value if accepted else 0)
     model_costs = unit.model_costs()
     # Built from already-validated state: construct without validating again (hot path).
     return WorkUnitAttribution.trusted(
@@ -57,6 +69,8 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
         service=unit.service,
         environment=unit.environment,
         agent=unit.agent,
+        user=unit.user,
+        customer=unit.customer,
         models=sorted(model_costs),
         primary_model=unit.primary_model(),
         providers=sorted(unit.providers),
@@ -79,10 +93,21 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
         unpriced_calls=unit.unpriced,
         human_review_minutes=unit.review_minutes,
         human_cost=from_atto(unit.human_cost),
+        other_cost=from_atto(unit.other_cost),
+        other_cost_by_kind={k: from_atto(v) for k, v in sorted(unit.other_by_kind.items())},
+        cost_items=unit.cost_items,
         fully_loaded_cost=loaded,
         outcomes=unit.outcomes,
         outcome_status=decider.status if decider else None,
         accepted=accepted,
+        quality_failed=_flag(unit, QUALITY),
+        latency_failed=_flag(unit, LATENCY),
+        integrity_failed=integrity_failed,
+        max_latency_ms=unit.max_latency_ms,
+        verdict=verdict.verdict if verdict is not None else None,
+        value_at_risk=from_atto(at_risk) if at_risk is not None else None,
+        accepted_value=from_atto(accepted_value) if accepted_value is not None else None,
+        strategic_score=decider.strategic_score if decider else None,
         is_final=unit.decided_by_final,
         value=from_atto(unit.value) if unit.value is not None else None,
         value_dimension=decider.value_dimension if decider else None,
@@ -92,8 +117,9 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
         # One accepted unit is one accepted outcome: its cost per accepted outcome is its
         # fully loaded cost. A unit not accepted has none (docs/SEMANTICS.md).
         cost_per_outcome=loaded if accepted else None,
-        yield_ratio=ratio(unit.value, loaded_atto) if unit.value is not None else None,
-        net_value=from_atto(unit.value - loaded_atto) if unit.value is not None else None,
+        yield_ratio=ratio(accepted_value, loaded_atto) if accepted_value is not None else None,
+        net_value=from_atto(accepted_value - (at_risk or 0) - loaded_atto)
+        if accepted_value is not None else None,
         roi=ratio(unit.baseline - loaded_atto, loaded_atto) if unit.baseline is not None else None,
         price_book_version=price_book_version,
     )

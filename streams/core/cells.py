@@ -50,16 +50,39 @@ HUMAN = 18  # atto, review cost
 CACHE_WRITE = 19  # cache-write tokens (spend side)
 LATENCY_MS = 20  # summed latency of the calls that reported one (spend side)
 LATENCY_CALLS = 21  # calls that reported a latency
-CELL_FIELDS = 22
+# Cost items (total rows, each item in its own window, under its own team and workflow).
+OTHER_COST = 22  # atto: cost items of work units
+SHARED_COST = 23  # atto: cost items without a work unit (shared by the workflow)
+COST_ITEMS = 24  # cost items, shared ones included
+# The decision (total rows, in the deciding outcome's window; see Postings.settle).
+QUALITY_FAILED = 25  # decided units a success status did not save: quality under the bar
+LATENCY_FAILED = 26  # ... or a call slower than the workflow's maximum
+INTEGRITY_FAILED = 27  # ... or overturned by a later verdict
+ACCEPTED_VALUE = 28  # atto: the value of the successful units
+AT_RISK = 29  # atto: value at risk of the overturned units
+STRATEGIC_UNITS = 30  # decided units whose outcome gave a strategic score
+STRATEGIC_SCORE = 31  # their scores, in millionths (0-10 each)
+STRATEGIC_CONFIDENCE = 32  # their evidence confidence, in millionths (0-1 each)
+STRATEGIC_CONFIDENT = 33  # ... of the units that gave one
+CELL_FIELDS = 34
 
 FIELD_NAMES = (
     "calls", "retries", "failed_calls", "input_tokens", "output_tokens",
     "cached_input_tokens", "reasoning_tokens", "overhead_tokens", "spend", "unpriced_calls",
     "system_prompt_tokens", "work_units", "linked_spend", "unlinked_spend", "decided_units",
     "accepted_outcomes", "outcomes", "value", "human_cost", "cache_write_tokens",
-    "latency_ms_sum", "latency_calls",
+    "latency_ms_sum", "latency_calls", "other_cost", "shared_cost", "cost_items",
+    "quality_failed_units", "latency_failed_units", "integrity_failed_units",
+    "accepted_value", "value_at_risk", "strategic_units", "strategic_score_micros",
+    "strategic_confidence_micros", "strategic_confident_units",
 )
-MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN})
+MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN, OTHER_COST, SHARED_COST,
+                          ACCEPTED_VALUE, AT_RISK})
+#: What a decided unit books in its deciding outcome's window (``Postings.settle``).
+DECISION_FIELDS = (DECIDED, ACCEPTED, QUALITY_FAILED, LATENCY_FAILED, INTEGRITY_FAILED,
+                   ACCEPTED_VALUE, AT_RISK, STRATEGIC_UNITS, STRATEGIC_SCORE,
+                   STRATEGIC_CONFIDENCE, STRATEGIC_CONFIDENT)
+MICROS = 1_000_000
 
 #: Fields a total row takes from its model rows (the rest are booked on the total itself).
 SPEND_SIDE = (CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD, SPEND,

@@ -47,7 +47,7 @@ import ormsgpack
 
 from schemas.errors import StateError
 from streams.core.engine import PartitionEngine
-from streams.core.records import Ledger
+from streams.core.records import EVENT_KINDS, Ledger
 from streams.core.units import encode_summary, summary_key, vocabulary_key
 from streams.core.windows import Outbox
 
@@ -243,7 +243,7 @@ class Checkpointer:
         self.extra = decoded.get("extra", {})
         engine.applied_offsets = dict(decoded["offsets"])
         engine.max_event_ms = decoded["max_event_ms"]
-        engine.input_max_ms = {"calls": engine.max_event_ms, "outcomes": engine.max_event_ms,
+        engine.input_max_ms = {**{kind: engine.max_event_ms for kind in EVENT_KINDS},
                                **decoded.get("input_max_ms", {})}
         engine.ledger = Ledger.load(decoded["ledger"])
         engine.index.chunks = {int(d): n for d, n in decoded["horizon_index"].items()}

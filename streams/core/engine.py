@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from schemas.codec import Decoded, DecodeError, EventCodec, call_codec, outcome_codec
-from schemas.events import ACCEPTING_STATUSES, ModelCall, Outcome
+from schemas.codec import CODECS, Decoded, DecodeError, EventCodec, codec_of
+from schemas.events import SHARED_PREFIX, CostItem, ModelCall, Outcome
 from schemas.outputs import Alert, DeadLetter, LateEvent
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook, scaled_price
@@ -49,7 +49,9 @@ from streams.core.horizon import HorizonSweeper
 from streams.core.money import ATTO, convert, divide_half_even, from_atto, to_atto
 from streams.core.postings import Postings
 from streams.core.records import (
+    EVENT_KINDS,
     CallRecord,
+    CostRecord,
     EventKind,
     Ledger,
     OutcomeRecord,
@@ -58,7 +60,7 @@ from streams.core.records import (
     event_hash,
 )
 from streams.core.repricing import Repricer
-from streams.core.unit import Decider, UnitState
+from streams.core.unit import Decider, UnitState, Verdict
 from streams.core.units import (
     DueWheel,
     NoStore,
@@ -67,12 +69,14 @@ from streams.core.units import (
     UnitStore,
 )
 from streams.core.windows import WindowBook
+from streams.core.workflows import WorkflowRegistry
 
 __all__ = ["CallRecord", "EventKind", "Ledger", "OutcomeRecord", "Outputs",
            "PartitionEngine", "Source"]
 
 _intern = sys.intern
 HORIZON_PREFIX = "~horizon:"
+AnyEvent = ModelCall | Outcome | CostItem
 REPRICE_PER_STEP = 500  # units repriced per message or tick, so a new price never stalls
 SWEEP_PER_STEP = 2_000  # summaries checked per tick for the horizon
 
@@ -95,21 +99,25 @@ class PartitionEngine:
         prices: Callable[[], PriceBook],
         now_ms: Callable[[], int],
         store: StoreReader | None = None,
+        workflows: Callable[[], WorkflowRegistry] | None = None,
     ) -> None:
         self.partition = partition
         self.config = config
         self.prices = prices
         self.now_ms = now_ms
+        registry = WorkflowRegistry(config.workflows)
+        self.workflows = workflows or (lambda: registry)
         self.units = UnitStore(partition, store if store is not None else NoStore())
         self.wheel = DueWheel()
         self.index = SummaryIndex(partition, config.horizon_seconds * 1000)
         self.book = WindowBook(tuple(s * 1000 for s in config.window_seconds))
-        self.postings = Postings(self.book, config.deadline_seconds * 1000)
+        self.postings = Postings(self.book, config.deadline_seconds * 1000, self.workflows)
         self.ledger = Ledger()
         self.max_event_ms = 0  # the clock before lateness: monotonic
-        self.input_max_ms: dict[str, int] = {"calls": 0, "outcomes": 0}
+        self.input_max_ms: dict[str, int] = dict.fromkeys(EVENT_KINDS, 0)
         self.input_delivered_at: dict[str, int] = {}  # wall ms of each input's last event
-        self.input_more_to_read: dict[str, bool] = {"calls": False, "outcomes": False}
+        self.input_more_to_read: dict[str, bool] = dict.fromkeys(EVENT_KINDS, False)
+        self._waiting_for: set[str] = set()  # inputs held by wait_for_inputs alone
         self.dirty_units: set[str] = set()  # live units changed since the last checkpoint
         self.removed_units: set[str] = set()  # evicted since the last checkpoint
         self.applied_offsets: dict[str, int] = {}
@@ -136,21 +144,28 @@ class PartitionEngine:
 
     def set_more_to_read(self, kind: EventKind, more: bool) -> None:
         """The runtime's report that an input has messages not yet applied (an input
-        with a backlog holds the clock until it catches up)."""
+        with a backlog holds the clock until it catches up). An input known to have
+        nothing to read no longer holds the clock for ``wait_for_inputs``."""
         self.input_more_to_read[kind] = more
+        if not more and kind in self._waiting_for:
+            self._waiting_for.discard(kind)
+            self.input_delivered_at.pop(kind, None)
 
     def wait_for_inputs(self) -> None:
         """Let every input hold the clock for ``input_idle_seconds`` from now, as if it
         had just delivered: a worker (re)starting on a backlog must not let the first
-        topic it happens to read push the clock past the other one's events."""
+        topic it happens to read push the clock past the other one's events. (Until the
+        runtime says an input has nothing to read: an unused input, say.)"""
         now_ms = self.now_ms()
         for kind in self.input_max_ms:
+            if kind not in self.input_delivered_at:
+                self._waiting_for.add(kind)
             self.input_delivered_at[kind] = now_ms
 
     def process(self, kind: EventKind, value: bytes, source: Source) -> Outputs:
         """Apply one Kafka message (one event or a batch envelope)."""
         out = Outputs()
-        codec: EventCodec[Any] = call_codec if kind == "calls" else outcome_codec
+        codec: EventCodec[Any] = CODECS[kind]
         decoded: Decoded[Any] = codec.decode(value)
         self.ledger.received += decoded.total
         self._refresh_prices()
@@ -158,12 +173,14 @@ class PartitionEngine:
             self.reject(error, source, out)
         touched: dict[str, UnitState] = {}
         now_ms = self.now_ms()
-        apply = self._apply_call if kind == "calls" else self._apply_outcome
+        apply = self._apply_call if kind == "calls" else \
+            self._apply_outcome if kind == "outcomes" else self._apply_cost
         for index, event in zip(decoded.indexes, decoded.events, strict=True):
             apply(event, index, source, now_ms, touched, out)
         self.applied_offsets[source.topic] = source.offset
         if decoded.events:
             self.input_delivered_at[kind] = now_ms
+            self._waiting_for.discard(kind)
         self._raise_clock(now_ms)
         self._advance(touched, out)
         self.repricer.step(touched, out)
@@ -249,8 +266,8 @@ class PartitionEngine:
         """Everything a call changes in its unit and in the windows."""
         self.dirty_units.add(unit.unit_id)
         self._touch_time(unit, t_ms)
-        if unit.first_call_ms is None or t_ms < unit.first_call_ms:
-            self.postings.first_call(unit, t_ms)
+        if unit.first_spend_ms is None or t_ms < unit.first_spend_ms:
+            self.postings.first_spend(unit, t_ms)
         dims_key = (0, t_ms, h)
         if unit.dims_key is None or dims_key < unit.dims_key:
             unit.dims_key = dims_key
@@ -258,6 +275,7 @@ class PartitionEngine:
             unit.owner, unit.task_type = _intern(call.owner), _intern(call.task_type)
             unit.service, unit.environment = _intern(call.service), _intern(call.environment)
             unit.agent = _intern(call.agent or "")
+            unit.user, unit.customer = _intern(call.user or ""), _intern(call.customer or "")
         unit.events += 1
         unit.calls += 1
         retry = call.attempt > 1
@@ -284,6 +302,10 @@ class PartitionEngine:
             unit.reported = (unit.reported or 0) + (cost_atto or 0)
         self.postings.call(unit, call, t_ms, _intern(call.team), _intern(call.workflow),
                            _intern(call.model), cost_atto, retry)
+        if call.latency_ms is not None and call.latency_ms > unit.max_latency_ms:
+            unit.max_latency_ms = call.latency_ms
+            if unit.decider is not None:
+                self.postings.settle(unit)  # a latency bar may now fail
 
     # -- outcomes -------------------------------------------------------------------
     def _apply_outcome(self, outcome: Outcome, index: int, source: Source, now_ms: int,
@@ -296,7 +318,7 @@ class PartitionEngine:
         rate = ATTO
         if outcome.currency is not None and any(
                 x is not None for x in (outcome.value, outcome.review_rate,
-                                        outcome.baseline_cost)):
+                                        outcome.baseline_cost, outcome.value_at_risk)):
             found = self._fx_rate(outcome.currency, "currency", outcome, index, source, out)
             if found is None:
                 return
@@ -313,6 +335,8 @@ class PartitionEngine:
         if unit.dims_key is None or dims_key < unit.dims_key:
             unit.dims_key = dims_key
             unit.team, unit.workflow = team, workflow
+            unit.user = _intern(outcome.user or "")
+            unit.customer = _intern(outcome.customer or "")
         unit.events += 1
         value = None
         if outcome.value is not None:
@@ -326,28 +350,99 @@ class PartitionEngine:
         human = divide_half_even(to_atto(outcome.human_review_minutes) * review_rate, 60 * ATTO)
         unit.review_minutes += outcome.human_review_minutes
         unit.human_cost += human
-        self.postings.outcome(t_ms, team, workflow, value or 0, human)
-        decider = Decider(1 if outcome.is_final else 0, t_ms, h, outcome.status,
-                          outcome.quality_score, outcome.evidence_confidence,
-                          outcome.value_dimension)
-        if decider.outranks(unit.decider):
-            self.postings.decision(unit, -1)
-            unit.decider = decider
-            unit.outcome_team, unit.outcome_workflow = team, workflow
-            self.postings.decision(unit, 1)
-        self.postings.link(unit, t_ms)
-        unit.outcomes += 1
-        if outcome.is_final and not unit.mix_posted and unit.calls:
-            self.postings.mix(unit, t_ms, outcome.status in ACCEPTING_STATUSES)
+        if outcome.is_verdict:
+            self._apply_verdict(unit, outcome, t_ms, h, rate, team, workflow, human)
+        else:
+            self.postings.outcome(t_ms, team, workflow, value or 0, human)
+            assert outcome.status is not None  # only a verdict has none
+            decider = Decider(1 if outcome.is_final else 0, t_ms, h, outcome.status,
+                              outcome.quality_score, outcome.evidence_confidence,
+                              outcome.value_dimension, outcome.strategic_score)
+            if decider.outranks(unit.decider):
+                unit.decider = decider
+                unit.outcome_team, unit.outcome_workflow = team, workflow
+            self.postings.link(unit, t_ms)
+            unit.outcomes += 1
+            if outcome.is_final and not unit.mix_posted and unit.calls:
+                statuses = self.workflows().success_statuses(team, workflow)
+                self.postings.mix(unit, t_ms, outcome.status in statuses)
+        self.postings.settle(unit)
         self.schedule(unit)
         touched[unit.unit_id] = unit
+        at_risk = (convert(to_atto(outcome.value_at_risk), rate)
+                   if outcome.value_at_risk is not None else None)
         out.outcomes.append(OutcomeRecord(
             outcome, from_atto(value) if value is not None else None, from_atto(human),
-            self.partition, source.offset))
+            self.partition, source.offset, from_atto(at_risk) if at_risk is not None else None))
+
+    def _apply_verdict(self, unit: UnitState, outcome: Outcome, t_ms: int, h: int, rate: int,
+                       team: str, workflow: str, human: int) -> None:
+        """A later review's finding: the latest verdict stands (an order on the events,
+        not their arrival). It decides nothing by itself and links no spend; its review
+        cost counts. ``settle`` then books what it changes."""
+        assert outcome.verdict is not None
+        if human:
+            self.postings.review(t_ms, team, workflow, human)
+        at_risk = (convert(to_atto(outcome.value_at_risk), rate)
+                   if outcome.value_at_risk is not None else None)
+        verdict = Verdict(t_ms, h, outcome.verdict, at_risk)
+        if verdict.outranks(unit.verdict):
+            unit.verdict = verdict
+
+    # -- cost items -----------------------------------------------------------------
+    def _apply_cost(self, item: CostItem, index: int, source: Source, now_ms: int,
+                    touched: dict[str, UnitState], out: Outputs) -> None:
+        """A cost item joins its unit like a call (any order, once). A shared one (no
+        work unit) joins the bucket of its team, workflow and UTC day, which only counts
+        it: shared costs are allocated to units in ClickHouse (docs/SEMANTICS.md)."""
+        t_ms = _ms(item.occurred_at)
+        unit_id = item.key
+        if not self._owns(unit_id, "costs", item, out):
+            return
+        if self._future(item, t_ms, index, source, now_ms, out):
+            return
+        rate = self._fx_rate(item.currency, "currency", item, index, source, out)
+        if rate is None:
+            return
+        if item.amount is not None:
+            amount = to_atto(item.amount)
+        else:
+            assert item.quantity is not None and item.unit_price is not None
+            amount = divide_half_even(to_atto(item.quantity) * to_atto(item.unit_price), ATTO)
+        amount = convert(amount, rate) if rate != ATTO else amount
+        admitted = self._admit("costs", item, t_ms, unit_id)
+        if admitted is None:
+            return
+        unit, h = admitted
+        if item.is_shared:
+            unit.bucket = True
+        self._audit_late(item, "cost_item", t_ms, index, source, out)
+        team, workflow = _intern(item.team), _intern(item.workflow)
+        self.dirty_units.add(unit.unit_id)
+        self._touch_time(unit, t_ms)
+        if unit.first_spend_ms is None or t_ms < unit.first_spend_ms:
+            self.postings.first_spend(unit, t_ms)
+        dims_key = (2, t_ms, h)
+        if unit.dims_key is None or dims_key < unit.dims_key:
+            unit.dims_key = dims_key
+            unit.team, unit.workflow = team, workflow
+            unit.user = _intern(item.user or "")
+            unit.customer = _intern(item.customer or "")
+        unit.events += 1
+        unit.cost_items += 1
+        unit.other_cost += amount
+        unit.other_by_kind[item.kind] = unit.other_by_kind.get(item.kind, 0) + amount
+        self.postings.cost_item(item, t_ms, team, workflow, amount)
+        if unit.decider is not None:
+            self.postings.settle(unit)  # every change judges the unit again
+        self.schedule(unit)
+        if not item.is_shared:
+            touched[unit.unit_id] = unit
+        out.cost_items.append(CostRecord(item, amount, self.partition, source.offset,
+                                         self.config.currency))
 
     # -- admission: routing, future, late, currency, duplicates ------------------------
-    def _owns(self, unit_id: str, kind: EventKind, event: ModelCall | Outcome,
-              out: Outputs) -> bool:
+    def _owns(self, unit_id: str, kind: EventKind, event: AnyEvent, out: Outputs) -> bool:
         """True when this partition holds the unit. A publisher that does not use
         murmur2 sent this here: forward it, before judging anything by this partition's
         clock, to the partition that holds the unit (where it counts as received)."""
@@ -358,7 +453,7 @@ class PartitionEngine:
         out.reroute.append((kind, unit_id, _encode(event)))
         return False
 
-    def _future(self, event: ModelCall | Outcome, t_ms: int, index: int, source: Source,
+    def _future(self, event: AnyEvent, t_ms: int, index: int, source: Source,
                 now_ms: int, out: Outputs) -> bool:
         """An event stamped far ahead of the wall clock would move the clock and make
         everything else late: rejected, with its reason."""
@@ -372,7 +467,8 @@ class PartitionEngine:
                                  event.work_unit_id), source, out)
         return True
 
-    def _audit_late(self, event: ModelCall | Outcome, kind: Literal["model_call", "outcome"],
+    def _audit_late(self, event: AnyEvent,
+                    kind: Literal["model_call", "outcome", "cost_item"],
                     t_ms: int, index: int, source: Source, out: Outputs) -> None:
         """An applied event older than the clock: recorded with its lateness (its windows
         may already be final, so it arrives there as a correction)."""
@@ -384,7 +480,7 @@ class PartitionEngine:
             late_id=f"{source.topic}:{source.partition}:{source.offset}:{index}",
             source_topic=source.topic, partition=source.partition, offset=source.offset,
             index=index, event_kind=kind, event_id=event.event_id,
-            work_unit_id=event.work_unit_id, occurred_at=event.occurred_at,
+            work_unit_id=event.work_unit_id or "", occurred_at=event.occurred_at,
             watermark=_dt(clock), lateness_seconds=(clock - t_ms) / 1000,
             event=_encode(event).decode()))
 
@@ -427,7 +523,7 @@ class PartitionEngine:
             return convert(to_atto(call.reported_cost), rate), computed_atto, price_currency
         return computed_atto, computed_atto, price_currency
 
-    def _fx_rate(self, currency: str | None, field_name: str, event: ModelCall | Outcome,
+    def _fx_rate(self, currency: str | None, field_name: str, event: AnyEvent,
                  index: int, source: Source, out: Outputs) -> int | None:
         if currency is None or currency == self.config.currency:
             return ATTO
@@ -440,11 +536,12 @@ class PartitionEngine:
                          source, out)
         return rate
 
-    def _admit(self, kind: EventKind, event: ModelCall | Outcome, t_ms: int
-               ) -> tuple[UnitState, int] | None:
+    def _admit(self, kind: EventKind, event: AnyEvent, t_ms: int,
+               unit_id: str | None = None) -> tuple[UnitState, int] | None:
         """The event's unit (live, revived from its summary, a horizon bucket or new)
         and the event's hash; None for a duplicate."""
-        unit_id = event.work_unit_id
+        unit_id = unit_id or event.work_unit_id
+        assert unit_id is not None
         units = self.units
         unit = self.revive(unit_id)
         if unit is None:
@@ -464,7 +561,7 @@ class PartitionEngine:
             self.input_max_ms[kind] = t_ms
         return unit, h
 
-    def _bucket(self, kind: EventKind, event: ModelCall | Outcome, t_ms: int) -> UnitState:
+    def _bucket(self, kind: EventKind, event: AnyEvent, t_ms: int) -> UnitState:
         """Past the horizon an event can no longer find its unit (its summary is gone):
         it is booked into the bucket of its partition, kind, team, workflow and UTC day,
         a unit of its own that never decides anything. Calls there become unlinked
@@ -547,8 +644,9 @@ class PartitionEngine:
             return unit.last_ms + self._deadline_ms + self._retention_ms  # never finalised
         if unit.expired_ms is not None:
             return max(unit.expired_ms, unit.last_ms) + self._retention_ms  # unattributed
-        assert unit.first_call_ms is not None
-        return unit.first_call_ms + self._deadline_ms  # pending: expires then
+        if unit.first_spend_ms is None:  # only a verdict so far: it waits for its outcome
+            return unit.last_ms + self._deadline_ms + self._retention_ms
+        return unit.first_spend_ms + self._deadline_ms  # pending: expires then
 
     def schedule(self, unit: UnitState) -> None:
         self.wheel.schedule(unit.unit_id, self._next_due(unit))
@@ -563,7 +661,7 @@ class PartitionEngine:
             due = self._next_due(unit)
             if due > clock:
                 self.schedule(unit)
-            elif unit.state == "pending":
+            elif unit.state == "pending" and unit.first_spend_ms is not None:
                 self.postings.expire(unit)
                 self.dirty_units.add(uid)
                 touched[uid] = unit
@@ -613,13 +711,13 @@ class PartitionEngine:
             return
         version = self._book_now.version
         for unit in touched.values():
-            if unit.state == "pending":
+            if unit.state == "pending" or unit.unit_id.startswith(SHARED_PREFIX):
                 continue
             out.attributions.append(attribution_of(unit, self.partition, version,
                                                    self.config.currency))
             unit.emitted = True
 
 
-def _encode(event: ModelCall | Outcome) -> bytes:
-    codec: EventCodec[Any] = call_codec if isinstance(event, ModelCall) else outcome_codec
-    return codec.encode(event)
+def _encode(event: AnyEvent) -> bytes:
+    return codec_of(event).encode(event)
+

@@ -7,6 +7,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.errors import ConfigurationError
+from streams.core.workflows import WorkflowRule
 
 
 class EngineSettings(BaseModel):
@@ -31,6 +32,8 @@ class EngineSettings(BaseModel):
     runaway_max_calls: int = Field(200, ge=1)
     runaway_max_tokens: int = Field(2_000_000, ge=1)
     runaway_max_cost: Decimal = Field(Decimal(25), gt=0)
+    workflows: tuple[WorkflowRule, ...] = Field(
+        (), description="Each workflow's owner, success bar and business case")
 
 
 class EngineConfig(EngineSettings):

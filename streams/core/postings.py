@@ -1,29 +1,36 @@
 """How units and their events book into the windows: the window book's rules.
 
-Spend-side figures of a call and outcome figures of an outcome are booked once, in the
-event's own window. Unit-level figures (linked and unlinked spend, decided and accepted
-units, distinct units) are kept equal to a function of the unit's state: every method
-here that changes that state books exactly the difference, so whatever the order of
-the events, the windows end with the state's figures (docs/SEMANTICS.md, *Windows*).
+Spend-side figures of a call, outcome figures of an outcome and the cost of a cost item
+are booked once, in the event's own window. Unit-level figures (linked and unlinked
+spend, distinct units, and the decision: decided, accepted, failed bars, accepted
+value...) are kept equal to a function of the unit's state: every method here that
+changes that state books exactly the difference, so whatever the order of the events,
+the windows end with the state's figures (docs/SEMANTICS.md, *Windows*).
 """
 
 from __future__ import annotations
 
-from schemas.events import ModelCall
+from collections.abc import Callable
+from decimal import Decimal
+
+from schemas.events import CostItem, ModelCall
 from streams.core import cells as cf
-from streams.core.attribution import is_accepted
-from streams.core.unit import SPEND_COST, UnitState
+from streams.core.unit import SPEND_COST, Booking, UnitState
 from streams.core.windows import WindowBook
+from streams.core.workflows import Judgement, WorkflowRegistry, judge
 
 
 class Postings:
     """The bookings of one partition's units into its window book."""
 
-    def __init__(self, book: WindowBook, deadline_ms: int) -> None:
+    def __init__(self, book: WindowBook, deadline_ms: int,
+                 workflows: Callable[[], WorkflowRegistry] | None = None) -> None:
         self.book = book
         self.sizes_ms = book.sizes_ms
         self.base_ms = book.sizes_ms[0]
         self.deadline_ms = deadline_ms
+        registry = WorkflowRegistry()
+        self.workflows = workflows or (lambda: registry)
 
     # -- calls ----------------------------------------------------------------------
     def call(self, unit: UnitState, call: ModelCall, t_ms: int, team: str, workflow: str,
@@ -116,17 +123,73 @@ class Postings:
             v[cf.VALUE] += value
             v[cf.HUMAN] += human
 
-    def decision(self, unit: UnitState, sign: int) -> None:
-        """A decided unit counts once, in its deciding outcome's window (and as accepted
-        there if that outcome accepts it). Horizon buckets decide nothing."""
+    def review(self, t_ms: int, team: str, workflow: str, human: int) -> None:
+        """The review cost of a verdict (not an outcome: it counts in no outcome figure)."""
+        for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
+            v[cf.HUMAN] += human
+
+    def cost_item(self, item: CostItem, t_ms: int, team: str, workflow: str,
+                  amount: int) -> None:
+        """A cost item, in its own window under its own team and workflow: a unit's
+        (``other_cost``) or a shared one (``shared_cost``)."""
+        field = cf.SHARED_COST if item.is_shared else cf.OTHER_COST
+        for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
+            v[field] += amount
+            v[cf.COST_ITEMS] += 1
+
+    def judgement(self, unit: UnitState) -> Judgement | None:
+        """The decided unit's standing under its workflow's rule (None: undecided)."""
         decider = unit.decider
         if decider is None or unit.bucket:
+            return None
+        rule = self.workflows().rule(unit.outcome_team, unit.outcome_workflow)
+        verdict = unit.verdict
+        return judge(rule, decider.status, decider.quality_score, unit.max_latency_ms,
+                     verdict is not None and verdict.verdict == "overturned")
+
+    def booking(self, unit: UnitState) -> Booking | None:
+        """What the unit's state books as its decision (None: nothing)."""
+        decider = unit.decider
+        judged = self.judgement(unit)
+        if decider is None or judged is None:
+            return None
+        verdict = unit.verdict
+        at_risk = (verdict.value_at_risk or 0) if judged.integrity_failed and verdict else 0
+        strategic = decider.strategic_score
+        confidence = decider.evidence_confidence
+        figures = (
+            1, int(judged.success), int(judged.quality_failed), int(judged.latency_failed),
+            int(judged.integrity_failed), (unit.value or 0) if judged.success else 0, at_risk,
+            int(strategic is not None),
+            int(strategic * cf.MICROS) if strategic is not None else 0,
+            round(Decimal(str(confidence)) * cf.MICROS)
+            if strategic is not None and confidence is not None else 0,
+            int(strategic is not None and confidence is not None),
+        )
+        return (decider.occurred_ms, unit.outcome_team, unit.outcome_workflow, figures)
+
+    def settle(self, unit: UnitState) -> None:
+        """Keep the decision's booking equal to what the unit's state books now: take
+        back exactly what was booked (wherever, under whatever rule) and book the new
+        figures. Called after every change to a unit; a no-op when nothing moved. A
+        decided unit counts once, in its deciding outcome's window; horizon buckets
+        decide nothing."""
+        new = self.booking(unit)
+        old = unit.booked
+        if new == old:
             return
-        for v in self.book.cells_at(decider.occurred_ms, unit.outcome_team, unit.outcome_workflow,
-                                    cf.TOTAL):
-            v[cf.DECIDED] += sign
-            if is_accepted(unit):
-                v[cf.ACCEPTED] += sign
+        if old is not None:
+            self._book_decision(old, -1)
+        if new is not None:
+            self._book_decision(new, 1)
+        unit.booked = new
+
+    def _book_decision(self, booking: Booking, sign: int) -> None:
+        at_ms, team, workflow, figures = booking
+        for v in self.book.cells_at(at_ms, team, workflow, cf.TOTAL):
+            for field, amount in zip(cf.DECISION_FIELDS, figures, strict=True):
+                if amount:
+                    v[field] += sign * amount
 
     def mix(self, unit: UnitState, t_ms: int, accepted: bool) -> None:
         # Once per unit, for the model-mismatch detector: which primary model served
@@ -162,11 +225,11 @@ class Postings:
                 self.book.post(base if base > at_ms else at_ms, team, workflow,
                                cf.MODEL + model, field, sign * cost)
 
-    def first_call(self, unit: UnitState, t_ms: int) -> None:
-        """An earlier call: the deadline, measured from the first call, comes earlier.
-        An expired unit's unlinked spend moves to the new expiry (before the new call is
-        booked, so exactly what was booked moves)."""
-        unit.first_call_ms = t_ms
+    def first_spend(self, unit: UnitState, t_ms: int) -> None:
+        """An earlier call or cost item: the deadline, measured from the first of them,
+        comes earlier. An expired unit's unlinked spend moves to the new expiry (before
+        the new call is booked, so exactly what was booked moves)."""
+        unit.first_spend_ms = t_ms
         if unit.expired_ms is not None and not unit.outcomes:
             expiry = t_ms + self.deadline_ms
             if expiry < unit.expired_ms:
@@ -176,8 +239,8 @@ class Postings:
 
     def expire(self, unit: UnitState) -> None:
         """The deadline passed without an outcome: the unit's spend becomes unlinked."""
-        assert unit.first_call_ms is not None
-        unit.expired_ms = unit.first_call_ms + self.deadline_ms
+        assert unit.first_spend_ms is not None
+        unit.expired_ms = unit.first_spend_ms + self.deadline_ms
         self._all_spend(unit, cf.UNLINKED, unit.expired_ms, 1)
 
     def link(self, unit: UnitState, t_ms: int) -> None:

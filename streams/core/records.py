@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any, Literal
 
-from schemas.events import ModelCall, Outcome
+from schemas.events import CostItem, ModelCall, Outcome
 from schemas.outputs import (
     Alert,
     CostPerOutcomeWindow,
@@ -20,8 +20,10 @@ from schemas.outputs import (
 from schemas.pricing import PriceEntry
 from streams.core.alerts.alert_config import BudgetRow
 from streams.core.money import from_atto
+from streams.core.workflows import WorkflowRow
 
-EventKind = Literal["calls", "outcomes"]
+EventKind = Literal["calls", "outcomes", "costs"]
+EVENT_KINDS: tuple[EventKind, ...] = ("calls", "outcomes", "costs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,23 @@ class OutcomeRecord:
     human_cost: Decimal
     partition: int
     offset: int
+    value_at_risk: Decimal | None = None
+
+
+@dataclass(slots=True)
+class CostRecord:
+    """A validated cost item for the ``cost_items`` table; ``amount_atto`` is its cost
+    in the reporting currency (``currency``)."""
+
+    item: CostItem
+    amount_atto: int
+    partition: int
+    offset: int
+    currency: str = "USD"
+
+    @property
+    def amount(self) -> Decimal:
+        return from_atto(self.amount_atto)
 
 
 @dataclass(slots=True)
@@ -80,9 +99,11 @@ class Outputs:
     reroute: list[tuple[EventKind, str, bytes]] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
     outcomes: list[OutcomeRecord] = field(default_factory=list)
+    cost_items: list[CostRecord] = field(default_factory=list)
     windows: list[CostPerOutcomeWindow] = field(default_factory=list)
     prices: list[tuple[PriceEntry, str]] = field(default_factory=list)
     budgets: list[BudgetRow] = field(default_factory=list)
+    workflows: list[WorkflowRow] = field(default_factory=list)
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Batches not read from Kafka (prices, budgets) have no offsets: a tag of their own
     # keeps ClickHouse from deduplicating a later, different write as a replay.
@@ -108,7 +129,7 @@ class Outputs:
 
 
 _LISTS = ("attributions", "alerts", "dead_letters", "late", "reroute", "calls", "outcomes",
-          "windows", "prices", "budgets")
+          "cost_items", "windows", "prices", "budgets", "workflows")
 
 
 @dataclass(slots=True)

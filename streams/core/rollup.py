@@ -55,6 +55,10 @@ class ModelMix:
     cost: Decimal
 
 
+def _micros(value: int) -> Decimal:
+    return Decimal(value).scaleb(-6) if value else Decimal(0)
+
+
 def window_id(key: RowKey, correction: str = "") -> str:
     size, start, team, workflow, series = key
     scope, name = cf.scope_of(series)
@@ -68,7 +72,7 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
     size, start, team, workflow, series = key
     scope, name = cf.scope_of(series)
     assert scope is not None
-    loaded = v[cf.SPEND] + v[cf.HUMAN]
+    loaded = v[cf.SPEND] + v[cf.HUMAN] + v[cf.OTHER_COST] + v[cf.SHARED_COST]
     resolved = v[cf.LINKED] + v[cf.UNLINKED]
     ratios = not correction
     is_total = scope == "total" and ratios
@@ -106,12 +110,28 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         accepted_outcomes=v[cf.ACCEPTED],
         value=from_atto(v[cf.VALUE]),
         human_cost=from_atto(v[cf.HUMAN]),
+        other_cost=from_atto(v[cf.OTHER_COST]),
+        shared_cost=from_atto(v[cf.SHARED_COST]),
+        cost_items=v[cf.COST_ITEMS],
         fully_loaded_cost=from_atto(loaded),
         linked_spend=from_atto(v[cf.LINKED]),
         unlinked_spend=from_atto(v[cf.UNLINKED]),
+        quality_failed_units=v[cf.QUALITY_FAILED],
+        latency_failed_units=v[cf.LATENCY_FAILED],
+        integrity_failed_units=v[cf.INTEGRITY_FAILED],
+        accepted_value=from_atto(v[cf.ACCEPTED_VALUE]),
+        value_at_risk=from_atto(v[cf.AT_RISK]),
+        strategic_units=v[cf.STRATEGIC_UNITS],
+        strategic_score_sum=_micros(v[cf.STRATEGIC_SCORE]),
+        strategic_confidence_sum=_micros(v[cf.STRATEGIC_CONFIDENCE]),
+        strategic_confident_units=v[cf.STRATEGIC_CONFIDENT],
         cost_per_accepted_outcome=per(loaded, v[cf.ACCEPTED]) if is_total else None,
         acceptance_rate=ratio(v[cf.ACCEPTED], v[cf.DECIDED]) if is_total else None,
-        yield_ratio=ratio(v[cf.VALUE], loaded) if is_total else None,
+        yield_ratio=ratio(v[cf.ACCEPTED_VALUE], loaded) if is_total else None,
+        error_adjusted_yield=ratio(v[cf.ACCEPTED_VALUE] - v[cf.AT_RISK], loaded)
+        if is_total else None,
+        integrity_failure_rate=ratio(v[cf.INTEGRITY_FAILED], v[cf.DECIDED]) if is_total
+        else None,
         attribution_coverage=ratio(v[cf.LINKED], resolved) if ratios and resolved > 0
         else None,
         retry_share=ratio(v[cf.RETRIES], v[cf.CALLS]) if ratios else None,

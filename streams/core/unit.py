@@ -19,9 +19,11 @@ import orjson
 import ormsgpack
 
 from schemas.errors import StateError
+from schemas.events import ACCEPTING_STATUSES
 from streams.core.money import from_atto, to_atto
 
-FORMAT = 3
+FORMAT = 4
+PREVIOUS_FORMAT = 3  # still read: the fields added since take their defaults
 
 # The outcome that decides a unit: (is_final, occurred_ms, event hash, status,
 # quality_score, evidence_confidence, value_dimension). The greatest of the first three
@@ -35,9 +37,28 @@ class Decider(NamedTuple):
     quality_score: float | None
     evidence_confidence: float | None
     value_dimension: str | None
+    strategic_score: Decimal | None = None
 
     def outranks(self, other: Decider | None) -> bool:
         return other is None or self[:3] > other[:3]
+
+
+# The latest verdict on a unit (a later review's finding): the greatest (occurred_ms,
+# event hash) wins, so the choice does not depend on arrival order.
+class Verdict(NamedTuple):
+    occurred_ms: int
+    event_hash: int
+    verdict: str  # upheld | overturned
+    value_at_risk: int | None  # atto
+
+    def outranks(self, other: Verdict | None) -> bool:
+        return other is None or self[:2] > other[:2]
+
+
+# What a decided unit booked in its deciding outcome's window: where (time, team,
+# workflow) and the figures of cells.DECISION_FIELDS. Kept so the next settlement takes
+# back exactly what was booked, whatever changed since (a rule, a verdict).
+Booking = tuple[int, str, str, tuple[int, ...]]
 
 
 # Which event sets a unit's dimensions: the least (kind rank, occurred_ms, event hash);
@@ -56,26 +77,33 @@ class UnitState:
     __slots__ = (
         "agent",
         "baseline",
+        "booked",
         "bucket",
         "cached_tokens",
         "calls",
         "computed",
         "context_tokens",
         "cost",
+        "cost_items",
+        "customer",
         "decider",
         "dims_key",
         "emitted",
         "environment",
         "events",
         "expired_ms",
+        "extra_dims",
         "failed",
-        "first_call_ms",
         "first_ms",
+        "first_spend_ms",
         "human_cost",
         "input_tokens",
         "last_ms",
         "link_ms",
+        "max_latency_ms",
         "mix_posted",
+        "other_by_kind",
+        "other_cost",
         "outcome_team",
         "outcome_workflow",
         "outcomes",
@@ -96,7 +124,9 @@ class UnitState:
         "unit_id",
         "unpriced",
         "unpriced_calls",
+        "user",
         "value",
+        "verdict",
         "workflow",
         "write_tokens",
     )
@@ -109,7 +139,7 @@ class UnitState:
         self.dims_key: DimsKey | None = None
         self.outcome_team = self.outcome_workflow = ""
         self.first_ms = self.last_ms = 0
-        self.first_call_ms: int | None = None
+        self.first_spend_ms: int | None = None  # first call or cost item: the deadline's start
         self.events = self.calls = self.retries = self.failed = 0
         self.input_tokens = self.output_tokens = self.cached_tokens = 0
         self.write_tokens = self.reasoning_tokens = self.system_tokens = 0
@@ -134,6 +164,14 @@ class UnitState:
         self.mix_posted = False
         # Calls awaiting a price: [offset, the call's JSON]; priced when a price arrives.
         self.unpriced_calls: list[list[Any]] = []
+        self.other_cost = 0  # atto: its cost items
+        self.other_by_kind: dict[str, int] = {}  # atto, by cost item kind
+        self.cost_items = 0
+        self.max_latency_ms = 0  # the slowest call that reported a latency
+        self.verdict: Verdict | None = None
+        self.user = self.customer = ""
+        self.extra_dims: tuple[str, ...] = ()  # the TOKENYIELD_DIMENSIONS attributes' values
+        self.booked: Booking | None = None
 
     # -- derived ------------------------------------------------------------------
     @property
@@ -198,17 +236,34 @@ class UnitState:
             [self.dims_key[0], self.dims_key[1] - t0, position[self.dims_key[2]]]
         decider = None
         if self.decider is not None:
-            final, at, h, status, quality, confidence, dimension = self.decider
+            final, at, h, status, quality, confidence, dimension, strategic = self.decider
             decider = [final, at - t0, position[h], ref(status), quality, confidence,
-                       None if dimension is None else ref(dimension)]
+                       None if dimension is None else ref(dimension),
+                       None if strategic is None else str(strategic)]
         spend = [[start - t0, ref(team), ref(workflow), ref(model), _money(cost)]
                  for start, team, workflow, model, cost in self.spend]
         providers = [ref(p) for p in self.providers]
+        verdict = None
+        if self.verdict is not None:
+            v_at, v_hash, v_text, v_risk = self.verdict
+            verdict = [v_at - t0, position[v_hash], ref(v_text), _money(v_risk)]
+        booked = None
+        if self.booked is not None:
+            b_at, b_team, b_workflow, figures = self.booked
+            booked = [b_at - t0, ref(b_team), ref(b_workflow),
+                      [_money(x) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)]]
+        added = None
+        if (self.cost_items or self.max_latency_ms or verdict or booked or self.user
+                or self.customer or self.extra_dims):
+            added = [_money(self.other_cost),
+                     [[ref(k), _money(v)] for k, v in self.other_by_kind.items()],
+                     self.cost_items, self.max_latency_ms, verdict, ref(self.user),
+                     ref(self.customer), [ref(x) for x in self.extra_dims], booked]
         return ormsgpack.packb([
             FORMAT, int(self.bucket) | int(self.emitted) << 1
             | int(self.runaway_alerted) << 2 | int(self.mix_posted) << 3,
             dims, t0,
-            [self.last_ms - t0, _rel(self.first_call_ms, t0), _rel(self.link_ms, t0),
+            [self.last_ms - t0, _rel(self.first_spend_ms, t0), _rel(self.link_ms, t0),
              _rel(self.expired_ms, t0)],
             dims_key,
             [self.events, self.calls, self.retries, self.failed, self.input_tokens,
@@ -219,14 +274,19 @@ class UnitState:
              _money(self.value), _money(self.human_cost), _money(self.baseline),
              str(self.review_minutes)],
             providers, spend, _pack_hashes(seen), decider, self.unpriced_calls or None,
+            added,
         ])
 
     @classmethod
     def load(cls, unit_id: str, data: bytes, vocabulary: Vocabulary) -> UnitState:
-        (version, flags, dims, t0, times, dims_key, counts, money, providers, spend, seen,
-         decider, unpriced_calls) = ormsgpack.unpackb(data)
-        if version != FORMAT:
+        decoded = ormsgpack.unpackb(data)
+        version = decoded[0]
+        if version == PREVIOUS_FORMAT:
+            decoded.append(None)
+        elif version != FORMAT:
             raise StateError(f"unknown unit state format {version!r}", unit_id=unit_id)
+        (version, flags, dims, t0, times, dims_key, counts, money, providers, spend, seen,
+         decider, unpriced_calls, added) = decoded
         unit = cls(unit_id, bool(flags & 1))
         unit.emitted, unit.runaway_alerted = bool(flags & 2), bool(flags & 4)
         unit.mix_posted = bool(flags & 8)
@@ -236,7 +296,7 @@ class UnitState:
             (text(i) for i in dims)
         unit.first_ms = t0
         unit.last_ms = t0 + times[0]
-        unit.first_call_ms, unit.link_ms, unit.expired_ms = (_abs(x, t0) for x in times[1:])
+        unit.first_spend_ms, unit.link_ms, unit.expired_ms = (_abs(x, t0) for x in times[1:])
         hashes = _unpack_hashes(seen)
         unit.seen = set(hashes)
         if dims_key is not None:
@@ -252,11 +312,40 @@ class UnitState:
         unit.spend = [[t0 + start, text(team), text(workflow), text(model), _atto(cost) or 0]
                       for start, team, workflow, model, cost in spend]
         if decider is not None:
-            final, at, h, status, quality, confidence, dimension = decider
+            final, at, h, status, quality, confidence, dimension = decider[:7]
+            strategic = decider[7] if len(decider) > 7 else None
             unit.decider = Decider(final, t0 + at, hashes[h], text(status), quality,
-                                   confidence, None if dimension is None else text(dimension))
+                                   confidence, None if dimension is None else text(dimension),
+                                   None if strategic is None else Decimal(strategic))
         unit.unpriced_calls = unpriced_calls or []
+        if added is not None:
+            (other, by_kind, unit.cost_items, unit.max_latency_ms, verdict, user, customer,
+             extra, booked) = added
+            unit.other_cost = _atto(other) or 0
+            unit.other_by_kind = {text(k): _atto(v) or 0 for k, v in by_kind}
+            unit.user, unit.customer = text(user), text(customer)
+            unit.extra_dims = tuple(text(x) for x in extra)
+            if verdict is not None:
+                unit.verdict = Verdict(t0 + verdict[0], hashes[verdict[1]], text(verdict[2]),
+                                       _atto(verdict[3]))
+            if booked is not None:
+                unit.booked = (t0 + booked[0], text(booked[1]), text(booked[2]), tuple(
+                    (_atto(x) or 0) if i in _BOOKED_MONEY else x
+                    for i, x in enumerate(booked[3])))
+        elif version == PREVIOUS_FORMAT and unit.decider is not None and not unit.bucket:
+            # Saved before settlements were kept: what the old rule booked (decided, and
+            # accepted by the status alone).
+            accepted = int(unit.decider.status in ACCEPTING_STATUSES)
+            unit.booked = (unit.decider.occurred_ms, unit.outcome_team, unit.outcome_workflow,
+                           (1, accepted) + (0,) * (len(BOOKED_FIELDS) - 2))
         return unit
+
+
+#: The booked figures' fields (cells.DECISION_FIELDS, in order); which of them are money.
+BOOKED_FIELDS = ("decided", "accepted", "quality_failed", "latency_failed", "integrity_failed",
+                 "accepted_value", "at_risk", "strategic_units", "strategic_score",
+                 "strategic_confidence", "strategic_confident")
+_BOOKED_MONEY = frozenset({5, 6})
 
 
 def last_event_ms(data: bytes) -> int:

@@ -2,7 +2,7 @@
 revoke hook. What an agent does with a message is in ``handlers``; every send goes
 through the ``Outlet``.
 
-- ``attribute`` reads ``calls``, ``outcomes`` and ``ticks`` (co-partitioned):
+- ``attribute`` reads ``calls``, ``outcomes``, ``costs`` and ``ticks`` (co-partitioned):
   ``InputHandler``, the join in each partition's runtime.
 - ``rollup`` reads ``window-partials`` (one partition): ``RollupHandler``, the global
   cost-per-outcome windows and the alert detectors.
@@ -26,6 +26,7 @@ from mode import CrashingSupervisor
 
 from schemas.outputs import Alert
 from streams.clickhouse.sink import ClickHouseSink
+from streams.core.workflows import WorkflowRegistry
 from streams.feeds.price_feed import PriceBookHolder
 from streams.kafka.handlers import (
     InputHandler,
@@ -109,6 +110,7 @@ class Services:
     metrics: Metrics
     rollup: RollupRuntime
     notify: Callable[[list[Alert]], None] | None = None
+    workflows: Callable[[], WorkflowRegistry] | None = None  # the live registry
     runtimes: dict[int, PartitionRuntime] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     tables: list[Any] = field(default_factory=list)  # Faust tables, for memory figures
@@ -189,7 +191,7 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
     inputs = InputHandler(
         topics, outlet, state,
         partition_runtime_factory(settings, services.prices, services.sink, services.metrics,
-                                  state),
+                                  state, services.workflows),
         services.metrics, highwater, runtimes=services.runtimes)
     rollup = RollupHandler(services.rollup, rollup_state, outlet)
     wire_agents(app, topics, inputs, rollup)
@@ -204,7 +206,7 @@ def wire_agents(app: faust.App, topics: Topics, input_handler: InputHandler,
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw"}
 
-    @app.agent(app.topic(topics.calls, topics.outcomes, topics.ticks, **raw),
+    @app.agent(app.topic(topics.calls, topics.outcomes, topics.costs, topics.ticks, **raw),
                supervisor_strategy=CrashingSupervisor)
     async def attribute(stream: faust.Stream) -> None:
         async for event in stream.noack().events():

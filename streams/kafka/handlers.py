@@ -1,6 +1,6 @@
 """What the two agents do with one message, free of Faust so it runs against fakes.
 
-- ``InputHandler``: a message of ``calls``, ``outcomes`` or ``ticks`` goes to its
+- ``InputHandler``: a message of ``calls``, ``outcomes``, ``costs`` or ``ticks`` goes to its
   partition's ``PartitionRuntime`` (the join, in the pure core); immediate outputs go
   to the outlet; the message's ack is held until a checkpoint covers it.
 - ``RollupHandler``: a message of ``window-partials`` (a partition's outbox of window
@@ -24,6 +24,7 @@ from typing import Protocol
 from streams.core.engine import EventKind, PartitionEngine
 from streams.core.records import Outputs
 from streams.core.windows import Outbox
+from streams.core.workflows import WorkflowRegistry
 from streams.feeds.price_feed import PriceBookHolder
 from streams.kafka.outlet import TICK, Outlet
 from streams.kafka.topics import Topics
@@ -50,7 +51,8 @@ class Message(Protocol):
 
 
 def partition_runtime_factory(settings: Settings, prices: PriceBookHolder, sink: Sink,
-                              metrics: Metrics, store: StateStore
+                              metrics: Metrics, store: StateStore,
+                              workflows: Callable[[], WorkflowRegistry] | None = None,
                               ) -> Callable[[int], PartitionRuntime]:
     """How the worker makes the runtime of a newly assigned partition."""
 
@@ -59,7 +61,7 @@ def partition_runtime_factory(settings: Settings, prices: PriceBookHolder, sink:
 
     def make(partition: int) -> PartitionRuntime:
         engine = PartitionEngine(partition, settings.engine_config(), prices.current,
-                                 wall_clock_ms, store=store)
+                                 wall_clock_ms, store=store, workflows=workflows)
         return PartitionRuntime(engine, sink,
                                 interval_seconds=settings.checkpoint_interval_seconds,
                                 max_events=settings.checkpoint_max_events, metrics=metrics)
@@ -81,7 +83,8 @@ class InputHandler:
     kinds: dict[str, EventKind] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.kinds = {self.topics.calls: "calls", self.topics.outcomes: "outcomes"}
+        self.kinds = {self.topics.calls: "calls", self.topics.outcomes: "outcomes",
+                      self.topics.costs: "costs"}
 
     def runtime_for(self, partition: int) -> PartitionRuntime:
         """The partition's runtime, restored from its last checkpoint on first use."""
@@ -209,7 +212,7 @@ def consumer_lag(assignment: Iterable[tuple[str, int]], highwater: Highwater,
     for topic, partition in assignment:
         if topic == topics.window_partials:
             applied = rollup.position
-        elif topic in (topics.calls, topics.outcomes):
+        elif topic in inputs.kinds:
             applied = inputs.applied(topic, partition)
         else:
             continue

@@ -73,7 +73,8 @@ class Outlet:
             await send(topics.late, None, encode_models(out.late), partition)
             metrics.events_late.labels(out.late[0].source_topic).inc(len(out.late))
         for kind, unit_id, value in out.reroute:
-            target = topics.calls if kind == "calls" else topics.outcomes
+            target = {"calls": topics.calls, "outcomes": topics.outcomes,
+                      "costs": topics.costs}[kind]
             await send(target, unit_id.encode(), value, None)
 
     async def send_outbox(self, outbox: Outbox) -> None:

@@ -1,6 +1,7 @@
 """The topics tokenyield uses, and their creation with the Kafka admin API.
 
-Inputs ``calls`` and ``outcomes`` (and the internal ``ticks``) must be co-partitioned:
+Inputs ``calls``, ``outcomes`` and ``costs`` (and the internal ``ticks``) must be
+co-partitioned:
 same partition count, keyed by work unit with murmur2. The worker creates whatever is
 missing and refuses to start when an existing input topic has another partition count,
 because the join would silently miss events.
@@ -38,9 +39,11 @@ class Topics:
         self.partitions = partitions
         self.calls = f"{prefix}calls"
         self.outcomes = f"{prefix}outcomes"
+        self.costs = f"{prefix}costs"
         self.ticks = f"{prefix}ticks"
         self.prices = f"{prefix}prices"
         self.budgets = f"{prefix}budgets"
+        self.workflows = f"{prefix}workflows"
         self.attributions = f"{prefix}attributions"
         self.window_partials = f"{prefix}window-partials"
         self.windows = f"{prefix}windows"
@@ -53,9 +56,11 @@ class Topics:
         return [
             TopicSpec(self.calls, n, co_partitioned=True),
             TopicSpec(self.outcomes, n, co_partitioned=True),
+            TopicSpec(self.costs, n, co_partitioned=True),
             TopicSpec(self.ticks, n, co_partitioned=True),
             TopicSpec(self.prices, 1, compacted=True),
             TopicSpec(self.budgets, 1, compacted=True),
+            TopicSpec(self.workflows, 1, compacted=True),
             TopicSpec(self.attributions, n),
             TopicSpec(self.window_partials, 1),
             TopicSpec(self.windows, 1),
@@ -108,8 +113,8 @@ async def ensure_topics(connection: KafkaConnection, topics: Topics,
             if count and count != topics.partitions:
                 raise ConfigurationError(
                     f"topic {topic['topic']} has {count} partitions but "
-                    f"TOKENYIELD_PARTITIONS is {topics.partitions}: calls and outcomes must be "
-                    "co-partitioned", topic=topic["topic"], partitions=count)
+                    f"TOKENYIELD_PARTITIONS is {topics.partitions}: calls, outcomes and costs must "
+                    "be co-partitioned", topic=topic["topic"], partitions=count)
     finally:
         await admin.close()
     return created
