@@ -18,7 +18,11 @@ Why each fallback:
 - a time stamp not in the plain RFC 3339 form (``2026-12-01T10:19:26.002Z``, up to 6
   fractional digits, ``Z`` or ``+hh:mm``): the two parsers round extra digits
   differently and disagree on exotic forms;
-- a ``reprices`` field (only ``tokenyield prices reprice`` sends one).
+- a ``reprices`` field (only ``tokenyield prices reprice`` sends one);
+- a verdict without a ``status`` (see ``OutcomeFields``).
+
+Cost items (``CostItem``) have no mirror: a unit has a few at most, next to its many
+calls, so they keep the pydantic path (``codec.cost_codec``).
 
 Money is exact here without the slow path's scan for long number literals: msgspec
 reads a ``Decimal`` from the number's own text.
@@ -85,6 +89,8 @@ class CallFields(msgspec.Struct):
     agent: _Dim | None = None
     service: _Dim = ""
     environment: _Dim = ""
+    user: _Dim | None = None
+    customer: _Dim | None = None
     reported_cost: Decimal | None = None
     currency: str | None = None
     system_prompt_tokens: _Tokens | None = None
@@ -94,7 +100,9 @@ class CallFields(msgspec.Struct):
 
 
 class OutcomeFields(msgspec.Struct):
-    """``Outcome``'s fields, with its defaults."""
+    """``Outcome``'s fields, with its defaults. ``status`` is required here although a
+    verdict may leave it out: a verdict without one (rare, a later review) takes the
+    slow path, where ``Outcome._defaults`` fills it in."""
 
     event_id: _Id
     work_unit_id: _Id
@@ -102,7 +110,7 @@ class OutcomeFields(msgspec.Struct):
     team: _RequiredDim
     workflow: _RequiredDim
     status: Literal["accepted", "resolved", "completed", "rejected", "escalated", "abandoned",
-                    "failed"]
+                    "failed"] | None
     schema_version: Literal["1"] = "1"
     value: Decimal | None = None
     currency: str | None = None
@@ -114,6 +122,11 @@ class OutcomeFields(msgspec.Struct):
     baseline_cost: Decimal | None = None
     evidence_confidence: _Share | None = None
     is_final: bool = True
+    verdict: Literal["upheld", "overturned"] | None = None
+    value_at_risk: Decimal | None = None
+    strategic_score: Decimal | None = None
+    user: _Dim | None = None
+    customer: _Dim | None = None
 
 
 class _CallEnvelope(msgspec.Struct):
@@ -211,22 +224,36 @@ def outcomes_from(fields: list[OutcomeFields]) -> list[Outcome] | None:
         moment = _time(f.occurred_at)
         if moment is None:
             return None
-        value = f.value
+        value, score, at_risk, verdict = f.value, f.strategic_score, f.value_at_risk, f.verdict
         if not (_money(value, _NO_MONEY) and _money(f.review_rate, _ZERO)
-                and _money(f.baseline_cost, _ZERO)
+                and _money(f.baseline_cost, _ZERO) and _money(at_risk, _ZERO)
                 and _money(f.human_review_minutes, _ZERO, MINUTE_PLACES, _MINUTE_QUANTUM)
-                and f.human_review_minutes <= 1_000_000):
+                and f.human_review_minutes <= 1_000_000
+                and _money(score, _ZERO, MINUTE_PLACES, _MINUTE_QUANTUM)
+                and (score is None or score <= 10)):
             return None
         if f.currency is None:
-            if value is not None or f.review_rate is not None or f.baseline_cost is not None:
+            if (value is not None or f.review_rate is not None or f.baseline_cost is not None
+                    or at_risk is not None):
                 return None
         elif _CURRENCY.fullmatch(f.currency) is None:
             return None
         values = _asdict(f)
         values["occurred_at"] = moment
-        if value is not None and f.value_dimension is None:
-            values["value_dimension"] = "revenue"  # Outcome._default_dimension
-        elif value is None and f.value_dimension is not None:
+        dimension = f.value_dimension
+        if value is not None and dimension is None:
+            dimension = values["value_dimension"] = "revenue"  # Outcome._defaults
+        # Outcome._check_money's rules, in its order (any failure: pydantic says why).
+        if dimension is not None and value is None and not (
+                dimension == "strategic" and score is not None):
+            return None
+        if score is not None and dimension != "strategic":
+            return None
+        if f.status is None and verdict is None:
+            return None
+        if at_risk is not None and verdict != "overturned":
+            return None
+        if verdict is not None and value is not None:
             return None
         outcomes.append(_model(Outcome, values))
     return outcomes

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import EventCodec, call_codec, outcome_codec
+from schemas.codec import EventCodec, call_codec, cost_codec, outcome_codec
 from schemas.events import ModelCall, Outcome
 from schemas.fast_codec import CallFields, OutcomeFields
 from tests.test_events import call, outcome
@@ -112,6 +112,10 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"reprices": {"event_id": "e-0", "previous_cost": "0.1"}}, "a repricing"),
     ({"model": ""}, "an empty model"),
     ({"agent": None}, "a null agent"),
+    ({"user": "u-1", "customer": "acme"}, "a user and a customer"),
+    ({"user": None, "customer": ""}, "a null user, an empty customer"),
+    ({"user": "x" * 129}, "a long user"),
+    ({"customer": 7}, "a number customer"),
 ]
 
 
@@ -133,6 +137,29 @@ OUTCOME_CASES: list[dict[str, Any]] = [
     {"quality_score": 0.5}, {"quality_score": 1}, {"quality_score": 1.5},
     {"quality_score": "0.5"}, {"evidence_confidence": 0}, {"is_final": False},
     {"is_final": 0}, {"status": "done"}, {"occurred_at": "2026-11-20T10:05:00.5+05:30"},
+    # The value contract: verdicts, value at risk, strategic scores, users and customers.
+    {"verdict": "upheld"}, {"verdict": "overturned", "status": None},
+    {"verdict": "overturned", "value_at_risk": "250", "currency": "EUR"},
+    {"verdict": "overturned", "value_at_risk": "250"},
+    {"verdict": "upheld", "value_at_risk": "250", "currency": "EUR"},
+    {"value_at_risk": "250", "currency": "EUR"},
+    {"verdict": "overturned", "value_at_risk": "-1", "currency": "EUR"},
+    {"verdict": "overturned", "value_at_risk": "0.0000000000000000001", "currency": "EUR"},
+    {"verdict": "upheld", "value": "1", "currency": "EUR"}, {"verdict": "maybe"},
+    {"verdict": None}, {"status": None}, {"status": None, "verdict": None},
+    {"value_dimension": "strategic", "strategic_score": "7.5"},
+    {"value_dimension": "strategic", "strategic_score": 7},
+    {"value_dimension": "strategic", "strategic_score": 7.25},
+    {"value_dimension": "strategic", "strategic_score": "10.0000001"},
+    {"value_dimension": "strategic", "strategic_score": "11"},
+    {"value_dimension": "strategic", "strategic_score": "-1"},
+    {"value_dimension": "strategic", "strategic_score": "0.0000001"},
+    {"value_dimension": "strategic", "strategic_score": "NaN"},
+    {"value_dimension": "strategic"}, {"strategic_score": "5"},
+    {"value_dimension": "capacity", "strategic_score": "5"},
+    {"value": "3", "currency": "EUR", "strategic_score": "5"},
+    {"value": "3", "currency": "EUR", "value_dimension": "strategic", "strategic_score": "5"},
+    {"user": "u-1", "customer": "acme"}, {"user": "a\nb"}, {"customer": "x" * 129},
 ]
 
 
@@ -141,6 +168,33 @@ def test_an_outcome_decodes_alike_on_both_paths(change: dict[str, Any]) -> None:
     for value in (orjson.dumps([outcome(event_id="o-0"), outcome(**change)]),
                   orjson.dumps(outcome(**change))):
         both(outcome_codec, value)
+
+
+def test_verdicts_and_strategic_scores_take_the_fast_path() -> None:
+    # Only a verdict without a status needs pydantic (which fills the status in).
+    fast = outcome_codec.fast
+    assert fast is not None
+    for change in ({"verdict": "overturned", "value_at_risk": "250", "currency": "EUR"},
+                   {"verdict": "upheld", "status": None},
+                   {"value_dimension": "strategic", "strategic_score": "7.5"},
+                   {"user": "u-1", "customer": "acme"}):
+        assert fast.decode(orjson.dumps([outcome(**change)])) is not None, change
+    bare = outcome(verdict="upheld")
+    del bare["status"]
+    assert fast.decode(orjson.dumps([bare])) is None
+    decoded, _ = both(outcome_codec, orjson.dumps([bare]))
+    assert decoded.events[0].status is None and decoded.events[0].is_verdict
+
+
+def test_cost_items_keep_the_pydantic_path() -> None:
+    # Documented in schemas/fast_codec.py: a few per unit, not worth a mirror.
+    assert cost_codec.fast is None
+    item = {"event_id": "c-1", "work_unit_id": "wu-1", "occurred_at": "2026-11-20T10:00:00Z",
+            "team": "support", "workflow": "triage", "kind": "tool_call", "amount": "0.25",
+            "currency": "USD"}
+    decoded = cost_codec.decode(orjson.dumps([item, {**item, "amount": "-1"}]))
+    assert [e.cost for e in decoded.events] == [Decimal("0.25")]
+    assert [e.index for e in decoded.errors] == [1]
 
 
 def test_long_money_literals_stay_exact_on_the_fast_path() -> None:
