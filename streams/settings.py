@@ -74,8 +74,12 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
                                          "read only when a partition is restored")
     clickhouse_dsn: SecretStr | None = Field(
         None, description="chdb:///abs/path or http(s)://user:pass@host:8123; "
-                          "empty = chdb under the data dir")
+                          "empty = chdb under the data dir (relay://:token@host:port: "
+                          "through a --processes group's writer)")
     clickhouse_database: str = Field("tokenyield", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    relay_token: SecretStr | None = Field(
+        None, description="set by `tokenyield worker --processes N` on its writer: the "
+                          "secret the group's other workers send with their inserts")
     clickhouse_username: str | None = None
     clickhouse_password: SecretStr | None = None
     clickhouse_cluster: str = Field(
