@@ -111,6 +111,8 @@ def test_decimal_words_past_64_bits_and_negative() -> None:
     assert decimals(values, kind).to_pylist() == [
         None if v is None else Decimal(v).scaleb(-18) for v in values]
     assert decimals([-5, 7], kind).to_pylist() == [Decimal("-5E-18"), Decimal("7E-18")]
+    assert decimals([None, 7125000], pa.decimal128(9, 6)).to_pylist() == [
+        None, Decimal("7.125000")]
 
 
 def test_a_batch_keeps_only_the_latest_revision_of_each_attribution() -> None:

@@ -25,7 +25,6 @@ from datetime import datetime
 from decimal import Context, Decimal
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DataError
 
@@ -37,6 +36,8 @@ _INTEGERS = {"UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(),
              "Int32": pa.int32(), "Int64": pa.int64(), "Float32": pa.float32(),
              "Float64": pa.float64()}
 _MS = pa.timestamp("ms", tz="UTC")
+_INT64 = pa.int64()
+_WIDE = pa.decimal128(38, 0)  # any int64, unscaled
 
 #: Money columns read from the engine's integers (atto) instead of the records' Decimals.
 ATTO_COLUMNS: dict[str, dict[str, Callable[[Any], int | None]]] = {
@@ -48,24 +49,17 @@ ATTO_COLUMNS: dict[str, dict[str, Callable[[Any], int | None]]] = {
 
 def decimals(values: Sequence[int | None], kind: pa.DataType) -> pa.Array:
     """A decimal128 column from integers already scaled: the two's-complement 128-bit
-    little-endian words ClickHouse stores."""
-    n = len(values)
-    validity = None
-    if None in values:
-        mask = np.fromiter((v is not None for v in values), dtype=bool, count=n)
-        validity = pa.py_buffer(np.packbits(mask, bitorder="little").tobytes())
-        values = [0 if v is None else v for v in values]
+    little-endian words ClickHouse stores, built in C (an int64 array widened by a cast,
+    its words then read at the column's scale)."""
     try:
-        low = np.array(values, dtype=np.int64)
-    except OverflowError:  # an amount past 64 bits (9.2 units of money in atto)
-        data = pa.py_buffer(b"".join(int(v).to_bytes(16, "little", signed=True)
-                                     for v in values))
-    else:
-        words = np.empty((n, 2), dtype=np.int64)
-        words[:, 0] = low
-        words[:, 1] = low >> 63  # the sign, extended to the high word
-        data = pa.py_buffer(words.tobytes())
-    return pa.Array.from_buffers(kind, n, [validity, data])
+        narrow = pa.array(values, _INT64)
+    except (OverflowError, pa.ArrowInvalid):  # an amount past 64 bits (9.2 units in atto)
+        valid = pa.array([v is not None for v in values], pa.bool_()).buffers()[1]
+        words = b"".join((v or 0).to_bytes(16, "little", signed=True) for v in values)
+        return pa.Array.from_buffers(kind, len(values),
+                                     [valid if None in values else None, pa.py_buffer(words)])
+    wide = narrow.cast(_WIDE)
+    return pa.Array.from_buffers(kind, len(wide), wide.buffers(), null_count=wide.null_count)
 
 
 def scaled(value: Decimal | int | None, scale: int) -> int | None:
