@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Context, Decimal
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
@@ -36,14 +37,16 @@ _INTEGERS = {"UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(),
              "Int32": pa.int32(), "Int64": pa.int64(), "Float32": pa.float32(),
              "Float64": pa.float64()}
 _MS = pa.timestamp("ms", tz="UTC")
+_US = pa.timestamp("us", tz="UTC")
 _INT64 = pa.int64()
 _WIDE = pa.decimal128(38, 0)  # any int64, unscaled
 
 #: Money columns read from the engine's integers (atto) instead of the records' Decimals.
 ATTO_COLUMNS: dict[str, dict[str, Callable[[Any], int | None]]] = {
-    "model_calls": {"cost": lambda r: r.cost_atto, "computed_cost": lambda r: r.computed_atto},
-    "outcomes": {"value": lambda r: r.value_atto, "human_cost": lambda r: r.human_atto,
-                 "value_at_risk": lambda r: r.at_risk_atto},
+    "model_calls": {"cost": attrgetter("cost_atto"),
+                    "computed_cost": attrgetter("computed_atto")},
+    "outcomes": {"value": attrgetter("value_atto"), "human_cost": attrgetter("human_atto"),
+                 "value_at_risk": attrgetter("at_risk_atto")},
 }
 
 
@@ -108,12 +111,29 @@ def _arrow_type(kind: str) -> pa.DataType | None:
     return None
 
 
+def _scaled_all(values: list[Any], scale: int) -> list[int | None]:
+    try:  # the usual case, Decimals: one scaleb each (no text, no multiplication)
+        return [None if v is None else int(v.scaleb(scale, _CONTEXT)) for v in values]
+    except AttributeError:  # an int among them
+        return [scaled(v, scale) for v in values]
+
+
+def _values(rows: Sequence[Any], getter: Callable[[Any], Any]) -> list[Any]:
+    """A column's values: a getter that is only attribute access (the sink's ``_Path``)
+    runs as one C-level ``attrgetter`` over the rows, not a Python call per cell."""
+    path = getattr(getter, "path", None)
+    if path is not None:
+        getter = attrgetter(".".join(path))
+    return list(map(getter, rows))
+
+
 def _column(values: list[Any], kind: pa.DataType, scaled_already: bool = False) -> pa.Array:
     if pa.types.is_decimal(kind):
-        ints = values if scaled_already else [scaled(v, kind.scale) for v in values]
-        return decimals(ints, kind)
+        return decimals(values if scaled_already else _scaled_all(values, kind.scale), kind)
     if pa.types.is_timestamp(kind):
-        return pa.array([None if v is None else epoch_ms(v) for v in values], kind)
+        # Python datetimes converted in C; the cast truncates to milliseconds as
+        # clickhouse-connect does (epoch_ms), for every time after 1970.
+        return pa.array(values, _US).cast(kind, safe=False)
     if pa.types.is_map(kind):
         offsets = [0]
         keys: list[str] = []
@@ -155,7 +175,7 @@ class ArrowBodies:
         try:
             for name, getter in spec:
                 fast = atto.get(name)
-                values = [(fast or getter)(row) for row in rows]
+                values = _values(rows, fast or getter)
                 names.append(name)
                 columns.append(_column(values, types[name], fast is not None))
             table_data = pa.Table.from_arrays(columns, names=names)
