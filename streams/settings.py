@@ -96,6 +96,9 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
     # -- checkpoints and the ClickHouse sink ----------------------------------------------
     checkpoint_interval_seconds: float = Field(1.0, gt=0)
     checkpoint_max_events: int = Field(100_000, ge=1)
+    checkpoint_overlap: bool = Field(
+        False, description="process the next messages while a checkpoint's ClickHouse "
+                           "insert runs (acks still after it); off until it measures faster")
     sink_retry_max_seconds: float = Field(30.0, gt=0)
 
     # -- alerts ------------------------------------------------------------------------

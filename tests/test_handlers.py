@@ -107,7 +107,7 @@ class Rig:
 
 
 def rig(tmp_path: Path, *, sink: ListSink | None = None, store: DictStore | None = None,
-        max_events: int = 100_000) -> Rig:
+        max_events: int = 100_000, overlap: bool = False) -> Rig:
     settings = Settings(data_dir=tmp_path, partitions=PARTITIONS, topic_prefix="t.",
                         checkpoint_interval_seconds=3600, checkpoint_max_events=max_events)
     topics = Topics(settings.topic_prefix, settings.partitions)
@@ -121,7 +121,7 @@ def rig(tmp_path: Path, *, sink: ListSink | None = None, store: DictStore | None
         topics, outlet, store,
         partition_runtime_factory(settings, PriceBookHolder.from_catalog(None), sink, metrics,
                                   store),
-        metrics, lambda topic, partition: highwater.get((topic, partition)))
+        metrics, lambda topic, partition: highwater.get((topic, partition)), overlap=overlap)
     return Rig(topics, producer, outlet, store, sink, metrics, inputs, highwater, alerted)
 
 
@@ -339,7 +339,7 @@ def test_the_next_messages_are_processed_while_an_insert_runs_and_acked_only_aft
     """The insert overlaps the next messages; nothing is saved or acknowledged before it
     returns, and the messages read meanwhile wait for their own checkpoint."""
     sink = GatedSink()
-    r = rig(tmp_path, sink=sink, max_events=3)
+    r = rig(tmp_path, sink=sink, max_events=3, overlap=True)
     unit = unit_on(1)
     acks = Acks()
 
@@ -367,7 +367,7 @@ def test_the_next_messages_are_processed_while_an_insert_runs_and_acked_only_aft
 def test_a_crash_during_an_overlapped_insert_replays_from_the_previous_checkpoint(
         tmp_path: Path) -> None:
     sink = GatedSink()
-    r = rig(tmp_path, sink=sink, max_events=2)
+    r = rig(tmp_path, sink=sink, max_events=2, overlap=True)
     unit = unit_on(2)
     acks = Acks()
     values = [orjson.dumps(call(f"c{i}", unit, i)) for i in range(3)]
@@ -378,7 +378,7 @@ def test_a_crash_during_an_overlapped_insert_replays_from_the_previous_checkpoin
 
     run(go())  # the insert never returns: the worker dies with it in flight
     assert acks.done == [] and r.store.data == {}
-    again = rig(tmp_path, store=r.store, max_events=2)
+    again = rig(tmp_path, store=r.store, max_events=2, overlap=True)
 
     async def replay() -> None:
         for offset, value in enumerate(values):

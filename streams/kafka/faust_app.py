@@ -195,7 +195,8 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
         topics, outlet, state,
         partition_runtime_factory(settings, services.prices, services.sink, services.metrics,
                                   state, services.workflows),
-        services.metrics, highwater, runtimes=services.runtimes)
+        services.metrics, highwater, runtimes=services.runtimes,
+        overlap=settings.checkpoint_overlap)
     rollup = RollupHandler(services.rollup, rollup_state, outlet)
     wire_agents(app, topics, inputs, rollup)
     wire_timer_and_revoke(app, settings, topics, outlet, inputs, rollup, services.metrics)

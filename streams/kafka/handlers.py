@@ -80,6 +80,7 @@ class InputHandler:
     metrics: Metrics
     highwater: Highwater
     runtimes: dict[int, PartitionRuntime] = field(default_factory=dict)
+    overlap: bool = False  # TOKENYIELD_CHECKPOINT_OVERLAP: the insert runs on while reading
     kinds: dict[str, EventKind] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +123,9 @@ class InputHandler:
             await self.outlet.emit(out, message.partition)
         runtime.hold(ack)
         if runtime.checkpoint_due():
+            if not self.overlap:
+                await runtime.checkpoint(store, outlet.send_outbox, outlet.flush)
+                return
             # The insert runs while the next messages are processed (partition_runtime).
             await runtime.begin(store, outlet.send_outbox, outlet.flush)
             await runtime.settle(store, outlet.send_outbox, outlet.flush)
