@@ -13,6 +13,11 @@ from when the engine first saw it configured.
 Each threshold fires once per period: the soft one (``soft_share`` of the amount,
 warning) and the hard one (the amount, critical); a jump past both fires only the hard
 one. Both resolve once the event clock has left the period.
+
+A monthly budget's projection (``expected``, ``exhausts_on``) is the forecast
+(``forecast.py``: weekday factors, trend and band) of the spend of the series it covers,
+once they have ``forecast_min_days`` complete days of history; before that, and for
+daily budgets (the forecast has no hours), the linear run-rate of the period so far.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ from typing import Any, Literal
 from schemas.outputs import Alert, AlertKind, CostPerOutcomeWindow
 from streams.core.alerts.alert_config import AlertConfig, BudgetRule
 from streams.core.alerts.figures import clock, dec, dt, iso, money, pct
+from streams.core.alerts.forecast import (
+    DAY_MS,
+    Forecaster,
+    Projection,
+    Series,
+    exhausts_at,
+    project,
+)
 
 Period = Literal["daily", "monthly"]
 PERIODS: tuple[Period, Period] = ("daily", "monthly")
@@ -49,36 +62,61 @@ def period_label(period: Period, start_ms: int) -> str:
 
 def rule_id(rule: BudgetRule) -> str:
     workflow = f"/workflow={rule.workflow}" if rule.workflow else ""
-    return f"team={rule.team}{workflow}/period={rule.period}"
+    team = f"team={rule.team}{workflow}" if rule.team else ""
+    if rule.dimension:
+        target = f"{rule.dimension}={rule.value}"
+        return f"{target}/{team}/period={rule.period}" if team else \
+            f"{target}/period={rule.period}"
+    return f"{team}/period={rule.period}"
 
 
 def rule_subject(rule: BudgetRule) -> dict[str, str]:
-    workflow = {"workflow": rule.workflow} if rule.workflow else {}
-    return {"team": rule.team, **workflow, "period": rule.period}
+    subject = {"team": rule.team} if rule.team else {}
+    if rule.workflow:
+        subject["workflow"] = rule.workflow
+    if rule.dimension:
+        subject[rule.dimension] = rule.value
+    return {**subject, "period": rule.period}
 
 
 def rule_owner(rule: BudgetRule) -> str:
-    return f"{rule.team}/{rule.workflow}" if rule.workflow else rule.team
+    team = f"{rule.team}/{rule.workflow}" if rule.workflow else rule.team
+    if rule.dimension:
+        target = f"{rule.dimension} {rule.value}"
+        return f"{target} ({team})" if team else target
+    return team
+
+
+def covers(rule: BudgetRule, series: Series) -> bool:
+    team, workflow, dimension, value = series
+    if rule.dimension != dimension or rule.value != value:
+        return False
+    return rule.team in ("", team) if not rule.workflow else \
+        (rule.team == team and rule.workflow == workflow)
 
 
 class BudgetTracker:
-    def __init__(self, config: AlertConfig, currency: str) -> None:
+    def __init__(self, config: AlertConfig, currency: str,
+                 forecaster: Forecaster | None = None) -> None:
+        self.config = config
         self.currency = currency
+        self.forecaster = forecaster
         self.set_rules(config.budgets)
         self.size_ms = config.detection_window_seconds * 1000
         self.horizon_ms = config.correction_horizon_seconds * 1000
         self.clock_ms = 0  # the latest window end seen
         # Latest (revision, spend) of each recent window, by series (team, workflow) and
         # window start.
-        self.windows: dict[tuple[str, str], dict[int, tuple[int, Decimal]]] = {}
-        self.totals: dict[tuple[str, str, Period, int], Decimal] = {}  # team, wf, period, start
+        self.windows: dict[Series, dict[int, tuple[int, Decimal]]] = {}
+        self.totals: dict[tuple[Series, Period, int], Decimal] = {}  # series, period, start
         self.fired: dict[tuple[str, int], dict[str, bool]] = {}  # rule, start -> kind: emitted
 
     def set_rules(self, rules: tuple[BudgetRule, ...]) -> None:
         """Replace the rules (a budget changed on the ``budgets`` topic). Spend already
         tracked is kept; a team new to the rules is counted from now on."""
         self.rules = {rule_id(r): r for r in rules}
-        self.teams = {r.team for r in rules}
+        self.teams = {r.team for r in rules if not r.dimension}
+        self.targets = {(r.dimension, r.value) for r in rules if r.dimension}
 
     def observe(self, rows: list[CostPerOutcomeWindow]) -> list[Alert]:
         """Rows in arrival order (running before final): the latest revision wins."""
@@ -86,8 +124,14 @@ class BudgetTracker:
             return []
         touched: set[tuple[str, int]] = set()
         for row in rows:
-            if (row.scope != "total" or row.team not in self.teams
-                    or row.window_seconds * 1000 != self.size_ms):
+            if row.window_seconds * 1000 != self.size_ms:
+                continue
+            if row.scope == "total" and row.team in self.teams:
+                key: Series = (row.team, row.workflow, "", "")
+            elif row.scope == "dimension" and (row.dimension, row.dimension_value) \
+                    in self.targets:
+                key = (row.team, row.workflow, row.dimension, row.dimension_value)
+            else:
                 continue
             start = int(row.window_start.timestamp() * 1000)
             end = start + self.size_ms
@@ -95,7 +139,7 @@ class BudgetTracker:
             if row.correction:
                 delta = row.spend  # a correction adds to its window, whenever it comes
             else:
-                series = self.windows.setdefault((row.team, row.workflow), {})
+                series = self.windows.setdefault(key, {})
                 previous = series.get(start)
                 if previous is None and end < self.clock_ms - self.horizon_ms:
                     continue  # settled long ago: already counted
@@ -104,10 +148,10 @@ class BudgetTracker:
                 delta = row.spend - (previous[1] if previous else 0)
                 series[start] = (row.revision, row.spend)
             for period in PERIODS:
-                key = (row.team, row.workflow, period, period_bounds(period, start)[0])
-                self.totals[key] = self.totals.get(key, Decimal(0)) + delta
+                total = (key, period, period_bounds(period, start)[0])
+                self.totals[total] = self.totals.get(total, Decimal(0)) + delta
             for rid, rule in self.rules.items():
-                if rule.team == row.team and rule.workflow in ("", row.workflow):
+                if covers(rule, key):
                     touched.add((rid, period_bounds(rule.period, start)[0]))
         alerts = [a for rid, start in sorted(touched) for a in self._judge(rid, start)]
         alerts.extend(self._resolve_ended())
@@ -115,9 +159,9 @@ class BudgetTracker:
         return alerts
 
     def spent(self, rule: BudgetRule, start_ms: int) -> Decimal:
-        return sum((v for (team, workflow, period, start), v in self.totals.items()
-                    if team == rule.team and period == rule.period and start == start_ms
-                    and rule.workflow in ("", workflow)), Decimal(0))
+        return sum((v for (series, period, start), v in self.totals.items()
+                    if period == rule.period and start == start_ms and covers(rule, series)),
+                   Decimal(0))
 
     def _judge(self, rid: str, start_ms: int) -> list[Alert]:
         rule = self.rules[rid]
@@ -136,44 +180,79 @@ class BudgetTracker:
         self.fired[(rid, start_ms)] = state
         return [self._alert(rid, rule, start_ms, spent, level)]
 
+    def _projection(self, rule: BudgetRule, start_ms: int, now: int, end_ms: int,
+                    spent: Decimal) -> tuple[Projection, int]:
+        """The spend expected at the period's end, and when the amount is (or was)
+        reached: the forecast of the covered series when they have enough history,
+        else the linear run-rate."""
+        f = self.forecaster
+        model = None
+        if f is not None and rule.period == "monthly":
+            chosen = [s for s in f.days if covers(rule, s)]
+            model = f.model(chosen, now - now % DAY_MS)
+        if model is None:
+            elapsed = Decimal(max(now - start_ms, self.size_ms))
+            linear = project(None, spent, start_ms, start_ms + int(elapsed), end_ms,
+                             self.config)
+            exhausts = now if spent >= rule.amount else \
+                start_ms + int(rule.amount / (spent / elapsed))
+            return linear, exhausts
+        projection = project(model, spent, start_ms, now, end_ms, self.config)
+        exhausts = now if spent >= rule.amount else exhausts_at(model, spent, rule.amount, now)
+        return projection, exhausts
+
     def _alert(self, rid: str, rule: BudgetRule, start_ms: int, spent: Decimal,
                level: str) -> Alert:
         end_ms = period_bounds(rule.period, start_ms)[1]
         now = min(self.clock_ms, end_ms)
         rate = spent / Decimal(max(now - start_ms, self.size_ms))  # per ms of event time
-        projected = rate * (end_ms - start_ms)
-        exhausts = now if spent >= rule.amount else start_ms + int(rule.amount / rate)
+        p, exhausts = self._projection(rule, start_ms, now, end_ms, spent)
+        projected = p.expected
         label = period_label(rule.period, start_ms)
         who = rule_owner(rule)
         cur = self.currency
         hourly = money(rate * 3_600_000, cur)
+        if p.method == "seasonal":
+            pace = (f"On its forecast (weekday pattern and trend of the last "
+                    f"{p.history_days} days)")
+            band = (f"; {pct(self.config.forecast_band)} band {money(p.low, cur)} to "
+                    f"{money(p.high, cur)}")
+        else:
+            pace, band = f"At this rate ({hourly}/h)", ""
         if level == "hard":
             text = (f"{who} has used up its {money(rule.amount, cur)} {rule.period} budget for "
                     f"{label}: {money(spent, cur)} spent ({pct(spent / rule.amount)}) by "
-                    f"{clock(now)}. At this rate ({hourly}/h) it will have spent "
-                    f"{money(projected, cur)} ({pct(projected / rule.amount)}) by the end of "
-                    f"the period.")
+                    f"{clock(now)}. {pace} it will have spent "
+                    f"{money(projected, cur)} ({pct(projected / rule.amount)}{band}) by the "
+                    f"end of the period.")
         else:
             when = dt(exhausts).strftime("%Y-%m-%d")
             runs_out = (f"runs out on {when}, before the period ends" if exhausts < end_ms
                         else f"would run out on {when}, after the period ends "
-                             f"({pct(projected / rule.amount)} of it spent by then)")
+                             f"({pct(projected / rule.amount)} of it spent by then{band})")
             text = (f"{who} has spent {money(spent, cur)} of its {money(rule.amount, cur)} "
-                    f"{rule.period} budget for {label} ({pct(spent / rule.amount)}). At this "
-                    f"rate ({hourly}/h) the {rule.period} budget {runs_out}.")
+                    f"{rule.period} budget for {label} ({pct(spent / rule.amount)}). "
+                    f"{pace} the {rule.period} budget {runs_out}.")
         threshold = rule.amount if level == "hard" else rule.amount * rule.soft_share
+        details = {"period_start": iso(start_ms), "period_end": iso(end_ms),
+                   "budget": str(rule.amount), "spent_share": str(dec(spent / rule.amount)),
+                   "burn_rate_per_hour": str(dec(rate * 3_600_000)),
+                   "projected_spend": str(dec(projected)),
+                   "exhausts_on": dt(exhausts).strftime("%Y-%m-%d"),
+                   "forecast": p.method if p.method == "seasonal" else
+                   "linear run-rate" + (" (daily budget)" if rule.period == "daily" else
+                                        f" (under {self.config.forecast_min_days} complete "
+                                        f"days of history)")}
+        if p.method == "seasonal":
+            details |= {"projected_low": str(dec(p.low)), "projected_high": str(dec(p.high)),
+                        "forecast_history_days": str(p.history_days)}
         return Alert(
             alert_id=f"budget_{level}:{rid}:{label}", kind=KINDS[level],
             status="firing", severity="critical" if level == "hard" else "warning",
             subject=rule_subject(rule), observed=spent, expected=dec(projected),
             threshold=threshold,
             unit=cur, window_start=dt(start_ms), window_end=dt(now), occurred_at=dt(now),
-            message=text,
-            details={"period_start": iso(start_ms), "period_end": iso(end_ms),
-                     "budget": str(rule.amount), "spent_share": str(dec(spent / rule.amount)),
-                     "burn_rate_per_hour": str(dec(rate * 3_600_000)),
-                     "projected_spend": str(dec(projected)),
-                     "exhausts_on": dt(exhausts).strftime("%Y-%m-%d")})
+            message=text, details=details)
 
     def _resolve_ended(self) -> list[Alert]:
         alerts = []
@@ -213,7 +292,7 @@ class BudgetTracker:
                 del series[start]
             if not series:
                 del self.windows[key]
-        for key in [k for k in self.totals if period_bounds(k[2], k[3])[1] < horizon]:
+        for key in [k for k in self.totals if period_bounds(k[1], k[2])[1] < horizon]:
             del self.totals[key]
         for key, state in list(self.fired.items()):
             rule = self.rules.get(key[0])
@@ -227,16 +306,23 @@ class BudgetTracker:
     # -- persistence ------------------------------------------------------------------------
     def dump(self) -> dict[str, Any]:
         return {"clock_ms": self.clock_ms,
-                "windows": [[team, workflow, [[start, rev, str(spend)]
-                                              for start, (rev, spend) in series.items()]]
-                            for (team, workflow), series in self.windows.items()],
-                "totals": [[t, w, p, s, str(v)] for (t, w, p, s), v in self.totals.items()],
+                "windows": [[*key, [[start, rev, str(spend)]
+                                    for start, (rev, spend) in series.items()]]
+                            for key, series in self.windows.items()],
+                "totals": [[*key, p, s, str(v)] for (key, p, s), v in self.totals.items()],
                 "fired": [[r, s, state] for (r, s), state in self.fired.items()]}
 
     def load(self, data: dict[str, Any]) -> None:
         self.clock_ms = int(data.get("clock_ms", 0))
-        self.windows = {(team, workflow): {int(start): (int(rev), Decimal(spend))
-                                           for start, rev, spend in series}
-                        for team, workflow, series in data.get("windows", [])}
-        self.totals = {(t, w, p, int(s)): Decimal(v) for t, w, p, s, v in data.get("totals", [])}
+        # State saved before dimension budgets named (team, workflow) only.
+        self.windows = {_series(item[:-1]): {int(start): (int(rev), Decimal(spend))
+                                             for start, rev, spend in item[-1]}
+                        for item in data.get("windows", [])}
+        self.totals = {(_series(item[:-3]), item[-3], int(item[-2])): Decimal(item[-1])
+                       for item in data.get("totals", [])}
         self.fired = {(r, int(s)): dict(state) for r, s, state in data.get("fired", [])}
+
+
+def _series(names: list[str]) -> Series:
+    team, workflow, dimension, value = (*names, "", "")[:4]
+    return (team, workflow, dimension, value)
