@@ -125,6 +125,8 @@ class OutcomeFields(msgspec.Struct):
     verdict: Literal["upheld", "overturned"] | None = None
     value_at_risk: Decimal | None = None
     strategic_score: Decimal | None = None
+    stage: Literal["output_accepted", "action_taken", "outcome_realised",
+                   "value_captured"] | None = None
     user: _Dim | None = None
     customer: _Dim | None = None
 

@@ -160,6 +160,8 @@ OUTCOME_CASES: list[dict[str, Any]] = [
     {"value": "3", "currency": "EUR", "strategic_score": "5"},
     {"value": "3", "currency": "EUR", "value_dimension": "strategic", "strategic_score": "5"},
     {"user": "u-1", "customer": "acme"}, {"user": "a\nb"}, {"customer": "x" * 129},
+    {"stage": "action_taken"}, {"stage": "value_captured", "value": "3", "currency": "EUR"},
+    {"stage": "shipped"}, {"stage": None}, {"stage": 1},
 ]
 
 
