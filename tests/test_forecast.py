@@ -20,6 +20,7 @@ from streams.core.alerts.forecast import (
     project,
     weekday,
 )
+from tests.clickhouse_fixtures import loaded_clickhouse  # noqa: F401
 
 MINUTE = 60_000
 NOV = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp() * 1000)
@@ -247,3 +248,59 @@ def test_the_backtest_runs() -> None:
     assert set(result["mape"]) == {7, 14, 21}
     assert all(math.isfinite(v) for v in result["mape"].values())
     assert result["seasonal_share"] == 1
+
+
+# -- into ClickHouse -------------------------------------------------------------------------
+
+class DictStore(dict[bytes, bytes]):
+    def set(self, key: bytes, value: bytes) -> None:
+        self[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.pop(key, None)
+
+
+def test_the_rollup_writes_the_forecasts_once_an_hour_into_clickhouse(
+        loaded_clickhouse: Any) -> None:  # noqa: F811
+    """The rollup runtime hands the engine's projections to the sink once per hour of
+    event time; they land exact, and the latest view picks each subject's newest."""
+    import asyncio
+
+    from loadtest.engine_into_clickhouse import UnclosableClient
+    from streams.clickhouse.client import migrate
+    from streams.clickhouse.sink import ClickHouseSink
+    from streams.runtime.rollup_runtime import RollupRuntime
+
+    client, database = loaded_clickhouse.client, "forecasts_test"
+    migrate(client, database)
+    # The shared client is the session's: the sink must not close it when it stops.
+    sink = ClickHouseSink(lambda: UnclosableClient(client), database, retry_max_seconds=0.05,
+                          reconnect_on_error=False)
+    engine = AlertEngine(CONFIG, "USD")
+    runtime = RollupRuntime(sink, engine, currency="USD", idle_seconds=30,
+                            interval_seconds=0, topic="partials", partitions=1)
+    store = DictStore()
+
+    async def checkpoint() -> None:
+        async def emit(*_: Any) -> None:
+            return None
+        await runtime.checkpoint(store, emit, emit)
+
+    feed(engine, NOV, 40, grows)
+    asyncio.run(checkpoint())
+    asyncio.run(checkpoint())  # the same event hour: nothing written again
+    rows = client.query(f"SELECT team, workflow, budget, spent, expected, low, high, method "
+                        f"FROM {database}.spend_forecasts").result_rows
+    found = {(r[0], r[1], r[2]): r[3:] for r in rows}
+    assert len(rows) == len(engine.forecasts()) == 2  # the team, and its one workflow
+    for f in engine.forecasts():
+        p = f.projection
+        assert found[(f.subject["team"], f.subject.get("workflow", ""), "")] == \
+            (p.spent, p.expected, p.low, p.high, p.method)
+    feed(engine, NOV + 40 * DAY_MS, 1, grows)  # a day later: a new projection
+    asyncio.run(checkpoint())
+    latest = client.query(f"SELECT spent FROM {database}.v_spend_forecast_latest "
+                          f"WHERE team = 'acme' AND workflow = ''").result_rows
+    assert latest == [(next(f.projection.spent for f in engine.forecasts()
+                            if "workflow" not in f.subject),)]
+    sink.stop()

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from schemas.errors import StateError
-from schemas.outputs import Alert, CostPerOutcomeWindow
+from schemas.outputs import Alert, BudgetState, CostPerOutcomeWindow
 from streams.core.alerts.alert_config import AlertConfig, BudgetRule
 from streams.core.alerts.budget_tracker import BudgetTracker, covers, period_bounds, rule_subject
 from streams.core.alerts.forecast import Forecaster, Series, SpendForecast, project
@@ -89,6 +89,10 @@ class AlertEngine:
             alerts.extend(self._window(start, rows))
         alerts.extend(self.budgets.observe([*running, *finals]))
         return alerts
+
+    def budget_state_changes(self) -> list[tuple[str, BudgetState | None]]:
+        """Budgets whose state changed since the last call (``None``: removed)."""
+        return self.budgets.state_changes()
 
     def _learn_spend(self, row: CostPerOutcomeWindow, start: int) -> None:
         """Daily spend for forecasts: every workflow's total row, and the dimension rows

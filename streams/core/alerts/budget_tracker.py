@@ -18,6 +18,11 @@ A monthly budget's projection (``expected``, ``exhausts_on``) is the forecast
 (``forecast.py``: weekday factors, trend and band) of the spend of the series it covers,
 once they have ``forecast_min_days`` complete days of history; before that, and for
 daily budgets (the forecast has no hours), the linear run-rate of the period so far.
+
+``state_changes`` gives where each budget stands (``BudgetState``: ok, soft or hard,
+spent, remaining, when the period resets), only those that changed since it was last
+asked and a ``None`` for a removed budget: the rollup publishes them on the compacted
+``budget-state`` topic, which every worker follows to answer gateways.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from schemas.outputs import Alert, AlertKind, CostPerOutcomeWindow
+from schemas.outputs import Alert, AlertKind, BudgetLevel, BudgetState, CostPerOutcomeWindow
 from streams.core.alerts.alert_config import AlertConfig, BudgetRule
 from streams.core.alerts.figures import clock, dec, dt, iso, money, pct
 from streams.core.alerts.forecast import (
@@ -70,6 +75,14 @@ def rule_id(rule: BudgetRule) -> str:
     return f"{team}/period={rule.period}"
 
 
+def budget_level(rule: BudgetRule, spent: Decimal) -> BudgetLevel:
+    """The budget's state at ``spent``: hard once the amount is used up, soft from the
+    warning share on (the thresholds the alerts use)."""
+    if spent >= rule.amount:
+        return "hard"
+    return "soft" if spent >= rule.amount * rule.soft_share else "ok"
+
+
 def rule_subject(rule: BudgetRule) -> dict[str, str]:
     subject = {"team": rule.team} if rule.team else {}
     if rule.workflow:
@@ -95,6 +108,10 @@ def covers(rule: BudgetRule, series: Series) -> bool:
         (rule.team == team and rule.workflow == workflow)
 
 
+def _changed(old: BudgetState, new: BudgetState) -> bool:
+    return old.model_dump(exclude={"updated_at"}) != new.model_dump(exclude={"updated_at"})
+
+
 class BudgetTracker:
     def __init__(self, config: AlertConfig, currency: str,
                  forecaster: Forecaster | None = None) -> None:
@@ -110,6 +127,9 @@ class BudgetTracker:
         self.windows: dict[Series, dict[int, tuple[int, Decimal]]] = {}
         self.totals: dict[tuple[Series, Period, int], Decimal] = {}  # series, period, start
         self.fired: dict[tuple[str, int], dict[str, bool]] = {}  # rule, start -> kind: emitted
+        # The states last handed out by ``state_changes``, by rule id. Not saved: after a
+        # restore every state is handed out again, which a compacted topic absorbs.
+        self.published: dict[str, BudgetState] = {}
 
     def set_rules(self, rules: tuple[BudgetRule, ...]) -> None:
         """Replace the rules (a budget changed on the ``budgets`` topic). Spend already
@@ -157,6 +177,45 @@ class BudgetTracker:
         alerts.extend(self._resolve_ended())
         self._prune()
         return alerts
+
+    def states(self) -> dict[str, BudgetState]:
+        """Every budget in its period at the event-time clock (nothing before the first
+        row: without a clock there is no current period)."""
+        if self.clock_ms <= 0:
+            return {}
+        states = {}
+        for rid, rule in self.rules.items():
+            # The clock is the end of the latest window (exclusive): its last instant
+            # is the latest event time, and decides the period.
+            start, end = period_bounds(rule.period, self.clock_ms - 1)
+            spent = self.spent(rule, start)
+            states[rid] = BudgetState(
+                budget_id=rid, team=rule.team, workflow=rule.workflow,
+                dimension=rule.dimension, value=rule.value, period=rule.period,
+                state=budget_level(rule, spent), amount=rule.amount,
+                soft_share=rule.soft_share, spent=spent,
+                remaining=max(rule.amount - spent, Decimal(0)), currency=self.currency,
+                period_start=dt(start), resets_at=dt(end), updated_at=dt(self.clock_ms))
+        return states
+
+    def state_changes(self) -> list[tuple[str, BudgetState | None]]:
+        """The states that changed since the last call (the moment of computing alone
+        is no change), and ``None`` for each budget that is gone, in id order."""
+        current = self.states()
+        if not current and not self.published:
+            return []
+        changes: list[tuple[str, BudgetState | None]] = []
+        for rid in sorted(set(current) | set(self.published)):
+            new, old = current.get(rid), self.published.get(rid)
+            if new is None:
+                if rid not in self.rules:  # removed; a rule kept but no clock: keep it
+                    changes.append((rid, None))
+                    del self.published[rid]
+                continue
+            if old is None or _changed(old, new):
+                changes.append((rid, new))
+                self.published[rid] = new
+        return changes
 
     def spent(self, rule: BudgetRule, start_ms: int) -> Decimal:
         return sum((v for (series, period, start), v in self.totals.items()
