@@ -129,3 +129,22 @@ def test_the_value_sections_show_what_a_cfo_asks(value_db: ValueDb) -> None:
     assert "retire" in html and "no accepted outcome" in html  # eng/lab
     assert "ROI against the human baseline" in html and "support/triage" in html
     assert html.count("<svg") == CHARTS and html.count(": no data yet</text>") <= 1  # alerts
+
+
+def test_the_value_sections_read_through_the_workers_sql_endpoint(value_db: ValueDb) -> None:
+    """Through a worker's /sql/ (JSON: times and decimals as text) the page is the same."""
+    import orjson
+
+    db = value_db.db
+
+    def as_json(sql: str) -> list[list[Any]]:
+        rows = [list(r) for r in db.client.query(sql).result_rows]
+        return orjson.loads(orjson.dumps(rows, default=str))
+
+    direct = render(gather(lambda sql: [list(r) for r in db.client.query(sql).result_rows],
+                           db.database), database=db.database, source="chdb", currency="USD",
+                    generated=datetime(2026, 11, 23, tzinfo=UTC))
+    through = render(gather(as_json, db.database), database=db.database, source="chdb",
+                     currency="USD", generated=datetime(2026, 11, 23, tzinfo=UTC))
+    assert "Month-end spend forecast for the month ending" in through
+    assert through.count("<svg") == direct.count("<svg") == CHARTS

@@ -196,7 +196,11 @@ def render_value(data: ValueData, currency: str) -> str:
                       f"{money(_dec(low), currency, 2)} to {money(_dec(high), currency, 2)}",
                       str(method)]
                      for team, _, spent, expected, low, high, method in data.forecasts]
-    month = f" for the month ending {data.forecasts[0][1]:%Y-%m-%d}" if data.forecasts else ""
+    # Through a worker's /sql/ endpoint a time comes as text: its date is its first ten.
+    end = data.forecasts[0][1] if data.forecasts else None
+    month = "" if end is None else \
+        f" for the month ending {end:%Y-%m-%d}" if isinstance(end, datetime) \
+        else f" for the month ending {str(end)[:10]}"
     parts += [f"<section><h2>Month-end spend forecast{escape(month)}</h2>",
               bar_chart(f"Expected month-end spend by team ({currency}; the band is the "
                         f"5th to 95th percentile)",
