@@ -190,6 +190,12 @@ class CostPerOutcomeWindow(_Output):
         Decimal(0), description="spend + human_cost + other_cost + shared_cost")
     linked_spend: Decimal = Field(Decimal(0), description="Spend linked to an outcome.")
     unlinked_spend: Decimal = Field(Decimal(0), description="Spend past its deadline, no outcome.")
+    attributed_spend: Decimal = Field(
+        Decimal(0), description="Spend of the window's own calls whose unit has an outcome "
+                                "(booked at the call, where linked_spend follows the outcome).")
+    unattributed_spend: Decimal = Field(
+        Decimal(0), description="Spend of the window's own calls whose unit passed its "
+                                "deadline without an outcome.")
     quality_failed_units: int = Field(0, description="Decided units with a success status "
                                                      "but a quality score under the bar.")
     latency_failed_units: int = Field(0, description="... or a call over the latency bar.")

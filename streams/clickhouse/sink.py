@@ -235,7 +235,7 @@ _WINDOW_FIELDS = [
     "other_cost", "shared_cost", "cost_items", "quality_failed_units", "latency_failed_units",
     "integrity_failed_units", "accepted_value", "value_at_risk", "strategic_units",
     "strategic_score_sum", "strategic_confidence_sum", "strategic_confident_units",
-    "error_adjusted_yield", "integrity_failure_rate",
+    "error_adjusted_yield", "integrity_failure_rate", "attributed_spend", "unattributed_spend",
 ]
 WINDOW_COLUMNS: list[tuple[str, Callable[[CostPerOutcomeWindow], Any]]] = [
     *((name, _attr(name)) for name in _WINDOW_FIELDS),

@@ -64,7 +64,11 @@ STRATEGIC_UNITS = 30  # decided units whose outcome gave a strategic score
 STRATEGIC_SCORE = 31  # their scores, in millionths (0-10 each)
 STRATEGIC_CONFIDENCE = 32  # their evidence confidence, in millionths (0-1 each)
 STRATEGIC_CONFIDENT = 33  # ... of the units that gave one
-CELL_FIELDS = 34
+# The spend classes again, booked in each call's own window (unit side, model rows): what
+# the dashboard's coverage by day reads, so that no panel joins calls to attributions.
+ATTRIBUTED_AT_CALL = 34  # atto: spend of calls whose unit has an outcome
+UNATTRIBUTED_AT_CALL = 35  # atto: ... whose unit passed its deadline without one
+CELL_FIELDS = 36
 
 FIELD_NAMES = (
     "calls", "retries", "failed_calls", "input_tokens", "output_tokens",
@@ -74,10 +78,11 @@ FIELD_NAMES = (
     "latency_ms_sum", "latency_calls", "other_cost", "shared_cost", "cost_items",
     "quality_failed_units", "latency_failed_units", "integrity_failed_units",
     "accepted_value", "value_at_risk", "strategic_units", "strategic_score_micros",
-    "strategic_confidence_micros", "strategic_confident_units",
+    "strategic_confidence_micros", "strategic_confident_units", "attributed_spend",
+    "unattributed_spend",
 )
 MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN, OTHER_COST, SHARED_COST,
-                          ACCEPTED_VALUE, AT_RISK})
+                          ACCEPTED_VALUE, AT_RISK, ATTRIBUTED_AT_CALL, UNATTRIBUTED_AT_CALL})
 #: What a decided unit books in its deciding outcome's window (``Postings.settle``).
 DECISION_FIELDS = (DECIDED, ACCEPTED, QUALITY_FAILED, LATENCY_FAILED, INTEGRITY_FAILED,
                    ACCEPTED_VALUE, AT_RISK, STRATEGIC_UNITS, STRATEGIC_SCORE,
@@ -86,7 +91,8 @@ MICROS = 1_000_000
 
 #: Fields a total row takes from its model rows (the rest are booked on the total itself).
 SPEND_SIDE = (CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD, SPEND,
-              UNPRICED, SYSTEM, LINKED, UNLINKED, CACHE_WRITE, LATENCY_MS, LATENCY_CALLS)
+              UNPRICED, SYSTEM, LINKED, UNLINKED, CACHE_WRITE, LATENCY_MS, LATENCY_CALLS,
+              ATTRIBUTED_AT_CALL, UNATTRIBUTED_AT_CALL)
 
 TOTAL = "t"
 MODEL = "m:"

@@ -19,6 +19,11 @@ from streams.core.unit import SPEND_COST, Booking, UnitState
 from streams.core.windows import WindowBook
 from streams.core.workflows import Judgement, WorkflowRegistry, judge
 
+# The same class booked at the call's own window: the coverage of a day's calls by their
+# units' current state (v_attribution_coverage), where LINKED and UNLINKED follow the
+# money to the moment it was linked or given up on.
+AT_CALL = {cf.LINKED: cf.ATTRIBUTED_AT_CALL, cf.UNLINKED: cf.UNATTRIBUTED_AT_CALL}
+
 
 class Postings:
     """The bookings of one partition's units into its window book."""
@@ -216,14 +221,23 @@ class Postings:
         else:
             return
         assert at is not None
-        self.book.post(base if base > at else at, team, workflow, cf.MODEL + model, field,
-                       amount)
+        series = cf.MODEL + model
+        self.book.post(base if base > at else at, team, workflow, series, field, amount)
+        self.book.post(base, team, workflow, series, AT_CALL[field], amount)
 
-    def _all_spend(self, unit: UnitState, field: int, at_ms: int, sign: int) -> None:
+    def _all_spend(self, unit: UnitState, field: int, at_ms: int, sign: int,
+                   reclassified: bool = True) -> None:
+        """Book the unit's spend as ``field`` at the later of each entry's window and
+        ``at_ms``; and, when its class changes (``reclassified``, not when it only moves
+        in time), as the class at each entry's own window (``AT_CALL``)."""
+        at_call = AT_CALL[field]
         for base, team, workflow, model, cost in unit.entries():
             if cost:
-                self.book.post(base if base > at_ms else at_ms, team, workflow,
-                               cf.MODEL + model, field, sign * cost)
+                series = cf.MODEL + model
+                self.book.post(base if base > at_ms else at_ms, team, workflow, series,
+                               field, sign * cost)
+                if reclassified:
+                    self.book.post(base, team, workflow, series, at_call, sign * cost)
 
     def first_spend(self, unit: UnitState, t_ms: int) -> None:
         """An earlier call or cost item: the deadline, measured from the first of them,
@@ -233,8 +247,8 @@ class Postings:
         if unit.expired_ms is not None and not unit.outcomes:
             expiry = t_ms + self.deadline_ms
             if expiry < unit.expired_ms:
-                self._all_spend(unit, cf.UNLINKED, unit.expired_ms, -1)
-                self._all_spend(unit, cf.UNLINKED, expiry, 1)
+                self._all_spend(unit, cf.UNLINKED, unit.expired_ms, -1, reclassified=False)
+                self._all_spend(unit, cf.UNLINKED, expiry, 1, reclassified=False)
                 unit.expired_ms = expiry
 
     def expire(self, unit: UnitState) -> None:
@@ -254,7 +268,8 @@ class Postings:
             unit.link_ms = t_ms
             self._all_spend(unit, cf.LINKED, t_ms, 1)
         elif unit.link_ms is None or t_ms < unit.link_ms:
-            if unit.link_ms is not None:
-                self._all_spend(unit, cf.LINKED, unit.link_ms, -1)
+            moved = unit.link_ms is not None
+            if moved:
+                self._all_spend(unit, cf.LINKED, unit.link_ms, -1, reclassified=False)
             unit.link_ms = t_ms
-            self._all_spend(unit, cf.LINKED, t_ms, 1)
+            self._all_spend(unit, cf.LINKED, t_ms, 1, reclassified=not moved)
