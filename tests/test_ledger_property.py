@@ -219,10 +219,12 @@ def truth(events: list[dict[str, Any]]) -> Truth:
             base = t.replace(second=0, microsecond=0)
             if unit.first_outcome is not None:  # linked when the first outcome came
                 book(max(base, unit.first_outcome), team, workflow, "linked_spend", cost)
+                book(base, team, workflow, "attributed_spend", cost)  # and at the call
             else:  # unlinked at the deadline, measured from the first call
                 assert unit.first_call is not None
                 expiry = unit.first_call + timedelta(seconds=DEADLINE)
                 book(max(base, expiry), team, workflow, "unlinked_spend", cost)
+                book(base, team, workflow, "unattributed_spend", cost)
     return result
 
 
@@ -426,11 +428,12 @@ def test_every_unit_and_window_equals_the_ground_truth(seed: int) -> None:
         figures = windows.setdefault(key, defaultdict(Decimal))
         for name in ("calls", "spend", "outcomes", "value", "human_cost", "decided_units",
                      "accepted_outcomes", "linked_spend", "unlinked_spend", "work_units",
-                     "unpriced_calls"):
+                     "unpriced_calls", "attributed_spend", "unattributed_spend"):
             figures[name] += getattr(row, name)
         assert row.final, row.window_id  # every window of the run is final by now
     names = ("calls", "spend", "outcomes", "value", "human_cost", "decided_units",
-             "accepted_outcomes", "linked_spend", "unlinked_spend", "work_units")
+             "accepted_outcomes", "linked_spend", "unlinked_spend", "work_units",
+             "attributed_spend", "unattributed_spend")
     for key in set(expected.windows) | set(windows):
         want = expected.windows.get(key, {})
         have = windows.get(key, {})
