@@ -196,6 +196,9 @@ class CostPerOutcomeWindow(_Output):
     unattributed_spend: Decimal = Field(
         Decimal(0), description="Spend of the window's own calls whose unit passed its "
                                 "deadline without an outcome.")
+    reviewed_outcomes: int = Field(0, description="Outcome events, verdicts included, with "
+                                                  "human review minutes (total rows).")
+    verdicts: int = Field(0, description="Verdict events (later reviews; not in outcomes).")
     quality_failed_units: int = Field(0, description="Decided units with a success status "
                                                      "but a quality score under the bar.")
     latency_failed_units: int = Field(0, description="... or a call over the latency bar.")

@@ -12,9 +12,11 @@ into chdb (``loadtest.engine_into_clickhouse``), in a database of its own:
   shape (another dedup token: the rows are stored twice);
 - window batches are inserted a second time under another token.
 
-Then every pre-aggregate (``v_attribution_coverage_hourly``, over the window rows) is
-compared with its exact view (``v_attribution_coverage``, calls joined to attributions),
-and every rewritten panel with the panel it replaces, figure for figure.
+Then every pre-aggregate over the window rows is compared with its exact view
+(``v_attribution_coverage_hourly`` with ``v_attribution_coverage``, calls joined to
+attributions; ``v_intervention_hourly`` with ``v_acceptance_and_intervention``, over
+outcomes FINAL), and every rewritten panel with the query it replaces
+(``loadtest.dashboard_exact``), figure for figure.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from loadtest.dashboard_exact import EXACT_PANELS
 from loadtest.engine_into_clickhouse import EngineIntoClickHouse
 from loadtest.grafana_sql import Selection, TimeRange, load_dashboard, panels, render
 from schemas.partitioner import partition_for
@@ -49,26 +52,6 @@ PARTITIONS = 4
 CHECKPOINT_EVENTS = 300
 LATE_SHARE = 0.12
 CRASH_EVERY = 3  # checkpoints
-
-# The panels as they were before migration 0007: the exact, per-call classification.
-EXACT_PANELS = {
-    5: """SELECT toFloat64(sum(attributed_spend))
-       / nullIf(toFloat64(sum(attributed_spend) + sum(unattributed_spend)), 0) AS coverage_share
-FROM ${db}.v_attribution_coverage_between(from_time = $__fromTime, to_time = $__toTime)""",
-    13: """SELECT toDateTime(day, 'UTC') AS time,
-  toFloat64(sum(attributed_spend))
-    / nullIf(toFloat64(sum(attributed_spend) + sum(unattributed_spend)), 0) AS coverage_share,
-  toFloat64(sum(attributed_spend)) / nullIf(toFloat64(sum(total_spend)), 0) AS linked_share_all
-FROM ${db}.v_attribution_coverage_between(from_time = $__fromTime, to_time = $__toTime)
-GROUP BY time ORDER BY time""",
-    14: """SELECT toDateTime(day, 'UTC') AS time,
-  toFloat64(sum(attributed_spend)) AS attributed,
-  toFloat64(sum(unattributed_spend)) AS unattributed,
-  toFloat64(sum(pending_spend)) AS pending
-FROM ${db}.v_attribution_coverage_between(from_time = $__fromTime, to_time = $__toTime)
-GROUP BY time ORDER BY time""",
-}
-
 
 class CrashingLoad:
     """The engine into ClickHouse, with partitions that crash between their insert and
@@ -123,6 +106,22 @@ class CrashingLoad:
         self.crashes += 1
 
 
+def with_verdicts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A later review of every seventh outcome: a verdict (an outcome row, not an
+    outcome), some after review minutes."""
+    verdicts = []
+    for n, event in enumerate(e for e in events if "status" in e and "model" not in e):
+        if n % 7 == 0:
+            at = datetime.fromisoformat(event["occurred_at"]) + timedelta(minutes=20)
+            verdicts.append({
+                "event_id": f"{event['event_id']}-v", "work_unit_id": event["work_unit_id"],
+                "occurred_at": at.isoformat(), "team": event["team"],
+                "workflow": event["workflow"],
+                "verdict": "overturned" if n % 2 else "upheld",
+                "human_review_minutes": str(n % 3 * 4)})
+    return sorted(events + verdicts, key=lambda e: e["occurred_at"])
+
+
 def disordered(events: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     """The events in time order, except a share of them delivered at the very end."""
     rng = random.Random(seed)
@@ -143,7 +142,7 @@ async def _load(client: Client, now: datetime) -> dict[str, int]:
                           allowed_lateness_seconds=120)
     pipeline = EngineIntoClickHouse(client, DB, config, now, retry_max_seconds=1)
     load = CrashingLoad(pipeline, config, now)
-    events = disordered(generate_events(now, seed=23), seed=5)
+    events = disordered(with_verdicts(generate_events(now, seed=23)), seed=5)
     checkpoints = 0
     try:
         for count, event in enumerate(events, 1):
@@ -248,9 +247,9 @@ def test_the_rewritten_panels_equal_the_panels_they_replace(
     for start, end in ((hour - timedelta(hours=30), now), (hour - timedelta(hours=3), now),
                        (hour - timedelta(days=30), now)):
         time_range = TimeRange(start, end, 3600)
-        for panel_id, exact_sql in EXACT_PANELS.items():
-            sql = dashboard[panel_id]["targets"][0]["rawSql"]
-            assert "v_attribution_coverage_hourly" in sql
+        for (panel_id, index), exact_sql in EXACT_PANELS.items():
+            sql = dashboard[panel_id]["targets"][index]["rawSql"]
+            assert "_hourly" in sql
             selection = Selection(None, None, None)
             fast = loaded_database().client.query(
                 render(sql, selection, {}, time_range, DB)).result_rows
@@ -260,6 +259,17 @@ def test_the_rewritten_panels_equal_the_panels_they_replace(
             assert fast and fast[0][0] is not None
 
 
+def test_hourly_reviews_equal_the_exact_view(aggregates_db: dict[str, Any]) -> None:
+    exact = {(r["hour"], r["team"], r["workflow"]): (r["outcomes"], r["reviewed_outcomes"])
+             for r in _rows(f"SELECT hour, team, workflow, outcomes, reviewed_outcomes "
+                            f"FROM {DB}.v_acceptance_and_intervention")}
+    hourly = {(r["hour"], r["team"], r["workflow"]): (r["outcomes"], r["reviewed_outcomes"])
+              for r in _rows(f"SELECT hour, team, workflow, outcomes, reviewed_outcomes "
+                             f"FROM {DB}.v_intervention_hourly WHERE outcomes != 0")}
+    assert exact and hourly == exact
+    assert _scalar(f"SELECT countIf(verdict != '') FROM {DB}.outcomes FINAL") > 0
+
+
 def test_the_migration_books_the_classes_of_windows_written_before_it(
         aggregates_db: dict[str, Any]) -> None:
     """Migration 0007's backfill, run on windows without the new figures, books exactly
@@ -267,14 +277,18 @@ def test_the_migration_books_the_classes_of_windows_written_before_it(
     client = loaded_database().client
     before = _hourly_by_day()
     client.command(f"SYSTEM START MERGES {DB}.cost_per_outcome_windows")  # mutations merge
+    reviews = _rows(f"SELECT * FROM {DB}.v_intervention_hourly ORDER BY hour, team, workflow")
     client.command(f"ALTER TABLE {DB}.cost_per_outcome_windows UPDATE attributed_spend = 0, "
-                   f"unattributed_spend = 0 WHERE 1", settings={"mutations_sync": 2})
+                   f"unattributed_spend = 0, reviewed_outcomes = 0, verdicts = 0 WHERE 1",
+                   settings={"mutations_sync": 2})
     assert _hourly_by_day() != before
     migration = Path(MIGRATIONS_DIR) / "0007_dashboard_aggregates.sql"
     backfill = [s for s in split_statements(migration.read_text())
                 if "\n".join(line for line in s.splitlines()
                              if not line.startswith("--")).lstrip().startswith("INSERT")]
-    assert len(backfill) == 2
+    assert len(backfill) == 3
     for statement in backfill:
         client.command(statement.replace("{db}", DB))
     assert _hourly_by_day() == before == _exact_by_day()
+    assert _rows(f"SELECT * FROM {DB}.v_intervention_hourly ORDER BY hour, team, workflow"
+                 ) == reviews

@@ -236,6 +236,7 @@ _WINDOW_FIELDS = [
     "integrity_failed_units", "accepted_value", "value_at_risk", "strategic_units",
     "strategic_score_sum", "strategic_confidence_sum", "strategic_confident_units",
     "error_adjusted_yield", "integrity_failure_rate", "attributed_spend", "unattributed_spend",
+    "reviewed_outcomes", "verdicts",
 ]
 WINDOW_COLUMNS: list[tuple[str, Callable[[CostPerOutcomeWindow], Any]]] = [
     *((name, _attr(name)) for name in _WINDOW_FIELDS),

@@ -68,7 +68,11 @@ STRATEGIC_CONFIDENT = 33  # ... of the units that gave one
 # the dashboard's coverage by day reads, so that no panel joins calls to attributions.
 ATTRIBUTED_AT_CALL = 34  # atto: spend of calls whose unit has an outcome
 UNATTRIBUTED_AT_CALL = 35  # atto: ... whose unit passed its deadline without one
-CELL_FIELDS = 36
+# Review effort per outcome event, verdicts included (outcome side, total rows): what the
+# intervention panel reads (v_acceptance_and_intervention counts every outcome row).
+REVIEWED = 36  # outcome events (verdicts too) with human review minutes
+VERDICTS = 37  # verdict events (a later review; not in OUTCOMES)
+CELL_FIELDS = 38
 
 FIELD_NAMES = (
     "calls", "retries", "failed_calls", "input_tokens", "output_tokens",
@@ -79,7 +83,7 @@ FIELD_NAMES = (
     "quality_failed_units", "latency_failed_units", "integrity_failed_units",
     "accepted_value", "value_at_risk", "strategic_units", "strategic_score_micros",
     "strategic_confidence_micros", "strategic_confident_units", "attributed_spend",
-    "unattributed_spend",
+    "unattributed_spend", "reviewed_outcomes", "verdicts",
 )
 MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN, OTHER_COST, SHARED_COST,
                           ACCEPTED_VALUE, AT_RISK, ATTRIBUTED_AT_CALL, UNATTRIBUTED_AT_CALL})

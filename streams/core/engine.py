@@ -353,7 +353,8 @@ class PartitionEngine:
         if outcome.is_verdict:
             self._apply_verdict(unit, outcome, t_ms, h, rate, team, workflow, human)
         else:
-            self.postings.outcome(t_ms, team, workflow, value or 0, human)
+            self.postings.outcome(t_ms, team, workflow, value or 0, human,
+                                  outcome.human_review_minutes > 0)
             assert outcome.status is not None  # only a verdict has none
             decider = Decider(1 if outcome.is_final else 0, t_ms, h, outcome.status,
                               outcome.quality_score, outcome.evidence_confidence,
@@ -381,8 +382,7 @@ class PartitionEngine:
         not their arrival). It decides nothing by itself and links no spend; its review
         cost counts. ``settle`` then books what it changes."""
         assert outcome.verdict is not None
-        if human:
-            self.postings.review(t_ms, team, workflow, human)
+        self.postings.review(t_ms, team, workflow, human, outcome.human_review_minutes > 0)
         at_risk = (convert(to_atto(outcome.value_at_risk), rate)
                    if outcome.value_at_risk is not None else None)
         verdict = Verdict(t_ms, h, outcome.verdict, at_risk)

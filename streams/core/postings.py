@@ -122,16 +122,24 @@ class Postings:
             self.book.cell((size, start, team, workflow, cf.TOTAL))[cf.WORK_UNITS] += 1
 
     # -- outcomes ------------------------------------------------------------------------
-    def outcome(self, t_ms: int, team: str, workflow: str, value: int, human: int) -> None:
+    def outcome(self, t_ms: int, team: str, workflow: str, value: int, human: int,
+                reviewed: bool = False) -> None:
         for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
             v[cf.OUTCOMES] += 1
             v[cf.VALUE] += value
             v[cf.HUMAN] += human
+            if reviewed:
+                v[cf.REVIEWED] += 1
 
-    def review(self, t_ms: int, team: str, workflow: str, human: int) -> None:
-        """The review cost of a verdict (not an outcome: it counts in no outcome figure)."""
+    def review(self, t_ms: int, team: str, workflow: str, human: int,
+               reviewed: bool = False) -> None:
+        """A verdict: its review cost, and the verdict counted apart (it is not an
+        outcome: it counts in no outcome figure)."""
         for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
             v[cf.HUMAN] += human
+            v[cf.VERDICTS] += 1
+            if reviewed:
+                v[cf.REVIEWED] += 1
 
     def cost_item(self, item: CostItem, t_ms: int, team: str, workflow: str,
                   amount: int) -> None:

@@ -118,6 +118,8 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         unlinked_spend=from_atto(v[cf.UNLINKED]),
         attributed_spend=from_atto(v[cf.ATTRIBUTED_AT_CALL]),
         unattributed_spend=from_atto(v[cf.UNATTRIBUTED_AT_CALL]),
+        reviewed_outcomes=v[cf.REVIEWED],
+        verdicts=v[cf.VERDICTS],
         quality_failed_units=v[cf.QUALITY_FAILED],
         latency_failed_units=v[cf.LATENCY_FAILED],
         integrity_failed_units=v[cf.INTEGRITY_FAILED],

@@ -12,19 +12,31 @@
 --
 -- and pending spend is the rest (spend - attributed - unattributed). These figures are
 -- exactly v_attribution_coverage's, by hour instead of by day, and as replay-safe as
--- every window figure (rows plus correction rows, docs/CLICKHOUSE.md). The exact views
--- stay for analysts; tests/test_dashboard_aggregates.py checks that both agree.
+-- every window figure (rows plus correction rows, docs/CLICKHOUSE.md).
+--
+-- The intervention panel counted reviewed outcomes in outcomes FINAL; total rows now
+-- count them too, each outcome event in its own window like `outcomes`:
+--
+--   reviewed_outcomes   outcome events (verdicts included) with human review minutes
+--   verdicts            verdict events (later reviews, which `outcomes` leaves out)
+--
+-- The exact views stay for analysts; tests/test_dashboard_aggregates.py checks that the
+-- pre-aggregates and the panels that read them equal them.
 
 ALTER TABLE {db}.cost_per_outcome_windows
     ADD COLUMN IF NOT EXISTS attributed_spend Decimal(38, 18) DEFAULT 0
         COMMENT 'spend of the window''s calls whose unit has an outcome',
     ADD COLUMN IF NOT EXISTS unattributed_spend Decimal(38, 18) DEFAULT 0
-        COMMENT 'spend of the window''s calls whose unit expired without one';
+        COMMENT 'spend of the window''s calls whose unit expired without one',
+    ADD COLUMN IF NOT EXISTS reviewed_outcomes Int64 DEFAULT 0
+        COMMENT 'outcome events, verdicts included, with human review minutes',
+    ADD COLUMN IF NOT EXISTS verdicts Int64 DEFAULT 0 COMMENT 'verdict events';
 
 -- Windows written before this migration booked no class at the call: book it once for
 -- them, as correction rows (model rows, then their totals), from the exact
 -- classification of their calls. Later changes of those units come from the engine as
--- differences, so the two add up. A new database has no windows: nothing to do.
+-- differences, so the two add up. A new database has no windows: nothing to do. (Not
+-- final: a window still running must not read as final because of them.)
 INSERT INTO {db}.cost_per_outcome_windows
     (window_id, window_start, window_end, window_seconds, team, workflow, scope, model,
      agent, correction, revision, final, version, currency, attributed_spend,
@@ -42,8 +54,8 @@ SELECT
     '' AS agent,
     'migration:0007' AS correction,
     1 AS revision,
-    1 AS final,
-    bitOr(bitShiftLeft(toUInt64(1), 62), 1) AS version,
+    0 AS final,
+    1 AS version,
     c.currency AS currency,
     c.attributed AS attributed_spend,
     c.unattributed AS unattributed_spend
@@ -94,14 +106,60 @@ SELECT
     '' AS agent,
     'migration:0007' AS correction,
     1 AS revision,
-    1 AS final,
-    bitOr(bitShiftLeft(toUInt64(1), 62), 1) AS version,
+    0 AS final,
+    1 AS version,
     any(m.currency) AS currency,
     sum(m.attributed_spend) AS attributed_spend,
     sum(m.unattributed_spend) AS unattributed_spend
 FROM {db}.cost_per_outcome_windows AS m
 WHERE m.correction = 'migration:0007' AND m.scope = 'model'
 GROUP BY m.window_seconds, m.window_start, m.team, m.workflow;
+
+-- The same for the reviews of windows written before: one correction row per total row
+-- with outcome events, counted from outcomes FINAL.
+INSERT INTO {db}.cost_per_outcome_windows
+    (window_id, window_start, window_end, window_seconds, team, workflow, scope, model,
+     agent, correction, revision, final, version, currency, reviewed_outcomes, verdicts)
+SELECT
+    concat(toString(r.window_seconds), ':', toString(toUnixTimestamp64Milli(r.window_start)),
+           ':', r.team, ':', r.workflow, ':total:#migration:0007:reviews') AS window_id,
+    r.window_start AS window_start,
+    r.window_start + toIntervalSecond(r.window_seconds) AS window_end,
+    r.window_seconds AS window_seconds,
+    r.team AS team,
+    r.workflow AS workflow,
+    'total' AS scope,
+    '*' AS model,
+    '' AS agent,
+    'migration:0007:reviews' AS correction,
+    1 AS revision,
+    0 AS final,
+    1 AS version,
+    r.currency AS currency,
+    r.reviewed AS reviewed_outcomes,
+    r.verdict_events AS verdicts
+FROM
+(
+    SELECT
+        w.window_seconds AS window_seconds,
+        fromUnixTimestamp64Milli(intDiv(toUnixTimestamp64Milli(o.occurred_at),
+                                        toInt64(w.window_seconds) * 1000)
+                                 * toInt64(w.window_seconds) * 1000, 'UTC') AS window_start,
+        o.team AS team,
+        o.workflow AS workflow,
+        any(w.currency) AS currency,
+        countIf(o.human_review_minutes > 0) AS reviewed,
+        countIf(o.verdict != '') AS verdict_events
+    FROM {db}.outcomes AS o FINAL
+    CROSS JOIN
+    (
+        SELECT window_seconds, any(currency) AS currency
+        FROM {db}.cost_per_outcome_windows
+        GROUP BY window_seconds
+    ) AS w
+    GROUP BY window_seconds, window_start, team, workflow
+    HAVING reviewed != 0 OR verdict_events != 0
+) AS r;
 
 -- Every window's figures: its row plus its corrections, added up (as in 0006, with the
 -- classes at the call).
@@ -154,7 +212,9 @@ SELECT
     sum(w.strategic_confidence_sum) AS strategic_confidence_sum,
     sum(w.strategic_confident_units) AS strategic_confident_units,
     sum(w.attributed_spend) AS attributed_spend,
-    sum(w.unattributed_spend) AS unattributed_spend
+    sum(w.unattributed_spend) AS unattributed_spend,
+    sum(w.reviewed_outcomes) AS reviewed_outcomes,
+    sum(w.verdicts) AS verdicts
 FROM {db}.cost_per_outcome_windows AS w FINAL
 GROUP BY window_seconds, window_start, team, workflow, scope, model, agent;
 
@@ -174,5 +234,20 @@ SELECT
     toFloat64(w.attributed_spend)
         / nullIf(toFloat64(w.attributed_spend + w.unattributed_spend), 0) AS coverage,
     toFloat64(w.attributed_spend) / nullIf(toFloat64(w.spend), 0) AS linked_share
+FROM {db}.v_window_totals AS w
+WHERE w.window_seconds = 3600 AND w.scope = 'total';
+
+-- Review effort by the hour of each outcome event, team and workflow:
+-- v_acceptance_and_intervention's counts (which read every outcome row, verdicts
+-- included) from the hourly total rows.
+CREATE OR REPLACE VIEW {db}.v_intervention_hourly AS
+SELECT
+    toDateTime(w.window_start, 'UTC') AS hour,
+    w.team AS team,
+    w.workflow AS workflow,
+    w.final AS final,
+    w.outcomes + w.verdicts AS outcomes,
+    w.reviewed_outcomes AS reviewed_outcomes,
+    w.reviewed_outcomes / nullIf(w.outcomes + w.verdicts, 0) AS intervention_rate
 FROM {db}.v_window_totals AS w
 WHERE w.window_seconds = 3600 AND w.scope = 'total';
