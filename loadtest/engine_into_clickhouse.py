@@ -67,7 +67,8 @@ class EngineIntoClickHouse:
                                              store=self.store),
                              self.sink, interval_seconds=math.inf, max_events=2**62)
             for p in range(config.partitions)]
-        self.rollup = WindowRollup(config.currency, idle_seconds=10**9,
+        self.rollup = WindowRollup(config.currency, dimension_cap=config.dimension_cap,
+                                   idle_seconds=10**9,
                                    partitions=config.partitions)
         self.offsets: dict[tuple[str, int], int] = {}
         self.rollup_position = 0

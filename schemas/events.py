@@ -107,6 +107,10 @@ OutcomeStatus = Literal[
 ]
 ValueDimension = Literal["revenue", "cost_avoided", "risk_avoided", "capacity", "strategic"]
 Verdict = Literal["upheld", "overturned"]
+#: The conversion chain, in order: an output accepted, an action taken on it, the
+#: operating outcome realised, the value captured (docs/SEMANTICS.md, *Stages*).
+Stage = Literal["output_accepted", "action_taken", "outcome_realised", "value_captured"]
+STAGES: tuple[str, ...] = Stage.__args__  # type: ignore[attr-defined]
 CostKind = Literal[
     "tool_call", "embedding", "retrieval", "gpu", "seat", "infra", "human_labour", "other"
 ]
@@ -262,6 +266,9 @@ class Outcome(_Event):
                           "(counted as negative value).")
     strategic_score: StrategicScore | None = Field(
         None, description="0-10, for value_dimension `strategic` instead of money.")
+    stage: Stage | None = Field(
+        None, description="How far down the conversion chain the work went; without "
+                          "one, a success status means `output_accepted`.")
     user: Dimension | None = None
     customer: Dimension | None = None
 

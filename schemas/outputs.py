@@ -31,7 +31,7 @@ AlertKind = Literal[
     "cost_per_outcome_regression",
 ]
 AlertStatus = Literal["firing", "resolved"]
-WindowScope = Literal["total", "model", "agent"]
+WindowScope = Literal["total", "model", "agent", "dimension"]
 Severity = Literal["info", "warning", "critical"]
 
 #: The ``model`` of a window row that totals all models and carries the outcome figures.
@@ -114,6 +114,12 @@ class WorkUnitAttribution(_Output):
     accepted_value: Decimal | None = Field(
         None, description="value if accepted, else zero (None: no value given)")
     strategic_score: Decimal | None = None
+    stage: str | None = Field(None, description="The furthest stage of the conversion chain "
+                                                "its outcomes reached")
+    first_call_at: datetime | None = None
+    decided_at: datetime | None = Field(None, description="Its deciding outcome's time")
+    cycle_seconds: Decimal | None = Field(
+        None, description="From its first call to its deciding outcome")
     is_final: bool = False
     value: Decimal | None = None
     value_dimension: str | None = None
@@ -154,6 +160,10 @@ class CostPerOutcomeWindow(_Output):
     model: str
     agent: str = ""
     scope: WindowScope = "total"
+    dimension: str = Field("", description="Dimension rows: `user`, `customer` or a "
+                                           "TOKENYIELD_DIMENSIONS key")
+    dimension_value: str = Field("", description="Dimension rows: the value (`__other__`: "
+                                                 "the values beyond the cap)")
     correction: str = Field("", description="Empty for the window's own row; else the "
                                             "correction's id (source partition and "
                                             "checkpoint)")

@@ -131,6 +131,7 @@ def _unit(rng: random.Random, team: str, workflow: str, index: int, begin: datet
             "status": "error" if failed else "ok", "attempt": 2 if retry else 1,
             "team": team, "workflow": workflow, "task_type": workflow,
             "service": f"{team}-svc", "environment": "prod",
+            "customer": f"customer-{index % 3}",
         }
         if agent:
             call["agent"] = agent

@@ -119,7 +119,8 @@ class Harness:
         self.stores: dict[int, dict[bytes, bytes]] = {p: {} for p in range(partitions)}
         self.engines = {p: self._engine(p) for p in range(partitions)}
         self.offsets: dict[tuple[str, int], int] = {}
-        self.rollup = WindowRollup(self.config.currency, idle_seconds=10**9)
+        self.rollup = WindowRollup(self.config.currency, idle_seconds=10**9,
+                                   dimension_cap=self.config.dimension_cap)
         self.run = Run()
         for partition, engine in self.engines.items():
             # The rollup learns of every partition (as a worker's first checkpoint tells

@@ -164,6 +164,36 @@ def test_a_model_spike_alone_alerts_when_the_workflow_total_is_steady() -> None:
     assert [(a.kind, a.subject.get("model")) for a in firing] == [("spend_spike", "large")]
 
 
+def dimension_row(minute: float, dimension: str, value: str, *, calls: int, spend: Any,
+                  team: str = "acme", workflow: str = "support") -> CostPerOutcomeWindow:
+    base = row(minute, team=team, workflow=workflow, calls=calls, spend=spend,
+               tokens=100 * calls)
+    return base.model_copy(update={
+        "scope": "dimension", "model": "", "dimension": dimension, "dimension_value": value,
+        "window_id": f"{base.window_id}:dimension:{dimension}={value}"})
+
+
+def test_one_customers_spike_alerts_when_the_workflow_is_steady() -> None:
+    """A customer that suddenly takes most of a steady workflow, spread over two
+    workflows: its own subject, summed across them; the many-valued __other__ is none."""
+    windows = []
+    for i in range(40):
+        k = 6 if i == 30 else 1
+        rows = [row(i, spend=1, calls=100), row(i, workflow="billing", spend=1, calls=100)]
+        for workflow in ("support", "billing"):
+            rows.append(dimension_row(i, "customer", "acme", calls=5 * k, spend=0.05 * k,
+                                      workflow=workflow))
+            rows.append(dimension_row(i, "customer", "__other__", calls=60 * k,
+                                      spend=0.6 * k, workflow=workflow))
+            rows.append(dimension_row(i, "user", "ana", calls=20, spend=0.2,
+                                      workflow=workflow))
+        windows.append(rows)
+    firing = [a for _, a in run(engine(alert_min_calls=5), windows) if a.status == "firing"]
+    assert {(a.kind, tuple(a.subject.items())) for a in firing} == {
+        ("spend_spike", (("customer", "acme"),)), ("token_spike", (("customer", "acme"),))}
+    assert "customer acme" in firing[0].message
+
+
 def test_a_team_spike_of_many_small_workflows() -> None:
     """Each workflow is below the minimum volume; their team is not."""
     windows = []

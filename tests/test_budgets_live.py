@@ -61,8 +61,8 @@ def test_topic_budgets_override_extend_and_remove_the_configured_ones() -> None:
     assert book.rules() == before
 
     # At start-up the table is made to hold exactly the rules in force.
-    stored = [("a", "", "daily", Decimal(10), Decimal("0.8")),
-              ("b", "w", "monthly", Decimal(5), Decimal("0.8"))]
+    stored = [("a", "", "daily", Decimal(10), Decimal("0.8"), "", ""),
+              ("b", "w", "monthly", Decimal(5), Decimal("0.8"), "", "")]
     rows = book.retire_others(stored)
     assert sorted((r.team, deleted) for r, _, deleted in rows) == [("a", 1), ("b", 0)]
 

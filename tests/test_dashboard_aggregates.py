@@ -272,7 +272,7 @@ def test_hourly_reviews_equal_the_exact_view(aggregates_db: dict[str, Any]) -> N
 
 def test_the_migration_books_the_classes_of_windows_written_before_it(
         aggregates_db: dict[str, Any]) -> None:
-    """Migration 0007's backfill, run on windows without the new figures, books exactly
+    """Migration 0010's backfill, run on windows without the new figures, books exactly
     what the engine booked."""
     client = loaded_database().client
     before = _hourly_by_day()
@@ -282,7 +282,7 @@ def test_the_migration_books_the_classes_of_windows_written_before_it(
                    f"unattributed_spend = 0, reviewed_outcomes = 0, verdicts = 0 WHERE 1",
                    settings={"mutations_sync": 2})
     assert _hourly_by_day() != before
-    migration = Path(MIGRATIONS_DIR) / "0007_dashboard_aggregates.sql"
+    migration = Path(MIGRATIONS_DIR) / "0010_dashboard_aggregates.sql"
     backfill = [s for s in split_statements(migration.read_text())
                 if "\n".join(line for line in s.splitlines()
                              if not line.startswith("--")).lstrip().startswith("INSERT")]

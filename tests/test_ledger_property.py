@@ -18,19 +18,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from schemas.events import ACCEPTING_STATUSES, ModelCall
+from schemas.events import ACCEPTING_STATUSES, COST_KINDS, ModelCall
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook, PriceEntry, price_call
+from streams.core import rollup as rollup_module
+from streams.core.cells import DAY_MS, cost_bucket
 from streams.core.checkpoint import meta_key
 from streams.core.engine import Source
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
-from tests.core_harness import BOOK, Harness, write_plan
+from tests.core_harness import BOOK, Harness, key_of, kind_of, write_plan
 
 PARTITIONS = 3
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -50,6 +53,7 @@ ACME = PriceEntry(provider="acme", model="m1", input_per_mtok=Decimal("1.5"),
 BOOK_BEFORE = PriceBook([*BOOK.entries, EURO])
 BOOK_AFTER = PriceBook([*BOOK.entries, EURO, ACME])
 ATTO = Decimal("1e-18")
+TOPICS = ("calls", "outcomes", "costs")
 
 
 def convert(amount: Decimal, currency: str | None) -> Decimal:
@@ -83,6 +87,20 @@ def stream(seed: int, units: int) -> list[dict[str, Any]]:
             events.append((_delay(rng, moment), {k: v for k, v in event.items() if v is not None}))
             # A looping agent goes on after its deadline now and then.
             moment += timedelta(seconds=rng.choice([5, 40, 300] + [DEADLINE + 60] * 1))
+        for k in range(rng.choice([0, 0, 1, 2])):  # tool calls, retrieval...: maybe first
+            item_at = start + timedelta(seconds=rng.uniform(-300, 900))
+            item: dict[str, Any] = {
+                "event_id": f"{unit}-k{k}", "work_unit_id": unit,
+                "occurred_at": item_at.isoformat(), "team": team, "workflow": workflow,
+                "kind": rng.choice(COST_KINDS)}
+            if rng.random() < 0.5:
+                item["amount"] = str(Decimal(rng.randint(1, 99_999)) / 10**4)
+                item["currency"] = rng.choice(["USD", "EUR", "GBP"])
+            else:
+                item["quantity"] = str(rng.randint(1, 40))
+                item["unit_price"] = str(Decimal(rng.randint(1, 9_999)) / 10**5)
+                item["currency"] = rng.choice(["USD", "GBP"])
+            events.append((_delay(rng, item_at), item))
         fate = rng.random()
         if fate < 0.75:
             outcomes = 1 if rng.random() < 0.7 else 2
@@ -103,6 +121,25 @@ def stream(seed: int, units: int) -> list[dict[str, Any]]:
                     outcome["currency"] = rng.choice(["USD", "USD", "EUR"])
                 events.append((_delay(rng, at), outcome))
                 at += timedelta(seconds=rng.randint(30, 4000))
+            for v in range(rng.choice([0, 0, 0, 1, 2])):  # an audit, days later
+                verdict_at = at + timedelta(days=1 + v, seconds=rng.randint(0, 9000))
+                verdict: dict[str, Any] = {
+                    "event_id": f"{unit}-v{v}", "work_unit_id": unit,
+                    "occurred_at": verdict_at.isoformat(), "team": team,
+                    "workflow": workflow, "verdict": rng.choice(["upheld", "overturned"]),
+                    "human_review_minutes": str(rng.choice([0, 3]))}
+                if verdict["verdict"] == "overturned" and rng.random() < 0.5:
+                    verdict["value_at_risk"] = str(Decimal(rng.randint(1, 9000)) / 100)
+                    verdict["currency"] = rng.choice(["USD", "EUR"])
+                events.append((_delay(rng, verdict_at), verdict))
+    for s in range(units // 8):  # shared costs: a vector store, GPUs, seats
+        team, workflow = rng.choice(TEAMS)
+        item_at = T0 + timedelta(seconds=rng.uniform(0, 9 * 3600))
+        shared = {"event_id": f"s{seed}-{s}", "occurred_at": item_at.isoformat(),
+                  "team": team, "workflow": workflow, "kind": rng.choice(COST_KINDS),
+                  "amount": str(Decimal(rng.randint(1, 999_999)) / 10**4),
+                  "currency": rng.choice(["USD", "EUR"])}
+        events.append((_delay(rng, item_at), shared))
     events.sort(key=lambda item: item[0])
     published = [e for _, e in events]
     for _ in range(len(published) // 10):  # duplicates, delivered again later
@@ -135,6 +172,11 @@ class UnitTruth:
     first_outcome: datetime | None = None
     dims: tuple[str, str] = ("", "")
     calls_made: list[tuple[datetime, str, str, Decimal]] = field(default_factory=list)
+    other: Decimal = Decimal(0)
+    cost_items: int = 0
+    first_item: datetime | None = None
+    # The latest verdict: (occurred_at, verdict, value at risk).
+    verdict: tuple[datetime, str, Decimal | None] | None = None
 
 
 @dataclass
@@ -159,7 +201,7 @@ def truth(events: list[dict[str, Any]]) -> Truth:
     seen: set[tuple[str, str, str]] = set()
     distinct = []
     for event in events:  # duplicates are exact copies: the first delivery is any
-        key = ("c" if "model" in event else "o", event["work_unit_id"], event["event_id"])
+        key = (kind_of(event), key_of(event), event["event_id"])
         if key not in seen:
             seen.add(key)
             distinct.append(event)
@@ -173,10 +215,27 @@ def truth(events: list[dict[str, Any]]) -> Truth:
 
     rows_with_calls: dict[tuple[int, int, str, str], set[str]] = defaultdict(set)
     for event in distinct:
-        unit_id = event["work_unit_id"]
-        unit = result.units.setdefault(unit_id, UnitTruth())
         t = datetime.fromisoformat(event["occurred_at"])
         team, workflow = event["team"], event["workflow"]
+        if kind_of(event) == "costs":
+            if "amount" in event:
+                amount = convert(Decimal(event["amount"]), event.get("currency"))
+            else:
+                amount = convert(Decimal(event["quantity"]) * Decimal(event["unit_price"]),
+                                 event["currency"])
+            book(t, team, workflow, "cost_items", 1)
+            if "work_unit_id" not in event:
+                book(t, team, workflow, "shared_cost", amount)
+                continue
+            book(t, team, workflow, "other_cost", amount)
+            unit = result.units.setdefault(event["work_unit_id"], UnitTruth())
+            unit.other += amount
+            unit.cost_items += 1
+            if unit.first_item is None or t < unit.first_item:
+                unit.first_item = t
+            continue
+        unit_id = event["work_unit_id"]
+        unit = result.units.setdefault(unit_id, UnitTruth())
         if "model" in event:
             cost = cost_of(event)
             unit.calls += 1
@@ -191,6 +250,18 @@ def truth(events: list[dict[str, Any]]) -> Truth:
             for size in (60_000, 3_600_000):
                 rows_with_calls[(size, ms - ms % size, team, workflow)].add(unit_id)
             continue
+        human = Decimal(event["human_review_minutes"]).quantize(ATTO, rounding=ROUND_HALF_EVEN)
+        unit.human += human
+        book(t, team, workflow, "human_cost", human)
+        if Decimal(event["human_review_minutes"]) > 0:  # outcome or verdict: a review
+            book(t, team, workflow, "reviewed_outcomes", 1)
+        if "verdict" in event:  # no outcome: it judges the unit, the latest stands
+            book(t, team, workflow, "verdicts", 1)
+            at_risk = (convert(Decimal(event["value_at_risk"]), event.get("currency"))
+                       if "value_at_risk" in event else None)
+            if unit.verdict is None or t > unit.verdict[0]:
+                unit.verdict = (t, event["verdict"], at_risk)
+            continue
         unit.outcomes += 1
         if unit.first_outcome is None or t < unit.first_outcome:
             unit.first_outcome = t
@@ -198,10 +269,6 @@ def truth(events: list[dict[str, Any]]) -> Truth:
             value = convert(Decimal(event["value"]), event.get("currency"))
             unit.value = (unit.value or 0) + value
             book(t, team, workflow, "value", value)
-        # Review at the default 60 an hour: the minutes, in money.
-        human = Decimal(event["human_review_minutes"]).quantize(ATTO, rounding=ROUND_HALF_EVEN)
-        unit.human += human
-        book(t, team, workflow, "human_cost", human)
         book(t, team, workflow, "outcomes", 1)
         decider = (bool(event["is_final"]), event["occurred_at"], event["status"], team,
                    workflow)
@@ -212,20 +279,33 @@ def truth(events: list[dict[str, Any]]) -> Truth:
     for unit in result.units.values():
         if unit.decider is not None:
             _, at, status, team, workflow = unit.decider
-            book(datetime.fromisoformat(at), team, workflow, "decided_units", 1)
-            if status in ACCEPTING_STATUSES:
-                book(datetime.fromisoformat(at), team, workflow, "accepted_outcomes", 1)
+            decided = datetime.fromisoformat(at)
+            book(decided, team, workflow, "decided_units", 1)
+            if accepted(unit):
+                book(decided, team, workflow, "accepted_outcomes", 1)
+                book(decided, team, workflow, "accepted_value", unit.value or 0)
+            elif status in ACCEPTING_STATUSES:  # a success the latest verdict overturned
+                assert unit.verdict is not None
+                book(decided, team, workflow, "integrity_failed_units", 1)
+                book(decided, team, workflow, "value_at_risk", unit.verdict[2] or 0)
         for t, team, workflow, cost in unit.calls_made:
             base = t.replace(second=0, microsecond=0)
             if unit.first_outcome is not None:  # linked when the first outcome came
                 book(max(base, unit.first_outcome), team, workflow, "linked_spend", cost)
                 book(base, team, workflow, "attributed_spend", cost)  # and at the call
-            else:  # unlinked at the deadline, measured from the first call
+            else:  # unlinked at the deadline, from the first call or cost item
                 assert unit.first_call is not None
-                expiry = unit.first_call + timedelta(seconds=DEADLINE)
+                first = min(unit.first_call, unit.first_item or unit.first_call)
+                expiry = first + timedelta(seconds=DEADLINE)
                 book(max(base, expiry), team, workflow, "unlinked_spend", cost)
                 book(base, team, workflow, "unattributed_spend", cost)
     return result
+
+
+def accepted(unit: UnitTruth) -> bool:
+    """A success status, and no overturning verdict standing."""
+    return bool(unit.decider and unit.decider[2] in ACCEPTING_STATUSES
+                and not (unit.verdict and unit.verdict[1] == "overturned"))
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -254,9 +334,9 @@ class Simulation:
         batch: list[dict[str, Any]] = []
         for event in events:
             if batch and (len(batch) >= self.rng.randint(1, 6)
-                          or ("model" in batch[0]) != ("model" in event)
-                          or partition_for(batch[0]["work_unit_id"], PARTITIONS)
-                          != partition_for(event["work_unit_id"], PARTITIONS)):
+                          or kind_of(batch[0]) != kind_of(event)
+                          or partition_for(key_of(batch[0]), PARTITIONS)
+                          != partition_for(key_of(event), PARTITIONS)):
                 self._append(batch)
                 batch = []
             batch.append(event)
@@ -264,8 +344,8 @@ class Simulation:
             self._append(batch)
 
     def _append(self, batch: list[dict[str, Any]]) -> None:
-        kind = "calls" if "model" in batch[0] else "outcomes"
-        partition = partition_for(batch[0]["work_unit_id"], PARTITIONS)
+        kind = kind_of(batch[0])
+        partition = partition_for(key_of(batch[0]), PARTITIONS)
         if self.rng.random() < 0.02:  # a publisher that does not use murmur2
             partition = (partition + 1) % PARTITIONS
         self.logs[(kind, partition)].append(orjson.dumps(batch))
@@ -277,7 +357,7 @@ class Simulation:
             return False
         kind, partition = self.rng.choice(waiting)
         engine = self.h.engines[partition]
-        for topic in ("calls", "outcomes"):  # what the runtime tells the engine
+        for topic in TOPICS:  # what the runtime tells the engine
             engine.set_more_to_read(topic, self.read[(topic, partition)]  # type: ignore[arg-type]
                                     < len(self.logs[(topic, partition)]))
         offset = self.read[(kind, partition)]
@@ -286,7 +366,7 @@ class Simulation:
                              Source(kind, partition, offset))
         self.h.run.keep(out)
         for reroute_kind, _, value in out.reroute:  # the worker forwards these
-            unit = orjson.loads(value)["work_unit_id"]
+            unit = key_of(orjson.loads(value))
             self.logs[(reroute_kind, partition_for(unit, PARTITIONS))].append(
                 b"[" + value + b"]")
         roll = self.rng.random()
@@ -331,7 +411,7 @@ class Simulation:
         else:
             outbox = self.h.restore(partition)
             applied = self.h.engines[partition].applied_offsets
-        for topic in ("calls", "outcomes"):  # Kafka redelivers what was not committed
+        for topic in TOPICS:  # Kafka redelivers what was not committed
             self.read[(topic, partition)] = applied.get(topic, -1) + 1
         if outbox is not None:
             self.to_rollup(outbox)
@@ -380,6 +460,13 @@ class Simulation:
         self.rollup_checkpoint()
 
 
+NAMES = ("calls", "spend", "outcomes", "value", "human_cost", "decided_units",
+         "accepted_outcomes", "linked_spend", "unlinked_spend", "work_units", "other_cost",
+         "shared_cost", "cost_items", "integrity_failed_units", "accepted_value",
+         "value_at_risk", "attributed_spend", "unattributed_spend", "reviewed_outcomes",
+         "verdicts")
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 10**9))
 @example(1)
@@ -396,7 +483,9 @@ def test_every_unit_and_window_equals_the_ground_truth(seed: int) -> None:
     sim.publish(events[half:])
     while sim.step():
         pass
-    sim.finish()
+    # The far clock of ``finish`` would age every histogram day out of the rollup.
+    with patch.object(rollup_module, "HISTOGRAM_KEEP_MS", 10**15):
+        sim.finish()
     expected = truth(events)
 
     # Every unit: the attribution with the highest revision, field by field.
@@ -413,7 +502,15 @@ def test_every_unit_and_window_equals_the_ground_truth(seed: int) -> None:
         assert (a.outcome_status, a.is_final) == \
             ((want.decider[2], want.decider[0]) if want.decider else (None, False)), unit_id
         assert a.first_event_at <= a.last_event_at
-        assert a.accepted == bool(want.decider and want.decider[2] in ACCEPTING_STATUSES)
+        assert a.accepted == accepted(want), unit_id
+        assert (a.other_cost, a.cost_items) == (want.other, want.cost_items), unit_id
+        assert a.fully_loaded_cost == want.spend + want.human + want.other, unit_id
+        assert a.verdict == (want.verdict[1] if want.verdict else None), unit_id
+        integrity = bool(want.decider and want.decider[2] in ACCEPTING_STATUSES
+                         and not accepted(want))
+        assert a.integrity_failed == integrity, unit_id
+        assert a.accepted_value == (None if want.value is None
+                                    else want.value if accepted(want) else 0), unit_id
         if want.calls:
             assert (a.team, a.workflow) == want.dims, unit_id
         assert a.revision >= 2 * (want.calls + want.outcomes)
@@ -426,20 +523,34 @@ def test_every_unit_and_window_equals_the_ground_truth(seed: int) -> None:
         key = (row.window_seconds * 1000, int(row.window_start.timestamp() * 1000), row.team,
                row.workflow)
         figures = windows.setdefault(key, defaultdict(Decimal))
-        for name in ("calls", "spend", "outcomes", "value", "human_cost", "decided_units",
-                     "accepted_outcomes", "linked_spend", "unlinked_spend", "work_units",
-                     "unpriced_calls", "attributed_spend", "unattributed_spend"):
+        for name in (*NAMES, "unpriced_calls"):
             figures[name] += getattr(row, name)
         assert row.final, row.window_id  # every window of the run is final by now
-    names = ("calls", "spend", "outcomes", "value", "human_cost", "decided_units",
-             "accepted_outcomes", "linked_spend", "unlinked_spend", "work_units",
-             "attributed_spend", "unattributed_spend")
     for key in set(expected.windows) | set(windows):
         want = expected.windows.get(key, {})
         have = windows.get(key, {})
-        for name in names:
+        for name in NAMES:
             assert have.get(name, 0) == want.get(name, 0), (key, name)
         assert have.get("unpriced_calls", 0) == 0, key
+
+    # The cost histograms (the plateau detector's input): every decided unit once, in the
+    # bucket of its fully loaded cost, on its deciding outcome's day.
+    want_buckets: dict[tuple[int, str, str, int], list[Any]] = defaultdict(
+        lambda: [0, 0, Decimal(0)])
+    for want in expected.units.values():
+        if want.decider is None:
+            continue
+        _, at, _, team, workflow = want.decider
+        ms = int(datetime.fromisoformat(at).timestamp() * 1000)
+        loaded = want.spend + want.human + want.other
+        cell = want_buckets[(ms - ms % DAY_MS, team, workflow,
+                             cost_bucket(int(loaded * 10**18)))]
+        cell[0] += 1
+        cell[1] += accepted(want)
+        cell[2] += loaded
+    got_buckets = {(int(b.day.timestamp() * 1000), b.team, b.workflow, b.bucket):
+                   [b.units, b.accepted, b.cost] for b in sim.h.rollup.histograms()}
+    assert got_buckets == dict(want_buckets)
 
     # The ledger: every delivery accounted for, every distinct event applied once.
     ledgers = [e.ledger for e in sim.h.engines.values()]

@@ -276,4 +276,4 @@ def test_a_units_new_state_survives_its_summary_and_old_summaries_still_load() -
     loaded = UnitState.load("U", ormsgpack.packb(old[:-1]), vocabulary)
     assert loaded.cost_items == 0 and loaded.verdict is None
     assert loaded.booked == (unit.decider.occurred_ms, "support", "triage",
-                             (1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+                             (1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0), (), -1)

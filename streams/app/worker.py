@@ -123,7 +123,8 @@ class WorkerProcess:
         rollup = RollupRuntime(sink, alerts, currency=settings.currency,
                                idle_seconds=max(30.0, 10 * settings.checkpoint_interval_seconds),
                                interval_seconds=settings.checkpoint_interval_seconds,
-                               topic=topics.window_partials, partitions=settings.partitions)
+                               topic=topics.window_partials, partitions=settings.partitions,
+                               dimension_cap=settings.dimension_cap)
         webhook = None
         if settings.webhook_url is not None:
             webhook = AlertWebhook(
@@ -174,7 +175,7 @@ class WorkerProcess:
             rollup.alerts.set_budgets(rules)
             await sink.write(Outputs(budgets=budgets.retire_others(await sink.call(
                 lambda client: client.query(
-                    f"SELECT team, workflow, period, amount, soft_share FROM "
+                    f"SELECT team, workflow, period, amount, soft_share, dimension, value FROM "
                     f"{settings.clickhouse_database}.budgets FINAL").result_rows)),
                 tag=str(time.time_ns())))
 

@@ -19,16 +19,21 @@ from streams.feeds.budget_feed import encode_budget
 
 
 def register(sub: Any) -> None:
-    budgets = sub.add_parser("budgets", help="spend budgets per team or workflow: set, "
-                                             "remove, list")
+    budgets = sub.add_parser("budgets", help="spend budgets per team, workflow, user, "
+                                             "customer or dimension: set, remove, list")
     commands = budgets.add_subparsers(dest="budgets_command", required=True,
                                       metavar="ACTION")
     for name, text in (("set", "set a budget (published to the budgets topic)"),
                        ("remove", "remove a budget")):
         action = commands.add_parser(name, help=text)
-        action.add_argument("--team", required=True)
+        action.add_argument("--team", default="",
+                            help="the team (needed unless --dimension is given)")
         action.add_argument("--workflow", default="",
                             help="one workflow of the team (default: the whole team)")
+        action.add_argument("--dimension", default="",
+                            help="user, customer or a TOKENYIELD_DIMENSIONS key: a budget "
+                                 "for one value of it (across teams unless --team)")
+        action.add_argument("--value", default="", help="the dimension's value, e.g. acme")
         action.add_argument("--period", choices=["daily", "monthly"], required=True)
         if name == "set":
             action.add_argument("--amount", type=Decimal, required=True,
@@ -43,7 +48,8 @@ def register(sub: Any) -> None:
 def set_command(args: argparse.Namespace) -> int:
     settings = load_settings()
     rule = BudgetRule(team=args.team, workflow=args.workflow, period=args.period,
-                      amount=args.amount, soft_share=args.soft_share)
+                      amount=args.amount, soft_share=args.soft_share,
+                      dimension=args.dimension, value=args.value)
     publish_keyed(settings, settings.topic("budgets"), [encode_budget(rule)])
     print(f"budget {rule_id(rule)}: {rule.amount} {settings.currency}, warning at "
           f"{rule.soft_share:.0%} -> {settings.topic('budgets')}")
@@ -53,7 +59,7 @@ def set_command(args: argparse.Namespace) -> int:
 def remove_command(args: argparse.Namespace) -> int:
     settings = load_settings()
     rule = BudgetRule(team=args.team, workflow=args.workflow, period=args.period,
-                      amount=Decimal(1))
+                      amount=Decimal(1), dimension=args.dimension, value=args.value)
     publish_keyed(settings, settings.topic("budgets"), [(rule_id(rule).encode(), None)])
     print(f"budget {rule_id(rule)} removed -> {settings.topic('budgets')}")
     return 0
@@ -63,8 +69,9 @@ def list_command(args: argparse.Namespace) -> int:
     from streams.cli.data_commands import query, render_table
 
     settings = load_settings()
-    columns, rows = query(settings, f"SELECT team, workflow, period, amount, soft_share, "
-                                    f"updated_at FROM {settings.clickhouse_database}.budgets "
-                                    f"FINAL ORDER BY team, workflow, period")
+    columns, rows = query(settings, f"SELECT team, workflow, dimension, value, period, "
+                                    f"amount, soft_share, updated_at FROM "
+                                    f"{settings.clickhouse_database}.budgets FINAL "
+                                    f"ORDER BY team, workflow, dimension, value, period")
     print(render_table(columns, rows))
     return 0

@@ -169,6 +169,7 @@ OUTCOME_COLUMNS: list[tuple[str, Callable[[OutcomeRecord], Any]]] = [
     ("verdict", lambda r: r.outcome.verdict or ""),
     ("value_at_risk", _attr("value_at_risk")),
     ("strategic_score", _outcome("strategic_score")),
+    ("stage", lambda r: r.outcome.stage or ""),
     ("user", lambda r: r.outcome.user or ""),
     ("customer", lambda r: r.outcome.customer or ""),
     ("kafka_partition", lambda r: r.partition),
@@ -207,7 +208,8 @@ _ATTRIBUTION_FIELDS = [
     "fully_loaded_cost", "outcomes", "value", "quality_score", "baseline_cost",
     "evidence_confidence", "cost_per_outcome", "yield_ratio", "net_value", "roi",
     "price_book_version", "user", "customer", "other_cost", "other_cost_by_kind", "cost_items",
-    "max_latency_ms", "value_at_risk", "accepted_value", "strategic_score",
+    "max_latency_ms", "value_at_risk", "accepted_value", "strategic_score", "first_call_at",
+    "decided_at", "cycle_seconds",
 ]
 ATTRIBUTION_COLUMNS: list[tuple[str, Callable[[WorkUnitAttribution], Any]]] = [
     *((name, _attr(name)) for name in _ATTRIBUTION_FIELDS),
@@ -220,6 +222,7 @@ ATTRIBUTION_COLUMNS: list[tuple[str, Callable[[WorkUnitAttribution], Any]]] = [
     ("latency_failed", lambda a: int(a.latency_failed)),
     ("integrity_failed", lambda a: int(a.integrity_failed)),
     ("verdict", lambda a: a.verdict or ""),
+    ("stage", lambda a: a.stage or ""),
     ("kafka_partition", _attr("partition")),
 ]
 
@@ -235,8 +238,8 @@ _WINDOW_FIELDS = [
     "other_cost", "shared_cost", "cost_items", "quality_failed_units", "latency_failed_units",
     "integrity_failed_units", "accepted_value", "value_at_risk", "strategic_units",
     "strategic_score_sum", "strategic_confidence_sum", "strategic_confident_units",
-    "error_adjusted_yield", "integrity_failure_rate", "attributed_spend", "unattributed_spend",
-    "reviewed_outcomes", "verdicts",
+    "error_adjusted_yield", "integrity_failure_rate", "dimension", "dimension_value",
+    "attributed_spend", "unattributed_spend", "reviewed_outcomes", "verdicts",
 ]
 WINDOW_COLUMNS: list[tuple[str, Callable[[CostPerOutcomeWindow], Any]]] = [
     *((name, _attr(name)) for name in _WINDOW_FIELDS),
@@ -304,6 +307,8 @@ BUDGET_COLUMNS: list[tuple[str, Callable[[BudgetRow], Any]]] = [
     ("period", lambda b: b[0].period),
     ("amount", lambda b: b[0].amount),
     ("soft_share", lambda b: b[0].soft_share),
+    ("dimension", lambda b: b[0].dimension),
+    ("value", lambda b: b[0].value),
     ("updated_at", lambda b: b[1]),
     ("is_deleted", lambda b: b[2]),
 ]

@@ -4,7 +4,9 @@ carry. Pure: the same state gives the same attribution, field for field."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
+from schemas.events import STAGES
 from schemas.outputs import WorkUnitAttribution
 from streams.core.money import from_atto, ratio
 from streams.core.unit import UnitState
@@ -55,6 +57,10 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
     at_risk = verdict.value_at_risk if verdict is not None and integrity_failed else None
     accepted_value = None if unit.value is None else (unit.value if accepted else 0)
     model_costs = unit.model_costs()
+    # The earliest call's time is in the dimensions' key (calls rank first there).
+    dims_key = unit.dims_key
+    first_call_ms = dims_key[1] if dims_key is not None and dims_key[0] == 0 else None
+    decided_ms = decider.occurred_ms if decider is not None else None
     # Built from already-validated state: construct without validating again (hot path).
     return WorkUnitAttribution.trusted(
         attribution_id=unit.unit_id,
@@ -108,6 +114,11 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
         value_at_risk=from_atto(at_risk) if at_risk is not None else None,
         accepted_value=from_atto(accepted_value) if accepted_value is not None else None,
         strategic_score=decider.strategic_score if decider else None,
+        stage=STAGES[unit.stage - 1] if unit.stage else None,
+        first_call_at=_dt(first_call_ms) if first_call_ms is not None else None,
+        decided_at=_dt(decided_ms) if decided_ms is not None else None,
+        cycle_seconds=Decimal(decided_ms - first_call_ms).scaleb(-3)
+        if decided_ms is not None and first_call_ms is not None else None,
         is_final=unit.decided_by_final,
         value=from_atto(unit.value) if unit.value is not None else None,
         value_dimension=decider.value_dimension if decider else None,

@@ -14,6 +14,15 @@ row is about, with a tag that no user-supplied name can forge (a model called ``
                     and distinct work units are booked (spend-side figures of the total
                     are the sum of its model rows, added by the rollup);
 - ``"a:" + agent``  spend-side figures of one agent (spike detection per agent);
+- ``"d:" + dimension + NUL + value``  one value of a business dimension (``user``,
+                    ``customer`` or a TOKENYIELD_DIMENSIONS attribute): spend, outcomes,
+                    cost items and decisions of the events and units that name it (the
+                    rollup caps the values per dimension, the rest in ``__other__``);
+- ``"h:" + bucket`` decided units by their fully loaded cost (a log-scale bucket, see
+                    ``cost_bucket``), in one-day cells at the deciding outcome's day:
+                    ``DECIDED``, ``ACCEPTED`` and the units' cost in ``SPEND``. Exact
+                    (settled like the decision), for the spend-plateau detector; never
+                    rows.
 - ``"x:" + model``  units finalised with that primary model, for model-mismatch
                     detection; the key's team slot holds the task type. Approximate by
                     design and never part of the ledger.
@@ -101,9 +110,22 @@ SPEND_SIDE = (CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD
 TOTAL = "t"
 MODEL = "m:"
 AGENT = "a:"
+DIMENSION = "d:"
 MIX = "x:"
+HISTOGRAM = "h:"
+DAY_MS = 86_400_000
+# Cost buckets: bucket i holds units costing [BUCKET_BASE * 2^(i/4), BUCKET_BASE *
+# 2^((i+1)/4)) atto: four buckets per doubling (19 % wide), from a millionth of the
+# currency unit; bucket 0 also holds anything cheaper (a unit costing nothing included).
+BUCKET_BASE = 10**12  # atto: 0.000001
+BUCKETS_PER_DOUBLING = 4
+DIMENSION_SEP = "\x00"  # between a dimension's name and its value: no value can forge it
+OTHER_VALUE = "__other__"  # the values of a dimension beyond its cardinality cap
 
-Scope = Literal["total", "model", "agent"]
+Scope = Literal["total", "model", "agent", "dimension"]
+
+#: What a dimension row books from a call (spend side).
+DIMENSION_CALL_FIELDS = (CALLS, INPUT, OUTPUT, SPEND, UNPRICED)
 
 
 def model_series(model: str) -> str:
@@ -118,6 +140,16 @@ def mix_series(model: str) -> str:
     return MIX + model
 
 
+def dimension_series(dimension: str, value: str) -> str:
+    return DIMENSION + dimension + DIMENSION_SEP + value
+
+
+def dimension_of(series: str) -> tuple[str, str]:
+    """(dimension, value) of a dimension series."""
+    dimension, _, value = series[len(DIMENSION):].partition(DIMENSION_SEP)
+    return dimension, value
+
+
 def scope_of(series: str) -> tuple[Scope | None, str]:
     """(scope, name) of a series: the row kind and the model or agent it names.
     ``None`` for detector-only series (the model mix), which never become rows."""
@@ -127,7 +159,38 @@ def scope_of(series: str) -> tuple[Scope | None, str]:
         return "model", series[len(MODEL):]
     if series.startswith(AGENT):
         return "agent", series[len(AGENT):]
+    if series.startswith(DIMENSION):
+        return "dimension", series[len(DIMENSION):]
     return None, series[len(MIX):]
+
+
+def cost_bucket(cost_atto: int) -> int:
+    """The histogram bucket of a unit costing ``cost_atto`` (exact integer arithmetic:
+    the same cost always lands in the same bucket)."""
+    if cost_atto < BUCKET_BASE:
+        return 0
+    i = ((cost_atto // BUCKET_BASE).bit_length() - 1) * BUCKETS_PER_DOUBLING
+    while _bucket_floor(i + 1) <= cost_atto:
+        i += 1
+    return i
+
+
+def _bucket_floor(i: int) -> int:
+    """The lowest cost (atto) of bucket ``i``: BUCKET_BASE * 2^(i/4), rounded down."""
+    whole, part = divmod(i, BUCKETS_PER_DOUBLING)
+    # 2^(part/4) for part 0..3, as exact ratios of integers (to 9 digits: buckets need
+    # to be stable, not exact powers).
+    ratio = (1_000_000_000, 1_189_207_115, 1_414_213_562, 1_681_792_830)[part]
+    return BUCKET_BASE * (2 ** whole) * ratio // 1_000_000_000
+
+
+def bucket_bounds(i: int) -> tuple[int, int]:
+    """[low, high) of bucket ``i`` in atto."""
+    return (0 if i == 0 else _bucket_floor(i)), _bucket_floor(i + 1)
+
+
+def histogram_series(bucket: int) -> str:
+    return HISTOGRAM + str(bucket)
 
 
 def zero() -> list[int]:

@@ -69,7 +69,7 @@ from streams.core.units import (
     UnitStore,
 )
 from streams.core.windows import WindowBook
-from streams.core.workflows import WorkflowRegistry
+from streams.core.workflows import WorkflowRegistry, stage_of
 
 __all__ = ["CallRecord", "EventKind", "Ledger", "OutcomeRecord", "Outputs",
            "PartitionEngine", "Source"]
@@ -111,7 +111,8 @@ class PartitionEngine:
         self.wheel = DueWheel()
         self.index = SummaryIndex(partition, config.horizon_seconds * 1000)
         self.book = WindowBook(tuple(s * 1000 for s in config.window_seconds))
-        self.postings = Postings(self.book, config.deadline_seconds * 1000, self.workflows)
+        self.postings = Postings(self.book, config.deadline_seconds * 1000, self.workflows,
+                                 config.dimensions)
         self.ledger = Ledger()
         self.max_event_ms = 0  # the clock before lateness: monotonic
         self.input_max_ms: dict[str, int] = dict.fromkeys(EVENT_KINDS, 0)
@@ -276,6 +277,9 @@ class PartitionEngine:
             unit.service, unit.environment = _intern(call.service), _intern(call.environment)
             unit.agent = _intern(call.agent or "")
             unit.user, unit.customer = _intern(call.user or ""), _intern(call.customer or "")
+            unit.extra_dims = self.postings.promoted(call)
+            if unit.decider is not None:
+                self.postings.settle(unit)  # the decision moves to the unit's new dimensions
         unit.events += 1
         unit.calls += 1
         retry = call.attempt > 1
@@ -303,9 +307,9 @@ class PartitionEngine:
         self.postings.call(unit, call, t_ms, _intern(call.team), _intern(call.workflow),
                            _intern(call.model), cost_atto, retry)
         if call.latency_ms is not None and call.latency_ms > unit.max_latency_ms:
-            unit.max_latency_ms = call.latency_ms
-            if unit.decider is not None:
-                self.postings.settle(unit)  # a latency bar may now fail
+            unit.max_latency_ms = call.latency_ms  # a latency bar may now fail
+        if unit.decider is not None:
+            self.postings.settle(unit)  # its cost moved: its cost bucket may too
 
     # -- outcomes -------------------------------------------------------------------
     def _apply_outcome(self, outcome: Outcome, index: int, source: Source, now_ms: int,
@@ -337,6 +341,7 @@ class PartitionEngine:
             unit.team, unit.workflow = team, workflow
             unit.user = _intern(outcome.user or "")
             unit.customer = _intern(outcome.customer or "")
+            unit.extra_dims = self.postings.promoted(outcome)
         unit.events += 1
         value = None
         if outcome.value is not None:
@@ -354,6 +359,7 @@ class PartitionEngine:
             self._apply_verdict(unit, outcome, t_ms, h, rate, team, workflow, human)
         else:
             self.postings.outcome(t_ms, team, workflow, value or 0, human,
+                                  self.postings.event_dimensions(outcome),
                                   outcome.human_review_minutes > 0)
             assert outcome.status is not None  # only a verdict has none
             decider = Decider(1 if outcome.is_final else 0, t_ms, h, outcome.status,
@@ -362,6 +368,9 @@ class PartitionEngine:
             if decider.outranks(unit.decider):
                 unit.decider = decider
                 unit.outcome_team, unit.outcome_workflow = team, workflow
+            stage = stage_of(outcome)
+            if stage > unit.stage:
+                unit.stage = stage
             self.postings.link(unit, t_ms)
             unit.outcomes += 1
             if outcome.is_final and not unit.mix_posted and unit.calls:
@@ -382,7 +391,9 @@ class PartitionEngine:
         not their arrival). It decides nothing by itself and links no spend; its review
         cost counts. ``settle`` then books what it changes."""
         assert outcome.verdict is not None
-        self.postings.review(t_ms, team, workflow, human, outcome.human_review_minutes > 0)
+        self.postings.review(t_ms, team, workflow, human,
+                             self.postings.event_dimensions(outcome),
+                             outcome.human_review_minutes > 0)
         at_risk = (convert(to_atto(outcome.value_at_risk), rate)
                    if outcome.value_at_risk is not None else None)
         verdict = Verdict(t_ms, h, outcome.verdict, at_risk)
@@ -428,6 +439,9 @@ class PartitionEngine:
             unit.team, unit.workflow = team, workflow
             unit.user = _intern(item.user or "")
             unit.customer = _intern(item.customer or "")
+            unit.extra_dims = self.postings.promoted(item)
+            if unit.decider is not None:
+                self.postings.settle(unit)  # the decision moves to the unit's new dimensions
         unit.events += 1
         unit.cost_items += 1
         unit.other_cost += amount
@@ -624,6 +638,9 @@ class PartitionEngine:
         what, observed, limit = breaches[0]
         subject = {"work_unit_id": unit.unit_id, "team": unit.team, "workflow": unit.workflow,
                    "agent": unit.agent}
+        for name, value in (("user", unit.user), ("customer", unit.customer)):
+            if value:  # alerts route by who the looping work serves
+                subject[name] = value
         out.alerts.append(Alert(
             alert_id=f"runaway_work_unit:{unit.unit_id}", kind="runaway_work_unit",
             status="firing", severity="critical", subject=subject, observed=Decimal(observed),
@@ -704,6 +721,8 @@ class PartitionEngine:
         unit.computed += computed_atto or 0
         self.postings.price(unit, call, _intern(call.team), _intern(call.workflow),
                             _intern(call.model), cost_atto, unpriced)
+        if unit.decider is not None:
+            self.postings.settle(unit)
 
     # -- attributions -------------------------------------------------------------------
     def _emit_attributions(self, touched: dict[str, UnitState], out: Outputs) -> None:

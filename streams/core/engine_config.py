@@ -34,6 +34,12 @@ class EngineSettings(BaseModel):
     runaway_max_cost: Decimal = Field(Decimal(25), gt=0)
     workflows: tuple[WorkflowRule, ...] = Field(
         (), description="Each workflow's owner, success bar and business case")
+    dimensions: tuple[str, ...] = Field(
+        (), max_length=5, description="Up to five `attributes` keys promoted to dimensions "
+                                      "(besides `user` and `customer`)")
+    dimension_cap: int = Field(
+        500, ge=1, description="Distinct values per dimension with rows of their own; the "
+                               "rest are summed in `__other__`")
 
 
 class EngineConfig(EngineSettings):
@@ -56,6 +62,13 @@ class EngineConfig(EngineSettings):
             raise ConfigurationError("window sizes must be whole minutes", sizes=sizes)
         if any(s % sizes[0] for s in sizes):
             raise ConfigurationError("every window size must be a multiple of the smallest")
+        for name in self.dimensions:
+            if not name.isidentifier() or name in ("user", "customer"):
+                raise ConfigurationError(
+                    "a dimension is an attributes key made of letters, digits and _ "
+                    "(user and customer are dimensions already)", dimension=name)
+        if len(set(self.dimensions)) != len(self.dimensions):
+            raise ConfigurationError("dimensions must be distinct", dimensions=self.dimensions)
         if self.horizon_seconds < self.deadline_seconds + self.retention_seconds:
             raise ConfigurationError(
                 "the horizon must be at least the deadline plus the retention: a unit's "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
-from schemas.events import CostItem, ModelCall
+from schemas.events import CostItem, ModelCall, Outcome
 from streams.core import cells as cf
 from streams.core.unit import SPEND_COST, Booking, UnitState
 from streams.core.windows import WindowBook
@@ -29,13 +29,55 @@ class Postings:
     """The bookings of one partition's units into its window book."""
 
     def __init__(self, book: WindowBook, deadline_ms: int,
-                 workflows: Callable[[], WorkflowRegistry] | None = None) -> None:
+                 workflows: Callable[[], WorkflowRegistry] | None = None,
+                 dimensions: tuple[str, ...] = ()) -> None:
         self.book = book
+        self.dimensions = dimensions  # the TOKENYIELD_DIMENSIONS attributes keys
         self.sizes_ms = book.sizes_ms
         self.base_ms = book.sizes_ms[0]
         self.deadline_ms = deadline_ms
         registry = WorkflowRegistry()
         self.workflows = workflows or (lambda: registry)
+
+    # -- dimensions -----------------------------------------------------------------
+    def event_dimensions(self, event: ModelCall | Outcome | CostItem) -> tuple[str, ...]:
+        """The dimension series an event books into: its own user, customer and
+        promoted attributes (those it names)."""
+        if not (event.user or event.customer or self.dimensions):
+            return ()
+        found = []
+        if event.user:
+            found.append(cf.dimension_series("user", event.user))
+        if event.customer:
+            found.append(cf.dimension_series("customer", event.customer))
+        attributes = getattr(event, "attributes", None) or {}  # outcomes have none
+        for key in self.dimensions:
+            value = attributes.get(key)
+            if value is not None and value != "":
+                found.append(cf.dimension_series(key, str(value)))
+        return tuple(found)
+
+    def promoted(self, event: ModelCall | Outcome | CostItem) -> tuple[str, ...]:
+        """The event's values of the promoted attributes ("" where it names none), kept
+        as the unit's when the event sets its dimensions."""
+        if not self.dimensions:
+            return ()
+        attributes = getattr(event, "attributes", None) or {}
+        values = (attributes.get(key) for key in self.dimensions)
+        return tuple("" if v is None else str(v) for v in values)
+
+    def unit_dimensions(self, unit: UnitState) -> tuple[str, ...]:
+        """The dimension series a unit's decision books into (the unit's dimensions, from
+        its earliest call: an order on the events, not on their arrival)."""
+        found = []
+        if unit.user:
+            found.append(cf.dimension_series("user", unit.user))
+        if unit.customer:
+            found.append(cf.dimension_series("customer", unit.customer))
+        for key, value in zip(self.dimensions, unit.extra_dims, strict=False):
+            if value:
+                found.append(cf.dimension_series(key, value))
+        return tuple(found)
 
     # -- calls ----------------------------------------------------------------------
     def call(self, unit: UnitState, call: ModelCall, t_ms: int, team: str, workflow: str,
@@ -82,6 +124,15 @@ class Postings:
                 a[cf.SPEND] += cost_atto or 0
                 if retry:
                     a[cf.RETRIES] += 1
+        for series in self.event_dimensions(call):
+            for v in book.cells_at(t_ms, team, workflow, series):
+                v[cf.CALLS] += 1
+                v[cf.INPUT] += call.input_tokens
+                v[cf.OUTPUT] += call.output_tokens
+                if cost_atto is None:
+                    v[cf.UNPRICED] += 1
+                else:
+                    v[cf.SPEND] += cost_atto
         if entry is None:
             unit.spend.append([base, team, workflow, model, cost_atto or 0])
         elif cost_atto:
@@ -100,6 +151,11 @@ class Postings:
             v[cf.SPEND] += cost_atto
         if call.agent:
             self.book.post(t_ms, team, workflow, cf.AGENT + call.agent, cf.SPEND, cost_atto)
+        for series in self.event_dimensions(call):
+            for v in self.book.cells_at(t_ms, team, workflow, series):
+                if unpriced:
+                    v[cf.UNPRICED] -= 1
+                v[cf.SPEND] += cost_atto
         base = t_ms - t_ms % self.base_ms
         entry = unit.spend_entry(base, team, workflow, model)
         if entry is not None:
@@ -123,20 +179,25 @@ class Postings:
 
     # -- outcomes ------------------------------------------------------------------------
     def outcome(self, t_ms: int, team: str, workflow: str, value: int, human: int,
-                reviewed: bool = False) -> None:
-        for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
-            v[cf.OUTCOMES] += 1
-            v[cf.VALUE] += value
-            v[cf.HUMAN] += human
-            if reviewed:
+                dimensions: tuple[str, ...] = (), reviewed: bool = False) -> None:
+        for series in (cf.TOTAL, *dimensions):
+            for v in self.book.cells_at(t_ms, team, workflow, series):
+                v[cf.OUTCOMES] += 1
+                v[cf.VALUE] += value
+                v[cf.HUMAN] += human
+        if reviewed:  # the intervention counts: total rows only
+            for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
                 v[cf.REVIEWED] += 1
 
     def review(self, t_ms: int, team: str, workflow: str, human: int,
-               reviewed: bool = False) -> None:
-        """A verdict: its review cost, and the verdict counted apart (it is not an
-        outcome: it counts in no outcome figure)."""
+               dimensions: tuple[str, ...] = (), reviewed: bool = False) -> None:
+        """A verdict: its review cost, and the verdict counted apart on the total rows
+        (it is not an outcome: it counts in no outcome figure)."""
+        if human:
+            for series in (cf.TOTAL, *dimensions):
+                for v in self.book.cells_at(t_ms, team, workflow, series):
+                    v[cf.HUMAN] += human
         for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
-            v[cf.HUMAN] += human
             v[cf.VERDICTS] += 1
             if reviewed:
                 v[cf.REVIEWED] += 1
@@ -146,9 +207,10 @@ class Postings:
         """A cost item, in its own window under its own team and workflow: a unit's
         (``other_cost``) or a shared one (``shared_cost``)."""
         field = cf.SHARED_COST if item.is_shared else cf.OTHER_COST
-        for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
-            v[field] += amount
-            v[cf.COST_ITEMS] += 1
+        for series in (cf.TOTAL, *self.event_dimensions(item)):
+            for v in self.book.cells_at(t_ms, team, workflow, series):
+                v[field] += amount
+                v[cf.COST_ITEMS] += 1
 
     def judgement(self, unit: UnitState) -> Judgement | None:
         """The decided unit's standing under its workflow's rule (None: undecided)."""
@@ -179,7 +241,8 @@ class Postings:
             if strategic is not None and confidence is not None else 0,
             int(strategic is not None and confidence is not None),
         )
-        return (decider.occurred_ms, unit.outcome_team, unit.outcome_workflow, figures)
+        return (decider.occurred_ms, unit.outcome_team, unit.outcome_workflow, figures,
+                self.unit_dimensions(unit), unit.cost + unit.human_cost + unit.other_cost)
 
     def settle(self, unit: UnitState) -> None:
         """Keep the decision's booking equal to what the unit's state books now: take
@@ -198,11 +261,18 @@ class Postings:
         unit.booked = new
 
     def _book_decision(self, booking: Booking, sign: int) -> None:
-        at_ms, team, workflow, figures = booking
-        for v in self.book.cells_at(at_ms, team, workflow, cf.TOTAL):
-            for field, amount in zip(cf.DECISION_FIELDS, figures, strict=True):
-                if amount:
-                    v[field] += sign * amount
+        at_ms, team, workflow, figures, dimensions, cost = booking
+        for series in (cf.TOTAL, *dimensions):
+            for v in self.book.cells_at(at_ms, team, workflow, series):
+                for field, amount in zip(cf.DECISION_FIELDS, figures, strict=True):
+                    if amount:
+                        v[field] += sign * amount
+        if cost >= 0:  # -1: booked before cost buckets existed (a state of format 3)
+            h = self.book.cell((cf.DAY_MS, at_ms - at_ms % cf.DAY_MS, team, workflow,
+                                cf.histogram_series(cf.cost_bucket(cost))))
+            h[cf.DECIDED] += sign
+            h[cf.ACCEPTED] += sign * figures[1]
+            h[cf.SPEND] += sign * cost
 
     def mix(self, unit: UnitState, t_ms: int, accepted: bool) -> None:
         # Once per unit, for the model-mismatch detector: which primary model served

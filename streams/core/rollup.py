@@ -37,6 +37,7 @@ from streams.core.windows import Outbox
 
 RowKey = CellKey
 MIX_KEEP_MS = 2 * 3_600_000  # model-mix cells kept this long after their hour ends
+HISTOGRAM_KEEP_MS = 8 * cf.DAY_MS  # cost histograms: a week of days, and today
 
 
 def _dt(ms: int) -> datetime:
@@ -55,6 +56,22 @@ class ModelMix:
     cost: Decimal
 
 
+@dataclass(frozen=True, slots=True)
+class CostBucket:
+    """Decided units of one workflow whose deciding outcome fell on one UTC day, in one
+    bucket of fully loaded cost (``cells.bucket_bounds``): how many, how many accepted,
+    and what they cost together. Exact: each unit is in one bucket, moved when its cost
+    or its decision changes."""
+
+    day: datetime
+    team: str
+    workflow: str
+    bucket: int
+    units: int
+    accepted: int
+    cost: Decimal
+
+
 def _micros(value: int) -> Decimal:
     return Decimal(value).scaleb(-6) if value else Decimal(0)
 
@@ -62,6 +79,8 @@ def _micros(value: int) -> Decimal:
 def window_id(key: RowKey, correction: str = "") -> str:
     size, start, team, workflow, series = key
     scope, name = cf.scope_of(series)
+    if scope == "dimension":
+        name = "=".join(cf.dimension_of(series))
     base = f"{size // 1000}:{start}:{team}:{workflow}:{scope}:{name}"
     return f"{base}#{correction}" if correction else base
 
@@ -75,7 +94,8 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
     loaded = v[cf.SPEND] + v[cf.HUMAN] + v[cf.OTHER_COST] + v[cf.SHARED_COST]
     resolved = v[cf.LINKED] + v[cf.UNLINKED]
     ratios = not correction
-    is_total = scope == "total" and ratios
+    is_total = scope in ("total", "dimension") and ratios
+    dimension, dimension_value = cf.dimension_of(series) if scope == "dimension" else ("", "")
     return CostPerOutcomeWindow(
         window_id=window_id(key, correction),
         window_start=_dt(start),
@@ -83,9 +103,13 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         window_seconds=size // 1000,
         team=team,
         workflow=workflow,
-        model=name if scope == "model" else ALL_MODELS,
+        # Dimension rows name no model: a query picking totals the old way (model '*',
+        # no agent) never counts them twice.
+        model=name if scope == "model" else "" if scope == "dimension" else ALL_MODELS,
         agent=name if scope == "agent" else "",
         scope=scope,
+        dimension=dimension,
+        dimension_value=dimension_value,
         correction=correction,
         revision=revision,
         final=final,
@@ -167,8 +191,14 @@ def totals_of(cells: dict[CellKey, list[int]]) -> dict[RowKey, list[int]]:
 class WindowRollup:
     """Adds partition outboxes into global window rows and decides when rows are final."""
 
-    def __init__(self, currency: str, idle_seconds: float = 30.0, partitions: int = 1) -> None:
+    def __init__(self, currency: str, idle_seconds: float = 30.0, partitions: int = 1,
+                 dimension_cap: int = 500) -> None:
         self.currency = currency
+        # The values of each dimension with rows of their own, in the order they came
+        # (sticky: a value once admitted keeps its rows, corrections included); values
+        # beyond the cap go to __other__, so a dimension's rows always add up.
+        self.dimension_cap = dimension_cap
+        self.dimension_values: dict[str, set[str]] = {}
         self.idle_ms = int(idle_seconds * 1000)
         self.partitions = partitions
         self.first_seen_ms: int | None = None  # time of the first message applied
@@ -182,6 +212,7 @@ class WindowRollup:
         self.revisions: dict[RowKey, int] = {}
         self.dirty: set[RowKey] = set()
         self.mix_cells: dict[CellKey, list[int]] = {}
+        self.histogram_cells: dict[CellKey, list[int]] = {}
         self.ready: list[CostPerOutcomeWindow] = []  # final and correction rows to emit
         self.duplicates = 0
 
@@ -204,8 +235,14 @@ class WindowRollup:
             size, start, _, _, series = key
             if series.startswith(cf.MIX):
                 cf.add_into(self.mix_cells.setdefault(key, cf.zero()), values)
-            elif start + size <= self.finalized_ms:
-                late[key] = values
+                continue
+            if series.startswith(cf.HISTOGRAM):
+                cf.add_into(self.histogram_cells.setdefault(key, cf.zero()), values)
+                continue
+            if series.startswith(cf.DIMENSION):
+                key = self._capped(key)  # several values may share __other__: add up
+            if start + size <= self.finalized_ms:
+                cf.add_into(late.setdefault(key, cf.zero()), values)
             else:
                 self._add(key, values)
         if late:
@@ -214,6 +251,16 @@ class WindowRollup:
                 self.ready.append(window_row(key, values, 1, True, self.currency, correction))
         self.close(now_ms)
         return True
+
+    def _capped(self, key: CellKey) -> CellKey:
+        dimension, value = cf.dimension_of(key[4])
+        admitted = self.dimension_values.setdefault(dimension, set())
+        if value in admitted:
+            return key
+        if len(admitted) < self.dimension_cap:
+            admitted.add(value)
+            return key
+        return (key[0], key[1], key[2], key[3], cf.dimension_series(dimension, cf.OTHER_VALUE))
 
     def _add(self, key: CellKey, values: list[int]) -> None:
         cell = self.cells.get(key)
@@ -260,6 +307,9 @@ class WindowRollup:
         newest = max(self.clocks.values(), default=0)
         for key in [k for k in self.mix_cells if k[1] + k[0] + MIX_KEEP_MS <= newest]:
             del self.mix_cells[key]
+        for key in [k for k in self.histogram_cells
+                    if k[1] + k[0] + HISTOGRAM_KEEP_MS <= newest]:
+            del self.histogram_cells[key]
 
     def _running_revision(self, key: RowKey) -> int:
         revision = self.revisions[key] = self.revisions.get(key, 0) + 1
@@ -299,18 +349,31 @@ class WindowRollup:
                                   v[cf.ACCEPTED], from_atto(v[cf.SPEND])))
         return sorted(found, key=lambda m: (m.window_start, m.task_type, m.model))
 
+    def histograms(self) -> list[CostBucket]:
+        """Cost histograms of the recent days, for the spend-plateau detector."""
+        found = []
+        for key, v in self.histogram_cells.items():
+            _size, start, team, workflow, series = key
+            if v[cf.DECIDED]:
+                found.append(CostBucket(_dt(start), team, workflow,
+                                        int(series[len(cf.HISTOGRAM):]), v[cf.DECIDED],
+                                        v[cf.ACCEPTED], from_atto(v[cf.SPEND])))
+        return sorted(found, key=lambda b: (b.day, b.team, b.workflow, b.bucket))
+
     # -- persistence --------------------------------------------------------------------
     def dump(self) -> bytes:
         """The state (call after ``take_ready``: rows not taken are not saved)."""
         return orjson.dumps({
             "cells": [[*k, [str(x) for x in v]] for k, v in self.cells.items()],
             "mix": [[*k, [str(x) for x in v]] for k, v in self.mix_cells.items()],
+            "histograms": [[*k, [str(x) for x in v]] for k, v in self.histogram_cells.items()],
             "finalized_ms": self.finalized_ms,
             "first_seen_ms": self.first_seen_ms,
             "clocks": {str(p): c for p, c in self.clocks.items()},
             "moved_at": {str(p): c for p, c in self.clock_moved_at.items()},
             "applied": {str(p): list(a) for p, a in self.applied.items()},
             "revisions": [[*k, r] for k, r in self.revisions.items()],
+            "dimension_values": {d: sorted(v) for d, v in self.dimension_values.items()},
         })
 
     def load(self, data: bytes) -> None:
@@ -320,10 +383,15 @@ class WindowRollup:
         for item in decoded["mix"]:
             self.mix_cells[(item[0], item[1], item[2], item[3], item[4])] = \
                 [int(x) for x in item[5]]
+        for item in decoded.get("histograms", []):
+            self.histogram_cells[(item[0], item[1], item[2], item[3], item[4])] = \
+                [int(x) for x in item[5]]
         self.finalized_ms = decoded["finalized_ms"]
         self.first_seen_ms = decoded["first_seen_ms"]
         self.clocks = {int(p): c for p, c in decoded["clocks"].items()}
         self.clock_moved_at = {int(p): c for p, c in decoded["moved_at"].items()}
         self.applied = {int(p): (a[0], int(a[1])) for p, a in decoded["applied"].items()}
         self.revisions = {(i[0], i[1], i[2], i[3], i[4]): i[5] for i in decoded["revisions"]}
+        self.dimension_values = {d: set(v) for d, v in
+                                 decoded.get("dimension_values", {}).items()}
         self.dirty = set()

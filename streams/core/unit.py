@@ -58,7 +58,9 @@ class Verdict(NamedTuple):
 # What a decided unit booked in its deciding outcome's window: where (time, team,
 # workflow) and the figures of cells.DECISION_FIELDS. Kept so the next settlement takes
 # back exactly what was booked, whatever changed since (a rule, a verdict).
-Booking = tuple[int, str, str, tuple[int, ...]]
+# ... and the dimension series it booked into, and the unit's fully loaded cost (atto)
+# that put it in its cost bucket (cells.HISTOGRAM).
+Booking = tuple[int, str, str, tuple[int, ...], tuple[str, ...], int]
 
 
 # Which event sets a unit's dimensions: the least (kind rank, occurred_ms, event hash);
@@ -118,6 +120,7 @@ class UnitState:
         "seen",
         "service",
         "spend",
+        "stage",
         "system_tokens",
         "task_type",
         "team",
@@ -171,6 +174,7 @@ class UnitState:
         self.verdict: Verdict | None = None
         self.user = self.customer = ""
         self.extra_dims: tuple[str, ...] = ()  # the TOKENYIELD_DIMENSIONS attributes' values
+        self.stage = 0  # furthest stage of its outcomes: 0 none, 1.. schemas.events.STAGES
         self.booked: Booking | None = None
 
     # -- derived ------------------------------------------------------------------
@@ -249,16 +253,18 @@ class UnitState:
             verdict = [v_at - t0, position[v_hash], ref(v_text), _money(v_risk)]
         booked = None
         if self.booked is not None:
-            b_at, b_team, b_workflow, figures = self.booked
+            b_at, b_team, b_workflow, figures, b_dims, b_cost = self.booked
             booked = [b_at - t0, ref(b_team), ref(b_workflow),
-                      [_money(x) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)]]
+                      [_money(x) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)],
+                      [ref(x) for x in b_dims], _money(b_cost)]
         added = None
         if (self.cost_items or self.max_latency_ms or verdict or booked or self.user
-                or self.customer or self.extra_dims):
+                or self.customer or self.extra_dims or self.stage):
             added = [_money(self.other_cost),
                      [[ref(k), _money(v)] for k, v in self.other_by_kind.items()],
                      self.cost_items, self.max_latency_ms, verdict, ref(self.user),
-                     ref(self.customer), [ref(x) for x in self.extra_dims], booked]
+                     ref(self.customer), [ref(x) for x in self.extra_dims], booked,
+                     self.stage]
         return ormsgpack.packb([
             FORMAT, int(self.bucket) | int(self.emitted) << 1
             | int(self.runaway_alerted) << 2 | int(self.mix_posted) << 3,
@@ -320,7 +326,8 @@ class UnitState:
         unit.unpriced_calls = unpriced_calls or []
         if added is not None:
             (other, by_kind, unit.cost_items, unit.max_latency_ms, verdict, user, customer,
-             extra, booked) = added
+             extra, booked) = added[:9]
+            unit.stage = added[9] if len(added) > 9 else 0
             unit.other_cost = _atto(other) or 0
             unit.other_by_kind = {text(k): _atto(v) or 0 for k, v in by_kind}
             unit.user, unit.customer = text(user), text(customer)
@@ -331,13 +338,14 @@ class UnitState:
             if booked is not None:
                 unit.booked = (t0 + booked[0], text(booked[1]), text(booked[2]), tuple(
                     (_atto(x) or 0) if i in _BOOKED_MONEY else x
-                    for i, x in enumerate(booked[3])))
+                    for i, x in enumerate(booked[3])), tuple(text(x) for x in booked[4]),
+                    _atto(booked[5]) or 0)
         elif version == PREVIOUS_FORMAT and unit.decider is not None and not unit.bucket:
             # Saved before settlements were kept: what the old rule booked (decided, and
             # accepted by the status alone).
             accepted = int(unit.decider.status in ACCEPTING_STATUSES)
             unit.booked = (unit.decider.occurred_ms, unit.outcome_team, unit.outcome_workflow,
-                           (1, accepted) + (0,) * (len(BOOKED_FIELDS) - 2))
+                           (1, accepted) + (0,) * (len(BOOKED_FIELDS) - 2), (), -1)
         return unit
 
 

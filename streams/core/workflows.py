@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.events import ACCEPTING_STATUSES, OutcomeStatus
+from schemas.events import ACCEPTING_STATUSES, STAGES, Outcome, OutcomeStatus
 
 DEFAULT_SUCCESS: tuple[OutcomeStatus, ...] = ("accepted", "resolved", "completed")
 
@@ -109,3 +109,13 @@ def judge(rule: WorkflowRule | None, status: str | None, quality_score: float | 
                and max_latency_ms > rule.max_latency_ms)
     return Judgement(not (quality or latency or overturned), quality_failed=quality,
                      latency_failed=latency, integrity_failed=overturned)
+
+
+def stage_of(outcome: Outcome) -> int:
+    """How far down the conversion chain an outcome says the work went: 1 to 4 for
+    ``schemas.events.STAGES`` (its ``stage``, or ``output_accepted`` for a success
+    status by the default statuses), 0 for none. A unit's stage is the furthest of its
+    outcomes' (a maximum: the order of the events does not matter)."""
+    if outcome.stage is not None:
+        return STAGES.index(outcome.stage) + 1
+    return 1 if outcome.status in ACCEPTING_STATUSES else 0

@@ -67,15 +67,17 @@ class BudgetBook:
 
     def retire_others(self, stored: list[tuple[object, ...]]) -> list[BudgetRow]:
         """Rows making a table holding ``stored`` (team, workflow, period, amount,
-        soft_share) hold exactly the rules in force: those, and the rest deleted."""
+        soft_share, dimension, value) hold exactly the rules in force: those, and the
+        rest deleted."""
         now = datetime.now(UTC)
         rules = self.rules()
         keep = {rule_id(r) for r in rules}
         rows: list[BudgetRow] = [(rule, now, 0) for rule in rules]
-        for team, workflow, period, amount, soft_share in stored:
+        for team, workflow, period, amount, soft_share, dimension, value in stored:
             old = BudgetRule.model_validate({"team": team, "workflow": workflow,
                                              "period": period, "amount": amount,
-                                             "soft_share": soft_share})
+                                             "soft_share": soft_share,
+                                             "dimension": dimension, "value": value})
             if rule_id(old) not in keep:
                 rows.append((old, now, 1))
         return rows

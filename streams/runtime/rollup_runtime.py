@@ -32,15 +32,16 @@ CHUNK_BYTES = 512 * 1024
 class RollupRuntime:
     def __init__(self, sink: Sink, alerts: AlertEngine, *, currency: str,
                  idle_seconds: float, interval_seconds: float, topic: str,
-                 partitions: int = 1) -> None:
+                 partitions: int = 1, dimension_cap: int = 500) -> None:
         self.sink = sink
+        self.dimension_cap = dimension_cap
         self.alerts = alerts
         self.currency = currency
         self.idle_seconds = idle_seconds
         self.interval = interval_seconds
         self.topic = topic
         self.partitions = partitions
-        self.rollup = WindowRollup(currency, idle_seconds, partitions)
+        self.rollup = WindowRollup(currency, idle_seconds, partitions, dimension_cap)
         self.now_ms = 0  # the time stamp of the last message applied
         self.restored = False
         self.applied_offset = -1
@@ -116,7 +117,8 @@ class RollupRuntime:
         now = self.now_ms
         running = self.rollup.updates()
         finals = self.rollup.take_ready()
-        alerts = self.alerts.observe(running, finals, self.rollup.mix(), now)
+        alerts = self.alerts.observe(running, finals, self.rollup.mix(), now,
+                                     self.rollup.histograms())
         await emit(running + finals, alerts)
         await flush_producer()
         batch = Outputs(windows=running + finals, alerts=alerts)

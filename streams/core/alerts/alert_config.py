@@ -11,19 +11,33 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class BudgetRule(BaseModel):
-    """Spend allowed to a team (or one of its workflows) per day or month."""
+    """Spend allowed per day or month to a team (or one of its workflows), or to one
+    value of a dimension (``{"dimension": "customer", "value": "acme", ...}``, across
+    teams unless ``team`` narrows it)."""
 
     model_config = ConfigDict(frozen=True)
 
-    team: str
+    team: str = ""
     workflow: str = ""
+    dimension: str = Field("", description="user, customer or a TOKENYIELD_DIMENSIONS key")
+    value: str = ""
     period: Literal["daily", "monthly"]
     amount: Decimal = Field(gt=0)
     soft_share: Decimal = Field(Decimal("0.8"), gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetRule:
+        if bool(self.dimension) != bool(self.value):
+            raise ValueError("a dimension budget needs both dimension and value")
+        if not self.team and not self.dimension:
+            raise ValueError("a budget needs a team, or a dimension and a value")
+        if self.workflow and not self.team:
+            raise ValueError("a workflow budget needs its team")
+        return self
 
 
 #: A row of the ``budgets`` table: the rule, when it changed, and 1 when it was retired.

@@ -23,7 +23,7 @@ from streams.core.alerts.lifecycle import EpisodeBook
 from streams.core.alerts.mismatch import HOUR_MS, MismatchDetector
 from streams.core.alerts.spikes import SPIKE_KINDS, SpikeDetector, spike_figures
 from streams.core.alerts.waste import WASTE_KINDS, WasteDetector
-from streams.core.rollup import ModelMix
+from streams.core.rollup import CostBucket, ModelMix
 
 STATE_VERSION = 1
 
@@ -56,7 +56,8 @@ class AlertEngine:
         self.budgets.set_rules(rules)
 
     def observe(self, running: list[CostPerOutcomeWindow], finals: list[CostPerOutcomeWindow],
-                mix: list[ModelMix], now_ms: int) -> list[Alert]:
+                mix: list[ModelMix], now_ms: int,
+                histograms: list[CostBucket] | None = None) -> list[Alert]:
         """One rollup checkpoint. ``now_ms`` (wall time) is not used: decisions follow
         the rows' event time, so a replay decides the same."""
         self.mismatch.update(mix)

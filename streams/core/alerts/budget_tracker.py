@@ -49,16 +49,42 @@ def period_label(period: Period, start_ms: int) -> str:
 
 def rule_id(rule: BudgetRule) -> str:
     workflow = f"/workflow={rule.workflow}" if rule.workflow else ""
-    return f"team={rule.team}{workflow}/period={rule.period}"
+    team = f"team={rule.team}{workflow}" if rule.team else ""
+    if rule.dimension:
+        target = f"{rule.dimension}={rule.value}"
+        return f"{target}/{team}/period={rule.period}" if team else \
+            f"{target}/period={rule.period}"
+    return f"{team}/period={rule.period}"
 
 
 def rule_subject(rule: BudgetRule) -> dict[str, str]:
-    workflow = {"workflow": rule.workflow} if rule.workflow else {}
-    return {"team": rule.team, **workflow, "period": rule.period}
+    subject = {"team": rule.team} if rule.team else {}
+    if rule.workflow:
+        subject["workflow"] = rule.workflow
+    if rule.dimension:
+        subject[rule.dimension] = rule.value
+    return {**subject, "period": rule.period}
 
 
 def rule_owner(rule: BudgetRule) -> str:
-    return f"{rule.team}/{rule.workflow}" if rule.workflow else rule.team
+    team = f"{rule.team}/{rule.workflow}" if rule.workflow else rule.team
+    if rule.dimension:
+        target = f"{rule.dimension} {rule.value}"
+        return f"{target} ({team})" if team else target
+    return team
+
+
+#: Whose spend a window row is: (team, workflow, dimension, value); dimension "" for the
+#: total rows of a team and workflow.
+Series = tuple[str, str, str, str]
+
+
+def covers(rule: BudgetRule, series: Series) -> bool:
+    team, workflow, dimension, value = series
+    if rule.dimension != dimension or rule.value != value:
+        return False
+    return rule.team in ("", team) if not rule.workflow else \
+        (rule.team == team and rule.workflow == workflow)
 
 
 class BudgetTracker:
@@ -70,15 +96,16 @@ class BudgetTracker:
         self.clock_ms = 0  # the latest window end seen
         # Latest (revision, spend) of each recent window, by series (team, workflow) and
         # window start.
-        self.windows: dict[tuple[str, str], dict[int, tuple[int, Decimal]]] = {}
-        self.totals: dict[tuple[str, str, Period, int], Decimal] = {}  # team, wf, period, start
+        self.windows: dict[Series, dict[int, tuple[int, Decimal]]] = {}
+        self.totals: dict[tuple[Series, Period, int], Decimal] = {}  # series, period, start
         self.fired: dict[tuple[str, int], dict[str, bool]] = {}  # rule, start -> kind: emitted
 
     def set_rules(self, rules: tuple[BudgetRule, ...]) -> None:
         """Replace the rules (a budget changed on the ``budgets`` topic). Spend already
         tracked is kept; a team new to the rules is counted from now on."""
         self.rules = {rule_id(r): r for r in rules}
-        self.teams = {r.team for r in rules}
+        self.teams = {r.team for r in rules if not r.dimension}
+        self.targets = {(r.dimension, r.value) for r in rules if r.dimension}
 
     def observe(self, rows: list[CostPerOutcomeWindow]) -> list[Alert]:
         """Rows in arrival order (running before final): the latest revision wins."""
@@ -86,8 +113,14 @@ class BudgetTracker:
             return []
         touched: set[tuple[str, int]] = set()
         for row in rows:
-            if (row.scope != "total" or row.team not in self.teams
-                    or row.window_seconds * 1000 != self.size_ms):
+            if row.window_seconds * 1000 != self.size_ms:
+                continue
+            if row.scope == "total" and row.team in self.teams:
+                key: Series = (row.team, row.workflow, "", "")
+            elif row.scope == "dimension" and (row.dimension, row.dimension_value) \
+                    in self.targets:
+                key = (row.team, row.workflow, row.dimension, row.dimension_value)
+            else:
                 continue
             start = int(row.window_start.timestamp() * 1000)
             end = start + self.size_ms
@@ -95,7 +128,7 @@ class BudgetTracker:
             if row.correction:
                 delta = row.spend  # a correction adds to its window, whenever it comes
             else:
-                series = self.windows.setdefault((row.team, row.workflow), {})
+                series = self.windows.setdefault(key, {})
                 previous = series.get(start)
                 if previous is None and end < self.clock_ms - self.horizon_ms:
                     continue  # settled long ago: already counted
@@ -104,10 +137,10 @@ class BudgetTracker:
                 delta = row.spend - (previous[1] if previous else 0)
                 series[start] = (row.revision, row.spend)
             for period in PERIODS:
-                key = (row.team, row.workflow, period, period_bounds(period, start)[0])
-                self.totals[key] = self.totals.get(key, Decimal(0)) + delta
+                total = (key, period, period_bounds(period, start)[0])
+                self.totals[total] = self.totals.get(total, Decimal(0)) + delta
             for rid, rule in self.rules.items():
-                if rule.team == row.team and rule.workflow in ("", row.workflow):
+                if covers(rule, key):
                     touched.add((rid, period_bounds(rule.period, start)[0]))
         alerts = [a for rid, start in sorted(touched) for a in self._judge(rid, start)]
         alerts.extend(self._resolve_ended())
@@ -115,9 +148,9 @@ class BudgetTracker:
         return alerts
 
     def spent(self, rule: BudgetRule, start_ms: int) -> Decimal:
-        return sum((v for (team, workflow, period, start), v in self.totals.items()
-                    if team == rule.team and period == rule.period and start == start_ms
-                    and rule.workflow in ("", workflow)), Decimal(0))
+        return sum((v for (series, period, start), v in self.totals.items()
+                    if period == rule.period and start == start_ms and covers(rule, series)),
+                   Decimal(0))
 
     def _judge(self, rid: str, start_ms: int) -> list[Alert]:
         rule = self.rules[rid]
@@ -213,7 +246,7 @@ class BudgetTracker:
                 del series[start]
             if not series:
                 del self.windows[key]
-        for key in [k for k in self.totals if period_bounds(k[2], k[3])[1] < horizon]:
+        for key in [k for k in self.totals if period_bounds(k[1], k[2])[1] < horizon]:
             del self.totals[key]
         for key, state in list(self.fired.items()):
             rule = self.rules.get(key[0])
@@ -227,16 +260,23 @@ class BudgetTracker:
     # -- persistence ------------------------------------------------------------------------
     def dump(self) -> dict[str, Any]:
         return {"clock_ms": self.clock_ms,
-                "windows": [[team, workflow, [[start, rev, str(spend)]
-                                              for start, (rev, spend) in series.items()]]
-                            for (team, workflow), series in self.windows.items()],
-                "totals": [[t, w, p, s, str(v)] for (t, w, p, s), v in self.totals.items()],
+                "windows": [[*key, [[start, rev, str(spend)]
+                                    for start, (rev, spend) in series.items()]]
+                            for key, series in self.windows.items()],
+                "totals": [[*key, p, s, str(v)] for (key, p, s), v in self.totals.items()],
                 "fired": [[r, s, state] for (r, s), state in self.fired.items()]}
 
     def load(self, data: dict[str, Any]) -> None:
         self.clock_ms = int(data.get("clock_ms", 0))
-        self.windows = {(team, workflow): {int(start): (int(rev), Decimal(spend))
-                                           for start, rev, spend in series}
-                        for team, workflow, series in data.get("windows", [])}
-        self.totals = {(t, w, p, int(s)): Decimal(v) for t, w, p, s, v in data.get("totals", [])}
+        # State saved before dimension budgets named (team, workflow) only.
+        self.windows = {_series(item[:-1]): {int(start): (int(rev), Decimal(spend))
+                                             for start, rev, spend in item[-1]}
+                        for item in data.get("windows", [])}
+        self.totals = {(_series(item[:-3]), item[-3], int(item[-2])): Decimal(item[-1])
+                       for item in data.get("totals", [])}
         self.fired = {(r, int(s)): dict(state) for r, s, state in data.get("fired", [])}
+
+
+def _series(names: list[str]) -> Series:
+    team, workflow, dimension, value = (*names, "", "")[:4]
+    return (team, workflow, dimension, value)

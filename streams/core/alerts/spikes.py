@@ -40,8 +40,11 @@ from streams.core.alerts.figures import (
     times,
 )
 from streams.core.alerts.lifecycle import PairKey, Reading
+from streams.core.cells import OTHER_VALUE
 
 SPIKE_KINDS: tuple[AlertKind, AlertKind] = ("spend_spike", "token_spike")
+SPIKE_DIMENSIONS = ("user", "customer")
+
 
 
 @dataclass(slots=True)
@@ -56,7 +59,9 @@ class Figures:
 
 def spike_figures(rows: list[CostPerOutcomeWindow]) -> dict[str, Figures]:
     """Figures of every subject present in one window's rows: each workflow ("*" rows),
-    each team (their sum), each model row and each agent row."""
+    each team (their sum), each model row, each agent row, and each user and customer
+    (their rows summed over teams and workflows: one user's spike is theirs, wherever
+    it lands)."""
     found: dict[str, Figures] = {}
 
     def add(subject: SubjectDict, row: CostPerOutcomeWindow) -> None:
@@ -74,8 +79,10 @@ def spike_figures(rows: list[CostPerOutcomeWindow]) -> dict[str, Figures]:
         elif row.scope == "total":
             add({"team": row.team, "workflow": row.workflow}, row)
             add({"team": row.team}, row)
-        else:
+        elif row.scope == "model":
             add({"team": row.team, "workflow": row.workflow, "model": row.model}, row)
+        elif row.dimension in SPIKE_DIMENSIONS and row.dimension_value != OTHER_VALUE:
+            add({row.dimension: row.dimension_value}, row)
     return found
 
 
@@ -206,12 +213,15 @@ def suppress_covered(readings: list[Reading]) -> list[Reading]:
     listed in its details instead of alerting on their own, and its team's spike adds
     nothing. A team spike with no workflow spike (many workflows growing a little each)
     and a model or agent spike whose workflow total did not spike (a model switch, one
-    agent of many) still alert.
+    agent of many) still alert. A user's or customer's spike always alerts: it is about
+    who, not where.
     """
     workflows = {(r.kind, r.subject["team"], r.subject["workflow"]): r for r in readings
-                 if len(r.subject) == 2}
+                 if "workflow" in r.subject and len(r.subject) == 2}
     teams = {(kind, team) for kind, team, _ in workflows}
     for r in readings:
+        if "team" not in r.subject:
+            continue  # a user or customer across workflows: nothing covers it
         team, workflow = r.subject["team"], r.subject.get("workflow")
         if workflow is None:
             r.suppressed = (r.kind, team) in teams

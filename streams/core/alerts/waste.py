@@ -95,8 +95,8 @@ class WasteDetector:
         holding: set[PairKey] = set()
         span = (start_ms, start_ms + size_ms)
         for row in rows:
-            if row.scope == "agent":
-                continue
+            if row.scope not in ("total", "model"):
+                continue  # agents and dimension values: spikes judge them
             judged = self._workflow(row, span) if row.scope == "total" \
                 else self._model(row, span)
             for kind, key, verdict in judged:

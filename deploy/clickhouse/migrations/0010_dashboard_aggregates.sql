@@ -43,7 +43,7 @@ INSERT INTO {db}.cost_per_outcome_windows
      unattributed_spend)
 SELECT
     concat(toString(c.window_seconds), ':', toString(toUnixTimestamp64Milli(c.window_start)),
-           ':', c.team, ':', c.workflow, ':model:', c.model, '#migration:0007') AS window_id,
+           ':', c.team, ':', c.workflow, ':model:', c.model, '#migration:0010') AS window_id,
     c.window_start AS window_start,
     c.window_start + toIntervalSecond(c.window_seconds) AS window_end,
     c.window_seconds AS window_seconds,
@@ -52,7 +52,7 @@ SELECT
     'model' AS scope,
     c.model AS model,
     '' AS agent,
-    'migration:0007' AS correction,
+    'migration:0010' AS correction,
     1 AS revision,
     0 AS final,
     1 AS version,
@@ -95,7 +95,7 @@ INSERT INTO {db}.cost_per_outcome_windows
      unattributed_spend)
 SELECT
     concat(toString(m.window_seconds), ':', toString(toUnixTimestamp64Milli(m.window_start)),
-           ':', m.team, ':', m.workflow, ':total:#migration:0007') AS window_id,
+           ':', m.team, ':', m.workflow, ':total:#migration:0010') AS window_id,
     m.window_start AS window_start,
     any(m.window_end) AS window_end,
     m.window_seconds AS window_seconds,
@@ -104,7 +104,7 @@ SELECT
     'total' AS scope,
     '*' AS model,
     '' AS agent,
-    'migration:0007' AS correction,
+    'migration:0010' AS correction,
     1 AS revision,
     0 AS final,
     1 AS version,
@@ -112,7 +112,7 @@ SELECT
     sum(m.attributed_spend) AS attributed_spend,
     sum(m.unattributed_spend) AS unattributed_spend
 FROM {db}.cost_per_outcome_windows AS m
-WHERE m.correction = 'migration:0007' AND m.scope = 'model'
+WHERE m.correction = 'migration:0010' AND m.scope = 'model'
 GROUP BY m.window_seconds, m.window_start, m.team, m.workflow;
 
 -- The same for the reviews of windows written before: one correction row per total row
@@ -122,7 +122,7 @@ INSERT INTO {db}.cost_per_outcome_windows
      agent, correction, revision, final, version, currency, reviewed_outcomes, verdicts)
 SELECT
     concat(toString(r.window_seconds), ':', toString(toUnixTimestamp64Milli(r.window_start)),
-           ':', r.team, ':', r.workflow, ':total:#migration:0007:reviews') AS window_id,
+           ':', r.team, ':', r.workflow, ':total:#migration:0010:reviews') AS window_id,
     r.window_start AS window_start,
     r.window_start + toIntervalSecond(r.window_seconds) AS window_end,
     r.window_seconds AS window_seconds,
@@ -131,7 +131,7 @@ SELECT
     'total' AS scope,
     '*' AS model,
     '' AS agent,
-    'migration:0007:reviews' AS correction,
+    'migration:0010:reviews' AS correction,
     1 AS revision,
     0 AS final,
     1 AS version,
@@ -161,8 +161,8 @@ FROM
     HAVING reviewed != 0 OR verdict_events != 0
 ) AS r;
 
--- Every window's figures: its row plus its corrections, added up (as in 0006, with the
--- classes at the call).
+-- Every window's figures: its row plus its corrections, added up (as in 0008, with the
+-- classes at the call and the review counts).
 CREATE OR REPLACE VIEW {db}.v_window_totals AS
 SELECT
     w.window_seconds AS window_seconds,
@@ -173,6 +173,8 @@ SELECT
     w.scope AS scope,
     w.model AS model,
     w.agent AS agent,
+    w.dimension AS dimension,
+    w.dimension_value AS dimension_value,
     max(w.final) AS final,
     count() - 1 AS corrections,
     any(w.currency) AS currency,
@@ -216,7 +218,8 @@ SELECT
     sum(w.reviewed_outcomes) AS reviewed_outcomes,
     sum(w.verdicts) AS verdicts
 FROM {db}.cost_per_outcome_windows AS w FINAL
-GROUP BY window_seconds, window_start, team, workflow, scope, model, agent;
+GROUP BY window_seconds, window_start, team, workflow, scope, model, agent, dimension,
+         dimension_value;
 
 -- Coverage by the hour of each call, team and workflow: v_attribution_coverage's spend
 -- figures (that view is by day) from the hourly total rows. Needs 3600 among
