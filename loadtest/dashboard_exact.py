@@ -3,9 +3,12 @@ figures from the exact views (calls joined to their units' attributions at query
 
 ``tests/test_dashboard_aggregates.py`` checks that each panel equals its exact form on
 traffic with late events and replays; ``loadtest.dashboard_bench`` times both in the same
-run (the exact forms are the "before" of docs/BENCHMARKS.md). The only change from the
-panels of migration 0003 is the day's zone, spelled out (``toDateTime(day, 'UTC')``), so
-that the comparison does not depend on the server's zone.
+run (the exact forms are the "before" of docs/BENCHMARKS.md). Two changes from the panels
+of migration 0003: the day's zone is spelled out (``toDateTime(day, 'UTC')``), so that
+the comparison does not depend on the server's zone; and the agents' table reads
+``v_work_units`` (a pending unit with all its calls) instead of ``v_work_units_between``
+(a pending unit with its calls since the range's start), which is what units by their
+last event are.
 """
 
 from __future__ import annotations
@@ -46,4 +49,15 @@ FROM ${{db}}.v_acceptance_and_intervention
 WHERE $__timeFilter(hour) AND {_FILTERS.removeprefix("WHERE ")}
 GROUP BY time
 ORDER BY time""",
+    (16, 0): f"""SELECT
+  if(agent = '', '-', agent) AS agent_name,
+  count() AS units,
+  countIf(outcomes = 0) AS units_without_outcome,
+  toFloat64(sumIf(spend, outcomes = 0)) AS spend_without_outcome,
+  toFloat64(sumIf(spend, outcomes = 0)) / nullIf(toFloat64(sum(spend)), 0) AS share_without_outcome
+FROM ${{db}}.v_work_units
+WHERE last_event_at >= $__fromTime AND last_event_at <= $__toTime
+  AND {_FILTERS.removeprefix("WHERE ")}
+GROUP BY agent_name
+ORDER BY spend_without_outcome DESC""",
 }

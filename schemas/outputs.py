@@ -31,7 +31,7 @@ AlertKind = Literal[
     "cost_per_outcome_regression",
 ]
 AlertStatus = Literal["firing", "resolved"]
-WindowScope = Literal["total", "model", "agent", "dimension"]
+WindowScope = Literal["total", "model", "agent", "dimension", "unit"]
 Severity = Literal["info", "warning", "critical"]
 
 #: The ``model`` of a window row that totals all models and carries the outcome figures.
@@ -209,6 +209,10 @@ class CostPerOutcomeWindow(_Output):
     reviewed_outcomes: int = Field(0, description="Outcome events, verdicts included, with "
                                                   "human review minutes (total rows).")
     verdicts: int = Field(0, description="Verdict events (later reviews; not in outcomes).")
+    units_without_outcome: int = Field(
+        0, description="Unit rows: the units whose last event is in the window (work_units, "
+                       "spend) that have no outcome.")
+    spend_without_outcome: Decimal = Field(Decimal(0), description="... and their model spend.")
     quality_failed_units: int = Field(0, description="Decided units with a success status "
                                                      "but a quality score under the bar.")
     latency_failed_units: int = Field(0, description="... or a call over the latency bar.")

@@ -81,7 +81,12 @@ UNATTRIBUTED_AT_CALL = 35  # atto: ... whose unit passed its deadline without on
 # intervention panel reads (v_acceptance_and_intervention counts every outcome row).
 REVIEWED = 36  # outcome events (verdicts too) with human review minutes
 VERDICTS = 37  # verdict events (a later review; not in OUTCOMES)
-CELL_FIELDS = 38
+# Unit rows ("u:" + agent): each work unit once, in the window of its last event, under
+# its own team, workflow and agent (Postings.place); WORK_UNITS and SPEND count them and
+# their model spend there, and these the ones without an outcome.
+UNITS_WITHOUT_OUTCOME = 38
+SPEND_WITHOUT_OUTCOME = 39  # atto
+CELL_FIELDS = 40
 
 FIELD_NAMES = (
     "calls", "retries", "failed_calls", "input_tokens", "output_tokens",
@@ -92,10 +97,12 @@ FIELD_NAMES = (
     "quality_failed_units", "latency_failed_units", "integrity_failed_units",
     "accepted_value", "value_at_risk", "strategic_units", "strategic_score_micros",
     "strategic_confidence_micros", "strategic_confident_units", "attributed_spend",
-    "unattributed_spend", "reviewed_outcomes", "verdicts",
+    "unattributed_spend", "reviewed_outcomes", "verdicts", "units_without_outcome",
+    "spend_without_outcome",
 )
 MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN, OTHER_COST, SHARED_COST,
-                          ACCEPTED_VALUE, AT_RISK, ATTRIBUTED_AT_CALL, UNATTRIBUTED_AT_CALL})
+                          ACCEPTED_VALUE, AT_RISK, ATTRIBUTED_AT_CALL, UNATTRIBUTED_AT_CALL,
+                          SPEND_WITHOUT_OUTCOME})
 #: What a decided unit books in its deciding outcome's window (``Postings.settle``).
 DECISION_FIELDS = (DECIDED, ACCEPTED, QUALITY_FAILED, LATENCY_FAILED, INTEGRITY_FAILED,
                    ACCEPTED_VALUE, AT_RISK, STRATEGIC_UNITS, STRATEGIC_SCORE,
@@ -110,6 +117,7 @@ SPEND_SIDE = (CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD
 TOTAL = "t"
 MODEL = "m:"
 AGENT = "a:"
+UNIT = "u:"
 DIMENSION = "d:"
 MIX = "x:"
 HISTOGRAM = "h:"
@@ -122,7 +130,7 @@ BUCKETS_PER_DOUBLING = 4
 DIMENSION_SEP = "\x00"  # between a dimension's name and its value: no value can forge it
 OTHER_VALUE = "__other__"  # the values of a dimension beyond its cardinality cap
 
-Scope = Literal["total", "model", "agent", "dimension"]
+Scope = Literal["total", "model", "agent", "dimension", "unit"]
 
 #: What a dimension row books from a call (spend side).
 DIMENSION_CALL_FIELDS = (CALLS, INPUT, OUTPUT, SPEND, UNPRICED)
@@ -161,6 +169,8 @@ def scope_of(series: str) -> tuple[Scope | None, str]:
         return "agent", series[len(AGENT):]
     if series.startswith(DIMENSION):
         return "dimension", series[len(DIMENSION):]
+    if series.startswith(UNIT):
+        return "unit", series[len(UNIT):]
     return None, series[len(MIX):]
 
 

@@ -729,7 +729,9 @@ class PartitionEngine:
         if not touched:
             return
         version = self._book_now.version
+        place = self.postings.place
         for unit in touched.values():
+            place(unit)  # pending ones too: the units by last event list them
             if unit.state == "pending" or unit.unit_id.startswith(SHARED_PREFIX):
                 continue
             out.attributions.append(attribution_of(unit, self.partition, version,

@@ -286,6 +286,31 @@ class Postings:
         mix[cf.ACCEPTED] += 1 if accepted else 0
         mix[cf.SPEND] += unit.cost
 
+    # -- units by last event ---------------------------------------------------------------
+    def place(self, unit: UnitState) -> None:
+        """Keep the unit's row among the units by last event (``"u:" + agent``, in the
+        window of its last event) equal to its state: take back exactly what it placed,
+        place what it places now. Called once per changed unit per step (when its
+        attribution would be emitted); a no-op when nothing moved."""
+        new = unit.placement()
+        old = unit.placed
+        if new == old:
+            return
+        if old is not None:
+            self._place(old, -1)
+        if new is not None:
+            self._place(new, 1)
+        unit.placed = new
+
+    def _place(self, placement: tuple[int, str, str, str, int, int], sign: int) -> None:
+        last_ms, team, workflow, agent, cost, without = placement
+        for v in self.book.cells_at(last_ms, team, workflow, cf.UNIT + agent):
+            v[cf.WORK_UNITS] += sign
+            v[cf.SPEND] += sign * cost
+            if without:
+                v[cf.UNITS_WITHOUT_OUTCOME] += sign
+                v[cf.SPEND_WITHOUT_OUTCOME] += sign * cost
+
     # -- the spend classes: linked, unlinked, pending ----------------------------------------
     def _spend_class(self, unit: UnitState, base: int, team: str, workflow: str, model: str,
                      amount: int) -> None:

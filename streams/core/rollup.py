@@ -106,7 +106,7 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         # Dimension rows name no model: a query picking totals the old way (model '*',
         # no agent) never counts them twice.
         model=name if scope == "model" else "" if scope == "dimension" else ALL_MODELS,
-        agent=name if scope == "agent" else "",
+        agent=name if scope in ("agent", "unit") else "",
         scope=scope,
         dimension=dimension,
         dimension_value=dimension_value,
@@ -144,6 +144,8 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         unattributed_spend=from_atto(v[cf.UNATTRIBUTED_AT_CALL]),
         reviewed_outcomes=v[cf.REVIEWED],
         verdicts=v[cf.VERDICTS],
+        units_without_outcome=v[cf.UNITS_WITHOUT_OUTCOME],
+        spend_without_outcome=from_atto(v[cf.SPEND_WITHOUT_OUTCOME]),
         quality_failed_units=v[cf.QUALITY_FAILED],
         latency_failed_units=v[cf.LATENCY_FAILED],
         integrity_failed_units=v[cf.INTEGRITY_FAILED],

@@ -20,6 +20,15 @@
 --   reviewed_outcomes   outcome events (verdicts included) with human review minutes
 --   verdicts            verdict events (later reviews, which `outcomes` leaves out)
 --
+-- The agents panel read every unit of the range (v_work_units_between: attributions
+-- FINAL, and calls FINAL for the units still pending). Window rows of a new scope,
+-- `unit` (agent = the unit's agent), now hold every work unit once, in the window of
+-- its last event, under its own team and workflow; the engine moves it exactly when the
+-- unit changes (its last event, dimensions, spend, outcomes):
+--
+--   work_units, spend                                the units and their model spend
+--   units_without_outcome, spend_without_outcome     ... of the ones without an outcome
+--
 -- The exact views stay for analysts; tests/test_dashboard_aggregates.py checks that the
 -- pre-aggregates and the panels that read them equal them.
 
@@ -30,7 +39,11 @@ ALTER TABLE {db}.cost_per_outcome_windows
         COMMENT 'spend of the window''s calls whose unit expired without one',
     ADD COLUMN IF NOT EXISTS reviewed_outcomes Int64 DEFAULT 0
         COMMENT 'outcome events, verdicts included, with human review minutes',
-    ADD COLUMN IF NOT EXISTS verdicts Int64 DEFAULT 0 COMMENT 'verdict events';
+    ADD COLUMN IF NOT EXISTS verdicts Int64 DEFAULT 0 COMMENT 'verdict events',
+    ADD COLUMN IF NOT EXISTS units_without_outcome Int64 DEFAULT 0
+        COMMENT 'unit rows: the units without an outcome',
+    ADD COLUMN IF NOT EXISTS spend_without_outcome Decimal(38, 18) DEFAULT 0
+        COMMENT 'unit rows: their model spend';
 
 -- Windows written before this migration booked no class at the call: book it once for
 -- them, as correction rows (model rows, then their totals), from the exact
@@ -161,6 +174,59 @@ FROM
     HAVING reviewed != 0 OR verdict_events != 0
 ) AS r;
 
+-- And the units of windows written before: one correction row per window, team,
+-- workflow and agent, from v_work_units (every unit by its last event).
+INSERT INTO {db}.cost_per_outcome_windows
+    (window_id, window_start, window_end, window_seconds, team, workflow, scope, model,
+     agent, correction, revision, final, version, currency, work_units, spend,
+     fully_loaded_cost, units_without_outcome, spend_without_outcome)
+SELECT
+    concat(toString(u.window_seconds), ':', toString(toUnixTimestamp64Milli(u.window_start)),
+           ':', u.team, ':', u.workflow, ':unit:', u.agent, '#migration:0010') AS window_id,
+    u.window_start AS window_start,
+    u.window_start + toIntervalSecond(u.window_seconds) AS window_end,
+    u.window_seconds AS window_seconds,
+    u.team AS team,
+    u.workflow AS workflow,
+    'unit' AS scope,
+    '*' AS model,
+    u.agent AS agent,
+    'migration:0010' AS correction,
+    1 AS revision,
+    0 AS final,
+    1 AS version,
+    u.currency AS currency,
+    u.units AS work_units,
+    u.units_spend AS spend,
+    u.units_spend AS fully_loaded_cost,
+    u.without AS units_without_outcome,
+    u.without_spend AS spend_without_outcome
+FROM
+(
+    SELECT
+        w.window_seconds AS window_seconds,
+        fromUnixTimestamp64Milli(intDiv(toUnixTimestamp64Milli(k.last_event_at),
+                                        toInt64(w.window_seconds) * 1000)
+                                 * toInt64(w.window_seconds) * 1000, 'UTC') AS window_start,
+        k.team AS team,
+        k.workflow AS workflow,
+        k.agent AS agent,
+        any(w.currency) AS currency,
+        count() AS units,
+        sum(k.spend) AS units_spend,
+        countIf(k.outcomes = 0) AS without,
+        sumIf(k.spend, k.outcomes = 0) AS without_spend
+    FROM {db}.v_work_units AS k
+    CROSS JOIN
+    (
+        SELECT window_seconds, any(currency) AS currency
+        FROM {db}.cost_per_outcome_windows
+        GROUP BY window_seconds
+    ) AS w
+    WHERE position(k.work_unit_id, '~shared:') != 1
+    GROUP BY window_seconds, window_start, team, workflow, agent
+) AS u;
+
 -- Every window's figures: its row plus its corrections, added up (as in 0008, with the
 -- classes at the call and the review counts).
 CREATE OR REPLACE VIEW {db}.v_window_totals AS
@@ -216,7 +282,9 @@ SELECT
     sum(w.attributed_spend) AS attributed_spend,
     sum(w.unattributed_spend) AS unattributed_spend,
     sum(w.reviewed_outcomes) AS reviewed_outcomes,
-    sum(w.verdicts) AS verdicts
+    sum(w.verdicts) AS verdicts,
+    sum(w.units_without_outcome) AS units_without_outcome,
+    sum(w.spend_without_outcome) AS spend_without_outcome
 FROM {db}.cost_per_outcome_windows AS w FINAL
 GROUP BY window_seconds, window_start, team, workflow, scope, model, agent, dimension,
          dimension_value;
@@ -254,3 +322,20 @@ SELECT
     w.reviewed_outcomes / nullIf(w.outcomes + w.verdicts, 0) AS intervention_rate
 FROM {db}.v_window_totals AS w
 WHERE w.window_seconds = 3600 AND w.scope = 'total';
+
+-- Work units by the hour of their last event, team, workflow and agent: v_work_units
+-- counted and summed (every unit with an attribution, and every pending unit with calls,
+-- all its calls), from the hourly unit rows.
+CREATE OR REPLACE VIEW {db}.v_units_by_agent_hourly AS
+SELECT
+    toDateTime(w.window_start, 'UTC') AS hour,
+    w.team AS team,
+    w.workflow AS workflow,
+    w.agent AS agent,
+    w.final AS final,
+    w.work_units AS units,
+    w.units_without_outcome AS units_without_outcome,
+    w.spend AS spend,
+    w.spend_without_outcome AS spend_without_outcome
+FROM {db}.v_window_totals AS w
+WHERE w.window_seconds = 3600 AND w.scope = 'unit';
