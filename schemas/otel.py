@@ -35,6 +35,10 @@ OTEL_FIELDS: dict[str, str] = {
     "gen_ai.agent.name": "agent",
     "gen_ai.operation.name": "task_type",
     "gen_ai.conversation.id": "work_unit_id",
+    # Who the call served: OTel's general user attribute (``enduser.id`` before it);
+    # a customer has no convention, so it comes as ``tokenyield.customer``.
+    "user.id": "user",
+    "enduser.id": "user",
     "service.name": "service",
     "deployment.environment.name": "environment",
     "deployment.environment": "environment",

@@ -29,10 +29,13 @@ AlertKind = Literal[
     "prompt_sprawl",
     "model_mismatch",
     "cost_per_outcome_regression",
+    "spend_plateau",
 ]
 AlertStatus = Literal["firing", "resolved"]
 WindowScope = Literal["total", "model", "agent", "dimension", "unit"]
 Severity = Literal["info", "warning", "critical"]
+#: Where a budget stands: below its soft threshold, past it, or used up.
+BudgetLevel = Literal["ok", "soft", "hard"]
 
 #: The ``model`` of a window row that totals all models and carries the outcome figures.
 ALL_MODELS = "*"
@@ -291,3 +294,30 @@ class LateEvent(_Output):
     watermark: datetime
     lateness_seconds: float
     event: str = Field(description="The event as JSON.")
+
+
+class BudgetState(_Output):
+    """Where one budget stands in its current period, as the rollup last computed it.
+
+    Published on the compacted ``budget-state`` topic, keyed by ``budget_id`` (a
+    tombstone when the budget is removed), so that a gateway can refuse a request
+    before it spends: every worker follows the topic and answers
+    ``GET /v1/budgets/check`` from memory. ``spent`` is event-time spend booked in the
+    period; ``remaining`` is ``amount - spent``, never below zero."""
+
+    budget_id: str = Field(description="[DIMENSION=V/]team=T[/workflow=W]/period=P")
+    team: str = Field("", description="Empty: a dimension budget across teams")
+    workflow: str = Field("", description="Empty: the budget covers every workflow")
+    dimension: str = Field("", description="user, customer or a promoted attribute; "
+                                           "empty: a team (or workflow) budget")
+    value: str = Field("", description="The dimension's value the budget is for")
+    period: Literal["daily", "monthly"]
+    state: BudgetLevel
+    amount: Decimal
+    soft_share: Decimal
+    spent: Decimal
+    remaining: Decimal
+    currency: str
+    period_start: datetime
+    resets_at: datetime = Field(description="The end of the period (UTC day or month)")
+    updated_at: datetime = Field(description="Event time of the rollup when it changed")

@@ -1,8 +1,8 @@
 """The one settings object: every knob, from the environment (``TOKENYIELD_*``) or a
 ``.env`` file, validated once at start-up and passed to whatever needs it.
 
-Secrets (SASL password, ClickHouse DSN and password, webhook URL) are ``SecretStr``:
-printing the settings or logging them shows ``**********``.
+Secrets (SASL password, ClickHouse DSN and password, webhook URL, HTTP tokens) are
+``SecretStr``: printing the settings or logging them shows ``**********``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.codec import MAX_MESSAGE_BYTES
 from schemas.errors import ConfigurationError
 from schemas.kafka_options import KafkaConnection, SaslMechanism, SecurityProtocol
+from schemas.otlp import DEFAULT_WORK_UNIT_SOURCES, OtlpConfig
 from streams.core.alerts.alert_config import AlertConfig, AlertSettings
 from streams.core.engine_config import EngineConfig, EngineSettings
 
 ENV_PREFIX = "TOKENYIELD_"
+#: The webhook mappings shipped with tokenyield (``deploy/webhooks`` of the checkout).
+SHIPPED_WEBHOOK_MAPPINGS = Path(__file__).resolve().parents[1] / "deploy" / "webhooks"
 
 
 def mask_dsn(dsn: str) -> str:
@@ -99,6 +103,33 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
     webhook_timeout_seconds: float = Field(5.0, gt=0)
     webhook_retries: int = Field(3, ge=0)
 
+    # -- OTLP traces from the OpenTelemetry Collector --------------------------------------
+    otlp_topic: str = Field(
+        "otlp_spans", pattern=r"^[A-Za-z0-9._-]{0,249}$",
+        description="The Collector Kafka exporter's traces topic (its default name, not "
+                    "prefixed); empty = no OTLP input")
+    otlp_work_unit_sources: tuple[str, ...] = Field(
+        DEFAULT_WORK_UNIT_SOURCES,
+        description="Where a span's work unit comes from, first present wins: span:KEY, "
+                    "resource:KEY, trace_id")
+    otlp_service_dimensions: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="service.name -> fallback team, workflow (and owner) for spans "
+                    "without tokenyield.team / tokenyield.workflow")
+    otlp_input_excludes_cache_scopes: tuple[str, ...] = Field(
+        (), description="Instrumentation scopes that report input tokens without the "
+                        "cache (as Anthropic's API counts them)")
+
+    # -- HTTP ingest and the budget check -------------------------------------------------
+    http_tokens: tuple[SecretStr, ...] = Field(
+        (), description="Bearer tokens accepted by /v1/*; none = open on a loopback "
+                        "web host only, refused on any other")
+    http_max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=MAX_MESSAGE_BYTES,
+        description="Largest request body (after decompression); larger = 413")
+    webhook_mappings_dir: Path | None = Field(
+        None, description="Directory of webhook mapping files; empty = deploy/webhooks")
+
     # -- operations --------------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
@@ -124,6 +155,10 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
                 "TOKENYIELD_CLICKHOUSE_CLUSTER needs a ClickHouse server "
                 "(TOKENYIELD_CLICKHOUSE_DSN=http(s)://...), not the embedded chdb")
         self.engine_config()  # validates the event-time rules
+        self.otlp_config()  # validates the work-unit sources and the service map
+        if any(not token.get_secret_value().strip() for token in self.http_tokens):
+            raise ConfigurationError("TOKENYIELD_HTTP_TOKENS holds an empty token",
+                                     setting="http_tokens")
         return self
 
     # -- derived views -------------------------------------------------------------------
@@ -173,6 +208,17 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
 
     def alert_config(self) -> AlertConfig:
         return AlertConfig.of(self, self.window_seconds[0])
+
+    def otlp_config(self) -> OtlpConfig:
+        """How OTLP spans become calls (the pure decoder's configuration)."""
+        return OtlpConfig(work_unit_sources=self.otlp_work_unit_sources,
+                          service_dimensions=self.otlp_service_dimensions,
+                          input_excludes_cache_scopes=frozenset(
+                              self.otlp_input_excludes_cache_scopes))
+
+    def webhook_mappings(self) -> Path:
+        """The directory the webhook mappings are read from."""
+        return self.webhook_mappings_dir or SHIPPED_WEBHOOK_MAPPINGS
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

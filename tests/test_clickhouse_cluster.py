@@ -53,6 +53,7 @@ EXPECTED_KEYS = {
     "budgets": "cityHash64(team, workflow, period)",
     "cost_items": "cityHash64(work_unit_id)",
     "workflows": "cityHash64(team, workflow)",
+    "spend_forecasts": "cityHash64(team, workflow, budget)",
     "model_usage_hourly": "rand()",
 }
 BOOTSTRAP = [

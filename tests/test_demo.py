@@ -80,6 +80,28 @@ def test_the_demo_leaves_attributions_windows_and_alerts_in_clickhouse(
     assert kinds & {"spend_spike", "token_spike"}, kinds  # the injected spend spike
 
 
+def test_the_demo_exercises_the_value_side(demo_run: tuple[dict[str, str], str]) -> None:
+    """Cost items and shared costs, customers, the conversion chain, audits and each
+    workflow's business case: every value view has something to show at once."""
+    env, _ = demo_run
+    items = sql(env, f"SELECT shared, count() AS n FROM {DB}.cost_items FINAL GROUP BY shared")
+    assert {int(r["shared"]) for r in items} == {0, 1}
+    assert int(sql(env, f"SELECT count() AS n FROM {DB}.workflows FINAL")[0]["n"]) == 6
+    for view in ("v_business_case", "v_conversion_funnel", "v_cycle_time", "v_portfolio",
+                 "v_unit_cost_spread", "v_quality_by_workflow", "v_shared_cost_allocation"):
+        assert int(sql(env, f"SELECT count() AS n FROM {DB}.{view}")[0]["n"]) > 0, view
+    chain = sql(env, f"SELECT sum(action_taken) AS a, sum(value_captured) AS v "
+                     f"FROM {DB}.v_conversion_funnel")[0]
+    assert int(chain["a"]) > int(chain["v"]) > 0
+    assert int(sql(env, f"SELECT count() AS n FROM {DB}.attributions_latest FINAL "
+                        f"WHERE verdict != ''")[0]["n"]) > 0
+    customers = sql(env, f"SELECT uniqExact(value) AS n FROM {DB}.v_dimension_hourly "
+                         f"WHERE dimension = 'customer'")
+    assert int(customers[0]["n"]) > 5
+    case = sql(env, f"SELECT sum(time_saved_minutes) AS t FROM {DB}.v_business_case")
+    assert Decimal(case[0]["t"]) > 0
+
+
 def test_the_report_draws_its_charts_from_the_demo_data(
         demo_run: tuple[dict[str, str], str], tmp_path: Path) -> None:
     env, _ = demo_run

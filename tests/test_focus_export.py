@@ -742,3 +742,149 @@ def test_the_command_reads_through_a_running_worker(
         Decimal(e["reported_cost"]) for e in events)
     assert {tags(r)["batch"] for r in records} == {"w"}
     assert "wrote" in out
+
+
+# ---- other costs: cost items are FOCUS rows too ---------------------------------------
+
+ITEMS_DATABASE = "focus_export_items"
+# Restated from FOCUS 1.2 (specification/columns/servicesubcategory.md): each
+# subcategory the cost kinds use, under its one parent category.
+SUBCATEGORY_PARENTS = {
+    "Other (Integration)": "Integration", "Other (AI and Machine Learning)":
+    "AI and Machine Learning", "Search": "Analytics", "Other (Compute)": "Compute",
+    "Other (Business Applications)": "Business Applications", "Other (Other)": "Other"}
+
+
+def item(event_id: str, unit: str | None, at: datetime, **fields: Any) -> dict[str, Any]:
+    event = {"event_id": event_id, "occurred_at": at.isoformat(), "team": "support",
+             "workflow": "triage", "kind": "tool_call", "currency": "USD", **fields}
+    return {**event, "work_unit_id": unit} if unit is not None else event
+
+
+@dataclass
+class ItemsDb:
+    client: Client
+    window: Window
+
+
+@pytest.fixture(scope="module")
+def items_db(loaded_clickhouse: LoadedClickHouse) -> ItemsDb:
+    """A unit with a call and three cost items (two priced as quantity x unit price by
+    one provider, one as an amount), a shared cost, and an item outside the range; each
+    item written twice, as after a crash."""
+    from schemas.events import CostItem
+
+    client = loaded_clickhouse.client
+    migrate(client, ITEMS_DATABASE)
+    now = datetime.now(UTC).replace(microsecond=0)
+    h0 = now.replace(minute=0, second=0) - timedelta(hours=4)
+    bureau = {"attributes": {"provider": "credit-bureau", "product": "score"}}
+    items = [
+        item("fi-k1", "fi-u1", h0 + timedelta(minutes=5), quantity="3", unit_price="0.02",
+             **bureau),
+        item("fi-k2", "fi-u1", h0 + timedelta(minutes=6), quantity="2", unit_price="0.02",
+             **bureau),
+        item("fi-k3", "fi-u1", h0 + timedelta(minutes=7), amount="0.5", kind="retrieval"),
+        item("fi-shared", None, h0 + timedelta(minutes=1), amount="12.50", kind="infra",
+             description="vector database, one hour"),
+        item("fi-late", "fi-u1", h0 + timedelta(hours=2, minutes=30), amount="9",
+             kind="gpu"),
+    ]
+    config = EngineConfig(partitions=PARTITIONS, deadline_seconds=3600, retention_seconds=3600,
+                          allowed_lateness_seconds=120)
+
+    async def load() -> None:
+        pipeline = EngineIntoClickHouse(client, ITEMS_DATABASE, config, now,
+                                        retry_max_seconds=1)
+        try:
+            pipeline.apply("calls", partition_for("fi-u1", PARTITIONS), orjson.dumps(
+                call("fi-c1", "fi-u1", h0 + timedelta(minutes=4), user="u-9",
+                     customer="acme")))
+            for event in items:
+                key = CostItem.model_validate(event).key
+                pipeline.apply("costs", partition_for(key, PARTITIONS), orjson.dumps(event))
+            batches = await pipeline.checkpoint()
+            written = [i for batch in batches for i in batch.cost_items]
+            assert len(written) == len(items)
+            client.command(f"SYSTEM STOP MERGES {ITEMS_DATABASE}.cost_items")
+            again = Outputs(cost_items=written)
+            again.cover("costs-replay", 0, 1)
+            await pipeline.sink.write(again)
+        finally:
+            pipeline.close()
+
+    asyncio.run(load())
+    return ItemsDb(client, Window(h0, h0 + timedelta(hours=2)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_cost_items_are_focus_rows_of_their_own_kind_exact_once(
+        items_db: ItemsDb, tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"items.{fmt}"
+    summary = export_focus(clickhouse_fetch(items_db.client, readonly=False), path,
+                           items_db.window, database=ITEMS_DATABASE)
+    _, records = read_focus(path, fmt)
+    rows = {r["SkuId"]: r for r in records}
+    assert len(rows) == len(records) == 4  # the call, the two kinds of fi-u1, the shared one
+    for r in records:
+        for name in NOT_NULL:
+            assert r[name] is not None, f"{name} is null in {r}"
+        assert r["BilledCost"] == r["EffectiveCost"] == r["ListCost"] == r["ContractedCost"]
+        assert r["ChargeCategory"] == "Usage" and r["ChargeFrequency"] == "Usage-Based"
+        assert r["ServiceCategory"] in SERVICE_CATEGORIES
+        assert UNIT_TEXT.match(r["PricingUnit"]) and UNIT_TEXT.match(r["ConsumedUnit"])
+        assert r["ChargePeriodStart"] >= items_db.window.start
+        assert r["ChargePeriodEnd"] <= items_db.window.end
+    call_row = rows["openai/gpt-4o"]
+    assert call_row["ServiceSubcategory"] == "Generative AI" and call_row["x_Items"] is None
+    assert (tags(call_row)[f"{TAG}user"], tags(call_row)[f"{TAG}customer"]) == ("u-9", "acme")
+
+    tool = rows[f"{TAG}cost/tool_call"]
+    assert (tool["ServiceCategory"], tool["ServiceSubcategory"], tool["ServiceName"]) == (
+        "Integration", "Other (Integration)", "Tool calls")
+    assert tool["ProviderName"] == tool["InvoiceIssuerName"] == "credit-bureau"
+    assert tool["BillingAccountId"] == f"{TAG}credit-bureau"
+    assert tool["BilledCost"] == Decimal("0.1")  # (3 + 2) x 0.02, exact
+    assert (tool["PricingQuantity"], tool["PricingUnit"], tool["x_Items"]) == (5, "Units", 2)
+    assert tool["ConsumedQuantity"] == 5 and tool["x_Calls"] is None
+    assert tags(tool) == {"product": "score", f"{TAG}team": "support",
+                          f"{TAG}workflow": "triage", f"{TAG}work_unit_id": "fi-u1"}
+
+    retrieval = rows[f"{TAG}cost/retrieval"]
+    assert (retrieval["ServiceCategory"], retrieval["ServiceSubcategory"]) == (
+        "Analytics", "Search")
+    assert retrieval["ProviderName"] == "Unspecified"
+    assert (retrieval["BilledCost"], retrieval["PricingQuantity"],
+            retrieval["PricingUnit"]) == (Decimal("0.5"), 1, "Items")
+
+    shared = rows[f"{TAG}cost/infra"]
+    assert (shared["ServiceCategory"], shared["ServiceSubcategory"]) == ("Other", "Other (Other)")
+    assert shared["BilledCost"] == Decimal("12.5")
+    assert tags(shared) == {f"{TAG}team": "support", f"{TAG}workflow": "triage",
+                            f"{TAG}shared": True}
+    assert "shared by the workflow" in shared["ChargeDescription"]
+    for r in (tool, retrieval, shared):
+        assert SUBCATEGORY_PARENTS[r["ServiceSubcategory"]] == r["ServiceCategory"]
+
+    # Money: exactly cost_items FINAL in the range, though every item is there twice.
+    final = items_db.client.query(
+        f"SELECT sum(amount), count() FROM {ITEMS_DATABASE}.cost_items FINAL WHERE {RANGE}",
+        parameters={"start": items_db.window.start, "end": items_db.window.end}).result_rows[0]
+    raw = items_db.client.query(f"SELECT count() FROM {ITEMS_DATABASE}.cost_items"
+                                ).result_rows[0][0]
+    assert raw == 10 and final[1] == 4
+    assert sum(r["BilledCost"] for r in records if r["x_Items"]) == final[0]
+    assert summary.by_source == {"model_calls": 1, "cost_items": 4}
+    from streams.cli.export_commands import summary_line
+    assert "(1 priced calls, 4 cost items, " in summary_line(summary)
+
+
+def test_cost_item_rows_through_the_worker_path_mean_the_same(items_db: ItemsDb) -> None:
+    from streams.report.focus_export import COST_ITEMS
+
+    sql = COST_ITEMS.query(ITEMS_DATABASE, Granularity.WORKFLOW)
+    parameters = {"start": items_db.window.start, "end": items_db.window.end}
+    bound = sorted(map(repr, items_db.client.query(sql, parameters=parameters).result_rows))
+    inlined = inline_parameters(sql, parameters)
+    assert bound == sorted(map(repr, items_db.client.query(inlined).result_rows))
+    assert len(bound) == 3

@@ -9,7 +9,9 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
+from typing import Any
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -312,7 +314,8 @@ def test_the_engine_ends_where_the_ground_truth_says() -> None:
 class FakePublisher:
     """Just enough of ``Publisher`` to count what ``publish`` hands over."""
 
-    calls_topic, outcomes_topic, max_batch_events = "p.calls", "p.outcomes", 500
+    calls_topic, outcomes_topic, costs_topic = "p.calls", "p.outcomes", "p.costs"
+    max_batch_events = 500
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, bytes]] = []
@@ -392,3 +395,39 @@ async def read_events(bootstrap: str, prefix: str, expected: int,
     finally:
         await consumer.stop()
     return seen
+
+
+def test_value_traffic_carries_customers_cost_items_stages_and_audits() -> None:
+    from collections import Counter
+
+    from schemas.codec import CODECS
+    from schemas.events import CostItem
+    from streams.traffic.scenarios import ValueTraffic
+
+    scenario = Scenario(work_units=1500, value=ValueTraffic(), seed=11).quiet()
+    stats = GenerationStats()
+    found = list(raw_events(scenario, stats))
+    assert found == list(raw_events(scenario))  # a function of the scenario
+    kinds = Counter(r.kind for r in found)
+    assert kinds["costs"] > 0 and stats.events == len(found)
+    finals: dict[str, Any] = {}
+    for r in found:
+        decoded = CODECS[r.kind].decode(orjson.dumps(r.data))
+        assert not decoded.errors, (r.kind, r.data, decoded.errors)
+        event = decoded.events[0]
+        if r.kind == "costs":
+            assert isinstance(event, CostItem) and r.work_unit_id == event.key
+        else:
+            assert event.customer is not None and event.customer.startswith("customer-")
+        if r.kind == "outcomes" and r.data.get("is_final") and "verdict" not in r.data:
+            finals[r.work_unit_id] = r.data
+    audits = [r.data for r in found if "verdict" in r.data]
+    assert audits and all(a["work_unit_id"] in finals for a in audits)
+    assert all(a["occurred_at"] > finals[a["work_unit_id"]]["occurred_at"] for a in audits)
+    assert {"action_taken", "outcome_realised", "value_captured"} <= {
+        f.get("stage") for f in finals.values()}
+    shared = [r for r in found if r.kind == "costs" and "work_unit_id" not in r.data]
+    assert shared and all(r.work_unit_id.startswith("~shared:") for r in shared)
+    # The plain scenario is untouched by the value side: same events, none of its kinds.
+    assert not any(r.kind == "costs" for r in raw_events(scenario.model_copy(
+        update={"value": None})))

@@ -493,6 +493,17 @@ def test_explicit_tokenyield_fields_pass_through() -> None:
     assert (call.reported_cost, call.currency) == (Decimal("0.0125"), "USD")
 
 
+def test_the_user_comes_from_user_id_and_the_customer_from_tokenyield_customer() -> None:
+    # Spend per user and per customer (budgets, spikes) from spans as instrumented.
+    request = single(chat("openai", "gpt-4o", 5, 1, **{"user.id": "u-42"}),
+                     resource={"service.name": "checkout-api",
+                               "tokenyield.customer": "globex"})
+    [call] = decode_one(request).calls
+    assert (call.user, call.customer) == ("u-42", "globex")
+    older = single(chat("openai", "gpt-4o", 5, 1, **{"enduser.id": "u-7"}))
+    assert decode_one(older).calls[0].user == "u-7"
+
+
 # -- dedup, malformed messages, replay -----------------------------------------------------
 
 

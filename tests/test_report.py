@@ -14,9 +14,13 @@ import pytest
 from streams.clickhouse.client import migrate
 from streams.report.html_page import gather, render
 from tests.clickhouse_fixtures import LoadedClickHouse, loaded_clickhouse
+from tests.value_fixtures import ValueDb, value_db
 
-__all__ = ["loaded_clickhouse"]  # the fixture, imported for pytest
+__all__ = ["loaded_clickhouse", "value_db"]  # the fixture, imported for pytest
 pytestmark = [pytest.mark.clickhouse]
+
+
+CHARTS = 10  # cost, yield, coverage, alerts; and six value charts
 
 
 def page_for(db: LoadedClickHouse) -> tuple[dict[str, Any], str]:
@@ -60,7 +64,7 @@ def test_headline_figures_equal_sums_over_the_windows(
 
 def test_the_page_is_self_contained(loaded_clickhouse: LoadedClickHouse) -> None:
     _, html = page_for(loaded_clickhouse)
-    assert html.count("<svg") == 4
+    assert html.count("<svg") == CHARTS
     assert "<script" not in html.lower()
     assert not re.search(r'(src|href)="https?://', html)
     assert "http://www.w3.org/2000/svg" in html  # the SVG namespace, not a download
@@ -77,5 +81,34 @@ def test_an_empty_database_gives_placeholders_not_an_error(
 
     html = render(gather(query, "empty_report"), database="empty_report", source="chdb",
                   currency="USD")
-    assert html.count("<svg") == 4 and html.count(": no data yet</text>") == 4
+    assert html.count("<svg") == CHARTS and html.count(": no data yet</text>") == CHARTS
     assert "No alerts." in html
+
+
+def test_the_value_sections_show_what_a_cfo_asks(value_db: ValueDb) -> None:
+    """Cost by part, integrity, customers, the funnel, deciles, ROI and the portfolio,
+    each equal to its view."""
+    db = value_db.db
+    data, html = page_for(db)
+    value = data["value"]
+    loaded = db.scalar(f"SELECT sum(fully_loaded_cost) FROM {db.database}.v_window_totals "
+                       f"WHERE window_seconds = 3600 AND scope = 'total'")
+    assert sum(amount for _, amount in value.costs) == loaded  # the parts add up
+    assert {name for name, _ in value.costs} >= {"model tokens", "human review",
+                                                 "tool_call (cost items)", "shared costs"}
+    funnel = db.rows(f"SELECT sum(work_units) AS w, sum(output_accepted) AS o, "
+                     f"sum(value_captured) AS v FROM {db.database}.v_conversion_funnel")[0]
+    assert (value.funnel["work_units"][0], value.funnel["output_accepted"][0],
+            value.funnel["value_captured"][0]) == (funnel["w"], funnel["o"], funnel["v"])
+    by_customer = {r["value"]: r["cost"] for r in db.rows(
+        f"SELECT value, sum(fully_loaded_cost) AS cost FROM {db.database}.v_dimension_hourly "
+        f"WHERE dimension = 'customer' GROUP BY value")}
+    assert {name: cost for name, cost, _ in value.customers} == by_customer
+    assert set(by_customer) == {"c0", "c1", "c2"}
+    assert [c[1] for c in value.customers] == sorted(by_customer.values(), reverse=True)
+    assert sum(d[1] for d in value.deciles) == db.scalar(
+        f"SELECT sum(units) FROM {db.database}.v_acceptance_by_cost_decile "
+        f"WHERE team || '/' || workflow = '{value.decile_workflow}'")
+    assert "retire" in html and "no accepted outcome" in html  # eng/lab
+    assert "ROI against the human baseline" in html and "support/triage" in html
+    assert html.count("<svg") == CHARTS and html.count(": no data yet</text>") <= 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -38,11 +39,35 @@ from streams.ops.worker_client import worker_sql
 from streams.report.live_view import Snapshot, literal, render, snapshot
 from streams.settings import Settings
 from streams.traffic.generator import Progress, live_traffic, publish, publisher_for
-from streams.traffic.scenarios import Scenario, encoded_events
+from streams.traffic.scenarios import Scenario, ValueTraffic, encoded_events
 
+# The demo's workflows, each with an owner, a success bar and a business case, so the
+# value views (business case, ROI against the human baseline, portfolio) have one.
+DEMO_WORKFLOWS = [
+    {"team": "support", "workflow": "triage", "owner": "support-ops",
+     "min_quality_score": 0.75, "baseline_minutes_per_unit": 6, "baseline_rate_per_hour": 45,
+     "target_cost_per_accepted_outcome": "0.50", "expected_value_per_unit": "4"},
+    {"team": "support", "workflow": "reply-draft", "owner": "support-ops",
+     "baseline_minutes_per_unit": 12, "baseline_rate_per_hour": 45,
+     "target_cost_per_accepted_outcome": "2.50", "expected_value_per_unit": "9"},
+    {"team": "sales", "workflow": "lead-research", "owner": "revops",
+     "max_latency_ms": 40000, "baseline_cost_per_unit": "35",
+     "target_cost_per_accepted_outcome": "6", "expected_value_per_unit": "60"},
+    {"team": "legal", "workflow": "contract-review", "owner": "legal-ops",
+     "min_quality_score": 0.8, "baseline_minutes_per_unit": 90, "baseline_rate_per_hour": 150,
+     "target_cost_per_accepted_outcome": "20", "expected_value_per_unit": "180"},
+    {"team": "eng", "workflow": "code-review", "owner": "dev-productivity",
+     "baseline_minutes_per_unit": 25, "baseline_rate_per_hour": 90,
+     "target_cost_per_accepted_outcome": "8"},
+    {"team": "finance", "workflow": "invoice-matching", "owner": "finance-ops",
+     "baseline_minutes_per_unit": 4, "baseline_rate_per_hour": 40,
+     "target_cost_per_accepted_outcome": "0.30", "expected_value_per_unit": "2.5"},
+]
 # Settings the demo changes unless the environment sets them: a short deadline so
-# attribution coverage moves within minutes, and any free port for the web server.
-DEMO_DEFAULTS = {"TOKENYIELD_DEADLINE_SECONDS": "900", "TOKENYIELD_WEB_PORT": "0"}
+# attribution coverage moves within minutes, any free port for the web server, and the
+# workflows above.
+DEMO_DEFAULTS = {"TOKENYIELD_DEADLINE_SECONDS": "900", "TOKENYIELD_WEB_PORT": "0",
+                 "TOKENYIELD_WORKFLOWS": json.dumps(DEMO_WORKFLOWS)}
 EVENTS_PER_UNIT = 4.5  # the generator's average, to size rounds by rate
 
 
@@ -282,7 +307,7 @@ class Demo:
         history = Scenario(seed=options.seed, run_id=f"demo{self.stamp}",
                            work_units=options.history_units,
                            span_seconds=int(options.history_hours * 3600),
-                           end=self.history_end)
+                           end=self.history_end, value=ValueTraffic())
         history_wall = options.history_seconds
         if options.duration_seconds is not None:
             history_wall = min(history_wall, options.duration_seconds * 0.6)
@@ -307,7 +332,7 @@ class Demo:
             # Runs until the demo cancels it.
             await live_traffic(publisher, options.live_rate, asyncio.Event(),
                                seed=options.seed, run_id=f"demo{self.stamp}-live",
-                               on_events=count)
+                               on_events=count, value=ValueTraffic())
 
 
 def tokenyield_command(cwd: Path | None = None) -> str:

@@ -19,18 +19,26 @@ from typing import Any
 
 import faust
 
+from schemas.errors import ConfigurationError
+from schemas.webhook_mapping import WebhookMapping, load_mappings
 from streams.clickhouse.client import connect, migrate
 from streams.clickhouse.sink import ClickHouseSink
 from streams.core.alerts import AlertEngine, BudgetRule
 from streams.core.alerts.alert_config import BudgetRow
+from streams.core.alerts.budget_check import BudgetIndex
 from streams.core.records import Outputs
 from streams.core.workflows import WorkflowRow
 from streams.feeds.budget_feed import BudgetBook, follow_budgets
+from streams.feeds.budget_state_feed import BudgetStateBook, follow_budget_states
 from streams.feeds.price_feed import PriceBookHolder, follow_prices
 from streams.feeds.workflow_feed import WorkflowBook, follow_workflows
 from streams.kafka.faust_app import Services, build_app
+from streams.kafka.keyed_sender import KeyedSender
+from streams.kafka.outlet import FaustProducer
 from streams.kafka.tansu_broker import EmbeddedBroker, free_port, write_broker_file
 from streams.kafka.topics import Topics, ensure_topics
+from streams.ops.http_auth import HttpAuth
+from streams.ops.ingest import BUILT_IN_DIMENSIONS, IngestContext, register_ingest_views
 from streams.ops.metrics import Metrics
 from streams.ops.web import register_views
 from streams.ops.webhook import AlertWebhook
@@ -52,6 +60,21 @@ def running_worker(data_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError):
         return None
     return info
+
+
+def webhook_mappings(settings: Settings) -> dict[str, WebhookMapping]:
+    """The mappings served at /v1/webhooks/{name}; a broken file stops the start."""
+    directory = settings.webhook_mappings()
+    if not directory.is_dir():
+        if settings.webhook_mappings_dir is not None:
+            raise ConfigurationError(
+                f"TOKENYIELD_WEBHOOK_MAPPINGS_DIR {directory} is not a directory",
+                setting="webhook_mappings_dir", value=str(directory))
+        log.info("no webhook mappings (%s does not exist)", directory)
+        return {}
+    mappings = load_mappings(directory)
+    log.info("webhook mappings from %s: %s", directory, ", ".join(sorted(mappings)) or "none")
+    return mappings
 
 
 def make_sink(settings: Settings, metrics: Metrics | None = None) -> ClickHouseSink:
@@ -91,7 +114,7 @@ class WorkerProcess:
             # The new broker has no topics and no offsets: stale local state must go.
             shutil.rmtree(settings.data_dir / "faust", ignore_errors=True)
             log.info("embedded broker listening on %s", self.bootstrap)
-        topics = Topics(settings.topic_prefix, settings.partitions)
+        topics = Topics(settings.topic_prefix, settings.partitions, otlp=settings.otlp_topic)
         created = asyncio.run(ensure_topics(settings.kafka(self.bootstrap), topics,
                                             settings.replication_factor,
                                             timeout=settings.kafka_connect_timeout_seconds))
@@ -119,7 +142,8 @@ class WorkerProcess:
         prices = PriceBookHolder.from_catalog(
             settings.price_catalog, frozenset({settings.currency, *settings.fx_rates}))
         alerts = AlertEngine(settings.alert_config(), settings.currency)
-        topics = Topics(settings.topic_prefix, settings.partitions)
+        topics = Topics(settings.topic_prefix, settings.partitions, otlp=settings.otlp_topic)
+        mappings = webhook_mappings(settings)  # before anything starts: a bad file stops it
         rollup = RollupRuntime(sink, alerts, currency=settings.currency,
                                idle_seconds=max(30.0, 10 * settings.checkpoint_interval_seconds),
                                interval_seconds=settings.checkpoint_interval_seconds,
@@ -151,11 +175,30 @@ class WorkerProcess:
             await sink.write(Outputs(prices=[(e, book.version) for e in book.entries]))
 
         budgets = BudgetBook(settings.alert_config().budgets)
+        budget_states = BudgetStateBook()
+        budget_index = [BudgetIndex(budgets.rules())]  # replaced whenever the rules change
+
+        @app.task
+        async def budget_state_feed() -> None:
+            await follow_budget_states(connection, topics.budget_state, budget_states)
+
+        auth = HttpAuth(settings.http_tokens, settings.web_host)
+        if auth.refusing:
+            log.warning("TOKENYIELD_HTTP_TOKENS is empty and the web server listens on %s: "
+                        "/v1/* refuses every request (set tokens to accept events)",
+                        settings.web_host)
+        register_ingest_views(app, IngestContext(
+            auth=auth, sender=KeyedSender(FaustProducer(app), topics), metrics=metrics,
+            max_body_bytes=settings.http_max_body_bytes, otlp=settings.otlp_config(),
+            mappings=mappings, budget_index=lambda: budget_index[0],
+            budget_states=budget_states, currency=settings.currency,
+            dimensions=(*BUILT_IN_DIMENSIONS, *settings.dimensions)))
         budgets_ready = asyncio.Event()
         writes: set[asyncio.Task[None]] = set()
 
         def budgets_changed(rules: tuple[BudgetRule, ...], rows: list[BudgetRow]) -> None:
             rollup.alerts.set_budgets(rules)  # the rollup may have replaced its engine
+            budget_index[0] = BudgetIndex(rules)
             if budgets_ready.is_set():  # before, sync_budgets writes the whole set
                 task = asyncio.get_running_loop().create_task(
                     sink.write(Outputs(budgets=rows, tag=str(time.time_ns()))))

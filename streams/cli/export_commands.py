@@ -46,10 +46,11 @@ def register(sub: Any) -> None:
     focus = kinds.add_parser(
         "focus", help=f"a FOCUS {FOCUS_VERSION} cost and usage file (CSV or Parquet)",
         description=(
-            f"Write model costs in [--from, --to) as a FOCUS {FOCUS_VERSION} cost and usage "
-            "file for FinOps tools (Vantage's custom providers, any FOCUS reader): one row "
-            "per hour, provider, model and work unit, with team, workflow, work unit and "
-            "the call's attributes in Tags. Unpriced calls cannot be FOCUS rows (cost "
+            f"Write model and other costs (cost items) in [--from, --to) as a FOCUS "
+            f"{FOCUS_VERSION} cost and usage file for FinOps tools (Vantage's custom "
+            "providers, any FOCUS reader): one row per hour, provider, model (or cost "
+            "kind) and work unit, with team, workflow, work unit and the attributes in "
+            "Tags. Unpriced calls cannot be FOCUS rows (cost "
             "columns are never null); they are left out and counted on stderr."))
     focus.add_argument("--from", dest="start", required=True, metavar="TIME",
                        help="inclusive start: ISO date or time, UTC unless an offset is "
@@ -132,8 +133,11 @@ def focus_command(args: argparse.Namespace) -> int:
 def summary_line(summary: ExportSummary) -> str:
     money = ", ".join(f"{decimal_text(total)} {currency}"
                       for currency, total in sorted(summary.cost.items())) or "no cost"
-    return (f"wrote {summary.rows} FOCUS {FOCUS_VERSION} rows ({summary.records} priced "
-            f"calls, {money}) for {summary.window.start:%Y-%m-%dT%H:%M:%SZ} .. "
+    items = summary.by_source.get("cost_items", 0)
+    counted = f"{summary.by_source.get('model_calls', 0)} priced calls" + (
+        f", {items} cost items" if items else "")
+    return (f"wrote {summary.rows} FOCUS {FOCUS_VERSION} rows ({counted}, {money}) for "
+            f"{summary.window.start:%Y-%m-%dT%H:%M:%SZ} .. "
             f"{summary.window.end:%Y-%m-%dT%H:%M:%SZ} to {summary.path} ({summary.format})")
 
 

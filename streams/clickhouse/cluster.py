@@ -69,6 +69,7 @@ SHARDING_KEYS: dict[str, tuple[str, ...] | None] = {
     "prices": ("provider", "price_key"),
     "budgets": ("team", "workflow", "period"),
     "workflows": ("team", "workflow"),
+    "spend_forecasts": ("team", "workflow", "budget"),
     "schema_migrations": ("version",),
     # Migration 0002's rollup, fed by an MV on model_calls: each shard aggregates its own
     # calls, so a (team, workflow, model, provider, hour) has a partial row per shard.

@@ -46,6 +46,7 @@ from schemas.errors import SinkError, StorageError
 from schemas.outputs import Alert, CostPerOutcomeWindow, DeadLetter, LateEvent, WorkUnitAttribution
 from schemas.pricing import PriceEntry
 from streams.core.alerts.alert_config import BudgetRow
+from streams.core.alerts.forecast import SpendForecast
 from streams.core.records import CallRecord, CostRecord, OutcomeRecord, Outputs
 from streams.core.workflows import WorkflowRow
 
@@ -324,6 +325,26 @@ WORKFLOW_COLUMNS: list[tuple[str, Callable[[WorkflowRow], Any]]] = [
     ("is_deleted", lambda w: w[2]),
 ]
 
+def _ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+FORECAST_COLUMNS: list[tuple[str, Callable[[tuple[SpendForecast, str]], Any]]] = [
+    ("as_of", lambda f: _ms(f[0].projection.as_of_ms)),
+    ("period_end", lambda f: _ms(f[0].projection.end_ms)),
+    ("team", lambda f: f[0].subject.get("team", "")),
+    ("workflow", lambda f: f[0].subject.get("workflow", "")),
+    ("budget", lambda f: f[0].subject.get("budget", "")),
+    ("subject", lambda f: dict(f[0].subject)),
+    ("currency", lambda f: f[1]),
+    ("spent", lambda f: f[0].projection.spent),
+    ("expected", lambda f: f[0].projection.expected),
+    ("low", lambda f: f[0].projection.low),
+    ("high", lambda f: f[0].projection.high),
+    ("method", lambda f: f[0].projection.method),
+    ("history_days", lambda f: f[0].projection.history_days),
+]
+
 TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
     ("calls", "model_calls", CALL_COLUMNS),
     ("outcomes", "outcomes", OUTCOME_COLUMNS),
@@ -336,6 +357,7 @@ TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
     ("prices", "prices", PRICE_COLUMNS),
     ("budgets", "budgets", BUDGET_COLUMNS),
     ("workflows", "workflows", WORKFLOW_COLUMNS),
+    ("forecasts", "spend_forecasts", FORECAST_COLUMNS),
 ]
 
 

@@ -4,11 +4,14 @@ went."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from schemas.codec import DecodeError
 from schemas.events import CostItem, ModelCall, Outcome
 from schemas.outputs import (
     Alert,
@@ -19,6 +22,7 @@ from schemas.outputs import (
 )
 from schemas.pricing import PriceEntry
 from streams.core.alerts.alert_config import BudgetRow
+from streams.core.alerts.forecast import SpendForecast
 from streams.core.money import from_atto
 from streams.core.workflows import WorkflowRow
 
@@ -104,6 +108,7 @@ class Outputs:
     prices: list[tuple[PriceEntry, str]] = field(default_factory=list)
     budgets: list[BudgetRow] = field(default_factory=list)
     workflows: list[WorkflowRow] = field(default_factory=list)
+    forecasts: list[tuple[SpendForecast, str]] = field(default_factory=list)  # , currency
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Batches not read from Kafka (prices, budgets) have no offsets: a tag of their own
     # keeps ClickHouse from deduplicating a later, different write as a replay.
@@ -129,7 +134,7 @@ class Outputs:
 
 
 _LISTS = ("attributions", "alerts", "dead_letters", "late", "reroute", "calls", "outcomes",
-          "cost_items", "windows", "prices", "budgets", "workflows")
+          "cost_items", "windows", "prices", "budgets", "workflows", "forecasts")
 
 
 @dataclass(slots=True)
@@ -164,6 +169,19 @@ class Ledger:
     def load(cls, values: dict[str, Any]) -> Ledger:
         names = {f.name for f in fields(cls)}
         return cls(**{k: int(v) for k, v in values.items() if k in names})
+
+
+def dead_letter(error: DecodeError, source: Source, rejected_at: datetime) -> DeadLetter:
+    """The dead letter of a rejected item: its id is where it came from (topic,
+    partition, offset, index), so a replay of the same message gives the same id."""
+    index = "" if error.index is None else str(error.index)
+    return DeadLetter(
+        dead_letter_id=f"{source.topic}:{source.partition}:{source.offset}:{index}",
+        source_topic=source.topic, partition=source.partition, offset=source.offset,
+        index=error.index, error_kind=error.kind, reason=error.reason,
+        raw=base64.b64encode(error.raw).decode(),
+        raw_preview=error.raw[:512].decode("utf-8", errors="replace"),
+        event_id=error.event_id, work_unit_id=error.work_unit_id, rejected_at=rejected_at)
 
 
 def event_hash(kind: str, event_id: str) -> int:

@@ -31,7 +31,7 @@ class WorkflowRule(BaseModel):
     team: str = Field(min_length=1, max_length=128)
     workflow: str = Field(min_length=1, max_length=128)
     owner: str = Field("", max_length=128)
-    success_statuses: tuple[OutcomeStatus, ...] = DEFAULT_SUCCESS
+    success_statuses: tuple[OutcomeStatus, ...] = Field(DEFAULT_SUCCESS, validate_default=True)
     min_quality_score: float | None = Field(
         None, ge=0, le=1, description="A success needs a quality_score at least this")
     max_latency_ms: int | None = Field(

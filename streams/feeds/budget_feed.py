@@ -15,55 +15,21 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from schemas.kafka_options import KafkaConnection
 from streams.core.alerts.alert_config import BudgetRow, BudgetRule
 from streams.core.alerts.budget_tracker import rule_id
+from streams.feeds.rule_book import RuleBook
 from streams.kafka.compacted import CompactedRecord, follow_compacted
 
 log = logging.getLogger(__name__)
 
 
 
-class BudgetBook:
+class BudgetBook(RuleBook[BudgetRule]):
     """The rules in force: settings, overridden and extended by the topic."""
 
     def __init__(self, configured: tuple[BudgetRule, ...]) -> None:
-        self.configured = {rule_id(r): r for r in configured}
-        self.published: dict[str, BudgetRule] = {}
-        self.removed: set[str] = set()
-
-    def rules(self) -> tuple[BudgetRule, ...]:
-        merged = {**self.configured, **self.published}
-        return tuple(rule for key, rule in sorted(merged.items()) if key not in self.removed)
-
-    def apply(self, records: list[CompactedRecord]) -> list[BudgetRow]:
-        """Apply topic records; return the ClickHouse rows for what changed."""
-        before = {rule_id(r): r for r in self.rules()}
-        for record in records:
-            if record.value is None:
-                self.published.pop(record.key, None)
-                self.removed.add(record.key)
-                continue
-            try:
-                rule = BudgetRule.model_validate_json(record.value)
-            except ValidationError as exc:
-                log.error("ignoring invalid budget at %s: %s", record.position, exc)
-                continue
-            key = rule_id(rule)
-            if key != record.key:
-                log.error("ignoring budget at %s: key %r is not its id %r",
-                          record.position, record.key, key)
-                continue
-            self.published[key] = rule
-            self.removed.discard(key)
-        after = {rule_id(r): r for r in self.rules()}
-        now = datetime.now(UTC)  # updated_at orders versions of a row, not event time
-        rows: list[BudgetRow] = [(rule, now, 0) for key, rule in after.items()
-                                 if before.get(key) != rule]
-        rows += [(rule, now, 1) for key, rule in before.items() if key not in after]
-        return rows
+        super().__init__(configured, BudgetRule, rule_id, "budget")
 
     def retire_others(self, stored: list[tuple[object, ...]]) -> list[BudgetRow]:
         """Rows making a table holding ``stored`` (team, workflow, period, amount,

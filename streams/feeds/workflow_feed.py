@@ -16,61 +16,29 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from schemas.kafka_options import KafkaConnection
 from streams.core.workflows import WorkflowRegistry, WorkflowRow, WorkflowRule
+from streams.feeds.rule_book import RuleBook
 from streams.kafka.compacted import CompactedRecord, follow_compacted
 
 log = logging.getLogger(__name__)
 
 
-class WorkflowBook:
+class WorkflowBook(RuleBook[WorkflowRule]):
     """The rules in force: settings, overridden and extended by the topic. ``current``
     is what the engines call for the registry (replaced, never mutated, on a change)."""
 
     def __init__(self, configured: tuple[WorkflowRule, ...]) -> None:
-        self.configured = {r.key: r for r in configured}
-        self.published: dict[str, WorkflowRule] = {}
-        self.removed: set[str] = set()
+        super().__init__(configured, WorkflowRule, lambda r: r.key, "workflow rule")
         self.updates = 0
         self._registry = WorkflowRegistry(self.rules())
-
-    def rules(self) -> tuple[WorkflowRule, ...]:
-        merged = {**self.configured, **self.published}
-        return tuple(rule for key, rule in sorted(merged.items()) if key not in self.removed)
 
     def current(self) -> WorkflowRegistry:
         return self._registry
 
-    def apply(self, records: list[CompactedRecord]) -> list[WorkflowRow]:
-        """Apply topic records; return the ClickHouse rows for what changed."""
-        before = {r.key: r for r in self.rules()}
-        for record in records:
-            if record.value is None:
-                self.published.pop(record.key, None)
-                self.removed.add(record.key)
-                continue
-            try:
-                rule = WorkflowRule.model_validate_json(record.value)
-            except ValidationError as exc:
-                log.error("ignoring invalid workflow rule at %s: %s", record.position, exc)
-                continue
-            if rule.key != record.key:
-                log.error("ignoring workflow rule at %s: key %r is not its id %r",
-                          record.position, record.key, rule.key)
-                continue
-            self.published[rule.key] = rule
-            self.removed.discard(rule.key)
-        after = {r.key: r for r in self.rules()}
-        if after != before:
-            self.updates += 1
-            self._registry = WorkflowRegistry(tuple(after.values()), f"topic-{self.updates}")
-        now = datetime.now(UTC)  # updated_at orders versions of a row, not event time
-        rows: list[WorkflowRow] = [(rule, now, 0) for key, rule in after.items()
-                                   if before.get(key) != rule]
-        rows += [(rule, now, 1) for key, rule in before.items() if key not in after]
-        return rows
+    def changed(self, rules: dict[str, WorkflowRule]) -> None:
+        self.updates += 1
+        self._registry = WorkflowRegistry(tuple(rules.values()), f"topic-{self.updates}")
 
     def sync_rows(self, stored: list[tuple[object, ...]]) -> list[WorkflowRow]:
         """Rows making a table holding ``stored`` (team, workflow) hold exactly the rules

@@ -6,8 +6,10 @@ through the ``Outlet``.
   ``InputHandler``, the join in each partition's runtime.
 - ``rollup`` reads ``window-partials`` (one partition): ``RollupHandler``, the global
   cost-per-outcome windows and the alert detectors.
+- ``otlp`` (when ``TOKENYIELD_OTLP_TOPIC`` is set) reads the Collector's traces topic:
+  ``OtlpHandler``, stateless, re-keys the spans' model calls onto ``calls``.
 
-Both agents run under a crashing supervisor: an exception in a handler stops the worker
+The agents run under a crashing supervisor: an exception in a handler stops the worker
 (Faust's default would restart the agent, which would go on past a lost batch). The
 unacknowledged messages are processed again by the next worker.
 """
@@ -35,6 +37,7 @@ from streams.kafka.handlers import (
     partition_runtime_factory,
     send_ticks,
 )
+from streams.kafka.otlp_handler import OtlpHandler
 from streams.kafka.outlet import FaustProducer, Outlet
 from streams.kafka.topics import Topics
 from streams.ops.metrics import Metrics
@@ -117,7 +120,8 @@ class Services:
     topics: Topics = field(init=False)
 
     def __post_init__(self) -> None:
-        self.topics = Topics(self.settings.topic_prefix, self.settings.partitions)
+        self.topics = Topics(self.settings.topic_prefix, self.settings.partitions,
+                             otlp=self.settings.otlp_topic)
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -195,6 +199,10 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
         services.metrics, highwater, runtimes=services.runtimes)
     rollup = RollupHandler(services.rollup, rollup_state, outlet)
     wire_agents(app, topics, inputs, rollup)
+    if topics.otlp:
+        wire_otlp_agent(app, topics, OtlpHandler(
+            settings.otlp_config(), topics, FaustProducer(app), services.sink,
+            services.metrics))
     wire_timer_and_revoke(app, settings, topics, outlet, inputs, rollup, services.metrics)
     return app
 
@@ -216,6 +224,17 @@ def wire_agents(app: faust.App, topics: Topics, input_handler: InputHandler,
     async def rollup(stream: faust.Stream) -> None:
         async for event in stream.noack().events():
             await rollup_handler.handle(event.message, event.value, event.ack)
+
+
+def wire_otlp_agent(app: faust.App, topics: Topics, handler: OtlpHandler) -> None:
+    """The stateless loop over the Collector's topic: each message and its ack to the
+    handler, which acknowledges once the calls are on ``calls``."""
+
+    @app.agent(app.topic(topics.otlp, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw"), supervisor_strategy=CrashingSupervisor)
+    async def otlp(stream: faust.Stream) -> None:
+        async for event in stream.noack().events():
+            await handler.handle(event.message, event.value, event.ack)
 
 
 def wire_timer_and_revoke(app: faust.App, settings: Settings, topics: Topics, outlet: Outlet,

@@ -19,6 +19,7 @@ from streams.core.records import Outputs
 from streams.core.windows import Outbox
 from streams.kafka.topics import Topics
 from streams.ops.metrics import Metrics
+from streams.runtime.rollup_runtime import BudgetStateChanges
 
 TICK = b""  # an empty message on an input topic: "time passed", nothing else
 
@@ -26,7 +27,7 @@ TICK = b""  # an empty message on an input topic: "time passed", nothing else
 class Producer(Protocol):
     """Sends one message; ``flush`` returns once the broker has every message sent."""
 
-    async def send(self, topic: str, key: bytes | None, value: bytes,
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None) -> Any: ...
 
     async def flush(self) -> None: ...
@@ -38,7 +39,7 @@ class FaustProducer:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def send(self, topic: str, key: bytes | None, value: bytes,
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None) -> Any:
         return await self.app.producer.send(topic, key, value, partition, None, None)
 
@@ -81,15 +82,22 @@ class Outlet:
         """A checkpoint's window changes, to the rollup stage."""
         await self.producer.send(self.topics.window_partials, None, outbox.encode(), 0)
 
-    async def emit_rollup(self, windows: list[CostPerOutcomeWindow],
-                          alerts: list[Alert]) -> None:
+    async def emit_rollup(self, windows: list[CostPerOutcomeWindow], alerts: list[Alert],
+                          budget_states: BudgetStateChanges | None = None) -> None:
         """The rollup's windows and alerts (it tells the webhook itself, once they are
-        stored)."""
+        stored), and budgets whose state changed: keyed by budget id on the compacted
+        ``budget-state`` topic, a tombstone for a removed budget."""
         if windows:
             await self.producer.send(self.topics.windows, None, encode_models(windows), 0)
             self.metrics.events_out.labels(self.topics.windows).inc(len(windows))
         if alerts:
             await self._alerts(alerts)
+        for budget_id, state in budget_states or ():
+            # A null value is a tombstone: compaction then forgets the key.
+            value = None if state is None else state.__pydantic_serializer__.to_json(state)
+            await self.producer.send(self.topics.budget_state, budget_id.encode(), value, 0)
+        if budget_states:
+            self.metrics.events_out.labels(self.topics.budget_state).inc(len(budget_states))
 
     async def tick(self, topic: str, partition: int) -> None:
         """Time passed: a turn for an idle partition (or the rollup) to checkpoint and

@@ -1,10 +1,15 @@
 """The topics tokenyield uses, and their creation with the Kafka admin API.
 
 Inputs ``calls``, ``outcomes`` and ``costs`` (and the internal ``ticks``) must be
-co-partitioned:
-same partition count, keyed by work unit with murmur2. The worker creates whatever is
-missing and refuses to start when an existing input topic has another partition count,
-because the join would silently miss events.
+co-partitioned: same partition count, keyed by work unit with murmur2. The worker
+creates whatever is missing and refuses to start when an existing input topic has
+another partition count, because the join would silently miss events.
+
+``budget-state`` (compacted, written by the rollup) holds where every budget stands;
+every worker follows it to answer gateways. The OTLP topic (``TOKENYIELD_OTLP_TOPIC``,
+the Collector's, so not prefixed) is created when missing, with the input topics'
+partition count; an existing one may have any count (its spans are re-keyed by work
+unit onto ``calls``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ class TopicSpec:
 class Topics:
     """Names of every topic, after the prefix."""
 
-    def __init__(self, prefix: str, partitions: int) -> None:
+    def __init__(self, prefix: str, partitions: int, otlp: str = "") -> None:
         self.prefix = prefix
         self.partitions = partitions
         self.calls = f"{prefix}calls"
@@ -43,6 +48,7 @@ class Topics:
         self.ticks = f"{prefix}ticks"
         self.prices = f"{prefix}prices"
         self.budgets = f"{prefix}budgets"
+        self.budget_state = f"{prefix}budget-state"
         self.workflows = f"{prefix}workflows"
         self.attributions = f"{prefix}attributions"
         self.window_partials = f"{prefix}window-partials"
@@ -50,6 +56,7 @@ class Topics:
         self.alerts = f"{prefix}alerts"
         self.dead_letter = f"{prefix}dead-letter"
         self.late = f"{prefix}late"
+        self.otlp = otlp  # empty: no OTLP input
 
     def specs(self) -> list[TopicSpec]:
         n = self.partitions
@@ -67,6 +74,8 @@ class Topics:
             TopicSpec(self.alerts, 1),
             TopicSpec(self.dead_letter, n),
             TopicSpec(self.late, n),
+            TopicSpec(self.budget_state, 1, compacted=True),
+            *([TopicSpec(self.otlp, n)] if self.otlp else []),
         ]
 
 

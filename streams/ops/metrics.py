@@ -60,6 +60,20 @@ class Metrics:
             "process), rocksdb_memtables, rocksdb_block_cache, rocksdb_table_readers, "
             "clickhouse (embedded chdb only), python_traced (only under tracemalloc)",
             ["holder"], registry=r)
+        self.otlp_spans_skipped = Counter(
+            "tokenyield_otlp_spans_skipped_total",
+            "OTLP spans that are no model call (no GenAI usage, or an agent's aggregate), "
+            "by source (topic or /v1/traces) and reason", ["source", "reason"], registry=r)
+        self.http_requests = Counter(
+            "tokenyield_http_requests_total", "Requests to the /v1 endpoints, by endpoint "
+            "and status code", ["endpoint", "status"], registry=r)
+        self.http_events = Counter(
+            "tokenyield_http_events_total", "Events received over HTTP, by endpoint and "
+            "result (accepted, rejected, ignored, failed)", ["endpoint", "result"],
+            registry=r)
+        self.budget_checks = Counter(
+            "tokenyield_budget_checks_total", "Budget checks answered, by state (ok, soft, "
+            "hard)", ["state"], registry=r)
         self.webhook_failures = Counter(
             "tokenyield_webhook_failures_total", "Alert webhooks given up after retries",
             registry=r)

@@ -1,4 +1,5 @@
-"""Model costs as a FOCUS 1.2 cost and usage file (CSV or Parquet) for FinOps tools.
+"""Model and other costs as a FOCUS 1.2 cost and usage file (CSV or Parquet) for
+FinOps tools.
 
 FOCUS, the FinOps Open Cost and Usage Specification, is the column set of the
 hyperscalers' cost exports, which FinOps tools read (Vantage's custom providers take a
@@ -62,7 +63,7 @@ What FOCUS 1.2 asks, and what this export writes:
   prefixes in a prefixless scheme) and counted. Empty dimensions are left out.
 - **Custom columns** (ColumnHandling): after the FOCUS columns, prefixed ``x_``:
   x_Calls, x_InputTokens, x_CachedInputTokens, x_CacheWriteTokens, x_OutputTokens,
-  x_ReasoningTokens.
+  x_ReasoningTokens (null on cost-item rows), x_Items (null on model-call rows).
 - **Numbers** (NumericFormat): CSV holds exact decimal strings (no exponent, no sign for
   positives, always with a decimal point so that readers that infer types from text see a
   decimal); Parquet holds decimal128(38, 18) for money and decimal128(38, 6) for
@@ -74,17 +75,30 @@ what tokenyield joins outcomes to; most units last minutes, so a row is about on
 calls of a model. ``Granularity.WORKFLOW`` drops the work unit (far fewer rows when units
 are many and short).
 
-Adding a cost kind: a ``CostSource`` is one SQL text and one function from its result
-rows to ``CostLine``. A future ``cost_items`` table (``kind``, ``amount``) would be::
+**Other costs** (``cost_items``: tools, retrieval, GPUs, seats, infrastructure, people;
+docs/SEMANTICS.md) are rows of their own, one per charge hour, cost kind, provider,
+quantity form, team, workflow, work unit (none for a shared cost) and tags:
 
-    COST_ITEMS = CostSource("cost_items", '''SELECT toUnixTimestamp(toStartOfHour(occurred_at))
-        AS hour, kind, provider, currency, team, workflow, {work_unit} AS work_unit_id,
-        count() AS items, sum(amount) AS amount_total FROM {db}.cost_items FINAL WHERE ...
-        GROUP BY ...''', cost_item_line)
+- ServiceCategory and ServiceSubcategory follow the kind (``ITEM_SERVICES``): a tool
+  call is Integration, an embedding AI and Machine Learning, retrieval Analytics /
+  Search, GPU time Compute, a seat Business Applications, infrastructure and people's
+  time Other. ServiceName says the kind ("Tool calls"), SkuId and SkuPriceId are
+  ``tokenyield/cost/<kind>``.
+- ProviderName, PublisherName and InvoiceIssuerName are the item's ``provider``
+  attribute (who is paid), else "Unspecified": tokenyield is not told, and the column
+  may not be null.
+- The cost is the item's ``amount`` as stored: in the reporting currency, exact (the
+  engine converts other currencies and multiplies quantity by unit price).
+- Quantities: items priced as quantity x unit price are counted in ``Units`` (their
+  quantities summed), items given as an amount in ``Items`` (how many); the two forms
+  are separate rows, so a row's unit means one thing. PricingQuantity and
+  ConsumedQuantity are that figure; unit prices stay null (a row may mix prices).
+- A shared cost (no work unit) carries the tag ``tokenyield/shared`` (true); how it is
+  allocated to units is tokenyield's view (``v_shared_cost_allocation``), not the bill.
 
-with ``cost_item_line(row, window) -> CostLine`` naming its service, SKU and units, and
-added to ``SOURCES``. Everything after the lines (FOCUS columns, writers, summary) is
-shared.
+A new cost source is a ``CostSource``: one SQL text and one function from its result
+rows to ``CostLine``, added to ``SOURCES``. Everything after the lines (FOCUS columns,
+writers, summary) is shared.
 """
 
 from __future__ import annotations
@@ -235,7 +249,7 @@ class CostSource:
 MODEL_CALLS_SQL = """SELECT
     toUnixTimestamp(toStartOfHour(occurred_at)) AS hour,
     provider, model, currency, team, workflow, {work_unit} AS unit,
-    owner, agent, service, environment, task_type,
+    owner, agent, service, environment, task_type, user, customer,
     mapSort(attributes) AS tag_attributes,
     cost IS NOT NULL AS priced,
     count() AS calls,
@@ -248,17 +262,18 @@ MODEL_CALLS_SQL = """SELECT
 FROM {db}.model_calls FINAL
 WHERE occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}
 GROUP BY hour, provider, model, currency, team, workflow, unit, owner, agent, service,
-    environment, task_type, tag_attributes, priced
+    environment, task_type, user, customer, tag_attributes, priced
 ORDER BY hour, provider, model, team, workflow, unit, priced"""
 
 DIMENSION_TAGS: tuple[tuple[str, str], ...] = (
     ("team", "team"), ("workflow", "workflow"), ("work_unit_id", "unit"), ("owner", "owner"),
     ("agent", "agent"), ("service", "service"), ("environment", "environment"),
-    ("task_type", "task_type"))
+    ("task_type", "task_type"), ("user", "user"), ("customer", "customer"))
 
 
 def call_tags(row: Mapping[str, Any]) -> tuple[dict[str, TagValue], int]:
-    """Tags of a model-calls row, and how many attribute keys had to be left out."""
+    """Tags of a model-calls (or cost-items) row, and how many attribute keys had to be
+    left out."""
     tags: dict[str, TagValue] = {}
     dropped = 0
     for key, value in sorted(dict(row.get("tag_attributes") or {}).items()):
@@ -304,7 +319,68 @@ def model_call_line(row: Mapping[str, Any], window: Window) -> CostLine:
 
 
 MODEL_CALLS = CostSource("model_calls", MODEL_CALLS_SQL, model_call_line)
-SOURCES: tuple[CostSource, ...] = (MODEL_CALLS,)
+
+# FINAL, as for the calls: a replayed item is one row. ``amount`` is already in the
+# reporting currency (``currency``) and exact; a quantity-priced item keeps its quantity.
+COST_ITEMS_SQL = """SELECT
+    toUnixTimestamp(toStartOfHour(occurred_at)) AS hour,
+    kind, currency, team, workflow, {work_unit} AS unit, shared, user, customer,
+    attributes['provider'] AS item_provider,
+    mapSort(mapFilter((k, v) -> k != 'provider', attributes)) AS tag_attributes,
+    quantity IS NOT NULL AS quantified,
+    count() AS items,
+    sum(amount) AS amount_total,
+    sum(ifNull(quantity, 0)) AS quantity_total
+FROM {db}.cost_items FINAL
+WHERE occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}
+GROUP BY hour, kind, currency, team, workflow, unit, shared, user, customer, item_provider,
+    tag_attributes, quantified
+ORDER BY hour, kind, team, workflow, unit, item_provider, quantified"""
+
+#: FOCUS ServiceCategory and ServiceSubcategory, and a ServiceName, of each cost kind.
+ITEM_SERVICES: dict[str, tuple[str, str, str]] = {
+    "tool_call": ("Integration", "Other (Integration)", "Tool calls"),
+    "embedding": ("AI and Machine Learning", "Other (AI and Machine Learning)", "Embeddings"),
+    "retrieval": ("Analytics", "Search", "Retrieval"),
+    "gpu": ("Compute", "Other (Compute)", "GPU time"),
+    "seat": ("Business Applications", "Other (Business Applications)", "Seats"),
+    "infra": ("Other", "Other (Other)", "Infrastructure"),
+    "human_labour": ("Other", "Other (Other)", "Human labour"),
+    "other": ("Other", "Other (Other)", "Other costs"),
+}
+UNSPECIFIED_PROVIDER = "Unspecified"
+
+
+def cost_item_line(row: Mapping[str, Any], window: Window) -> CostLine:
+    """A cost-items result row (one hour x kind x provider x tags) as a cost line."""
+    hour = datetime.fromtimestamp(int(row["hour"]), UTC)
+    kind = str(row["kind"])
+    category, subcategory, service = ITEM_SERVICES.get(kind, ITEM_SERVICES["other"])
+    provider = str(row.get("item_provider") or "") or UNSPECIFIED_PROVIDER
+    items = int(row["items"])
+    quantified = _truthy(row["quantified"])
+    quantity = as_decimal(row["quantity_total"]) if quantified else Decimal(items)
+    unit = "Units" if quantified else "Items"
+    tags, dropped = call_tags(row)
+    if _truthy(row["shared"]):
+        tags[TAG_PREFIX + "shared"] = True
+    shared = " shared by the workflow" if _truthy(row["shared"]) else ""
+    return CostLine(
+        source="cost_items",
+        charge_start=max(hour, window.start), charge_end=min(hour + HOUR, window.end),
+        provider=provider, publisher=provider, invoice_issuer=provider,
+        service_name=service, service_category=category, service_subcategory=subcategory,
+        sku_id=f"{TAG_PREFIX}cost/{kind}", sku_meter=unit,
+        description=(f"{service} ({provider}): {items} cost item{'s' if items != 1 else ''}"
+                     f"{shared}, {decimal_text(quantity)} {unit.lower()}"),
+        cost=as_decimal(row["amount_total"]), currency=str(row["currency"]),
+        pricing_quantity=quantity, pricing_unit=unit,
+        consumed_quantity=quantity, consumed_unit=unit,
+        count=items, tags=tags, dropped_tag_keys=dropped, custom={"x_Items": items})
+
+
+COST_ITEMS = CostSource("cost_items", COST_ITEMS_SQL, cost_item_line)
+SOURCES: tuple[CostSource, ...] = (MODEL_CALLS, COST_ITEMS)
 
 
 def as_decimal(value: Any) -> Decimal:
@@ -370,6 +446,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("x_CacheWriteTokens", "integer"),
     Column("x_OutputTokens", "integer"),
     Column("x_ReasoningTokens", "integer"),
+    Column("x_Items", "integer"),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 
@@ -432,7 +509,7 @@ def focus_record(line: CostLine, accounts: BillingAccounts) -> dict[str, Any]:
         "SkuId": line.sku_id,
         "SkuMeter": line.sku_meter,
         "SkuPriceDetails": None,
-        "SkuPriceId": line.sku_id,  # one price entry per model in the price book
+        "SkuPriceId": line.sku_id,  # one price per model (per cost kind) at a time
         "Tags": tags_json(line.tags),
     }
     for column in COLUMNS:
@@ -594,7 +671,8 @@ class ExportSummary:
     format: str
     window: Window
     rows: int = 0
-    records: int = 0  # source records (calls) in the rows
+    records: int = 0  # source records (calls, cost items) in the rows
+    by_source: dict[str, int] = field(default_factory=dict)  # records of each source
     cost: dict[str, Decimal] = field(default_factory=dict)  # by BillingCurrency
     unpriced: dict[tuple[str, str], UnpricedUsage] = field(default_factory=dict)
     dropped_tag_keys: int = 0
@@ -613,6 +691,7 @@ class ExportSummary:
             return
         self.rows += 1
         self.records += line.count
+        self.by_source[line.source] = self.by_source.get(line.source, 0) + line.count
         self.cost[line.currency] = self.cost.get(line.currency, Decimal(0)) + line.cost
 
 

@@ -1,7 +1,9 @@
 """``tokenyield report``: one self-contained HTML page of what the spend produced.
 
 Headline figures, cost per accepted outcome over time by workflow, yield by workflow,
-attribution coverage over time, alerts by kind and the latest alerts, all read from
+attribution coverage over time, the value sections (``value_sections``: cost by part,
+quality and integrity, customers, the conversion chain, acceptance by cost decile, the
+business case, the portfolio), alerts by kind and the latest alerts, all read from
 ClickHouse through a ``Query`` callable (directly, or through a running worker) and
 drawn as inline SVG. Sums are Decimal; ratios become floats only to be drawn.
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 from streams.report.live_view import Figures, Query, literal, money
 from streams.report.svg_charts import Series, bar_chart, line_chart
+from streams.report.value_sections import gather_value, render_value
 
 MIN_HOURLY_POINTS = 6  # fewer hours than this: draw the finer windows instead
 
@@ -62,7 +65,8 @@ def gather(query: Query, db: str, since: datetime | None = None) -> dict[str, An
     where = f"AND window_start >= {literal(since)}" if since else ""
     size = _window_size(query, db, where)
     rows = query(
-        f"SELECT window_start, team, workflow, spend, fully_loaded_cost, value, decided_units, "
+        f"SELECT window_start, team, workflow, spend, fully_loaded_cost, accepted_value, "
+        f"decided_units, "
         f"accepted_outcomes, linked_spend, unlinked_spend FROM {db}.cost_per_outcome_windows "
         f"FINAL WHERE window_seconds = {size} AND scope = 'total' {where} "
         f"ORDER BY window_start")
@@ -109,7 +113,7 @@ def gather(query: Query, db: str, since: datetime | None = None) -> dict[str, An
     return {"window_seconds": bucket, "cpo": dict(cpo), "yields": yields,
             "coverage": coverage if coverage["attribution coverage"] else {},
             "alerts": alerts, "alert_kinds": [(str(k), float(n)) for k, n in kinds],
-            "headline": headline, "rows": len(rows)}
+            "headline": headline, "rows": len(rows), "value": gather_value(query, db, since)}
 
 
 CSS = """
@@ -138,7 +142,7 @@ def render(data: dict[str, Any], *, database: str, source: str, currency: str,
         ("-" if h.coverage is None else f"{h.coverage:.1%}", "attribution coverage"),
         (f"{h.accepted:,}", "accepted outcomes"),
         (f"{h.work_units:,}", "work units"),
-        (money(h.value, currency, 2), "value produced"),
+        (money(h.value, currency, 2), "value of accepted work"),
         (f"{h.alerts_firing:,}", "alerts firing"),
     ]
     alert_rows = "".join(
@@ -166,6 +170,7 @@ def render(data: dict[str, Any], *, database: str, source: str, currency: str,
         "<section>", line_chart(f"Attribution coverage (share of decided spend linked to an "
                                 f"outcome), per {unit}", data["coverage"],
                                 y_format="{:.0%}", y_max=1.0), "</section>",
+        render_value(data["value"], currency) if "value" in data else "",
         "<section>", bar_chart("Alerts by kind", data["alert_kinds"], value_format="{:,.0f}"),
         "</section>",
         "<section><h2>Latest alerts</h2>",

@@ -23,7 +23,7 @@ class Figures:
 
     spend: Decimal
     fully_loaded_cost: Decimal
-    value: Decimal
+    value: Decimal  # of the accepted units (an overturned or failed unit's value is none)
     decided: int  # work units decided (by their deciding outcome)
     accepted: int  # ... and accepted by it
     linked_spend: Decimal
@@ -96,7 +96,7 @@ def snapshot(query: Query, database: str, since: datetime) -> Snapshot:
         f"SELECT countIf(state != 'unattributed'), countIf(state = 'unattributed') "
         f"FROM {db}.attributions_latest FINAL WHERE last_event_at >= {start}")[0]
     rows = query(
-        f"SELECT team, workflow, sum(spend), sum(fully_loaded_cost), sum(value), "
+        f"SELECT team, workflow, sum(spend), sum(fully_loaded_cost), sum(accepted_value), "
         f"sum(decided_units), sum(accepted_outcomes), sum(linked_spend), sum(unlinked_spend) "
         f"FROM {db}.cost_per_outcome_windows FINAL WHERE window_seconds = "
         f"(SELECT min(window_seconds) FROM {db}.cost_per_outcome_windows) AND scope = 'total' "

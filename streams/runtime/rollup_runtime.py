@@ -8,6 +8,10 @@ snapshot intact; the previous records are deleted only after the new meta is dur
 
 "Now" is each message's time stamp (``apply``, ``tick``), so a replay from the last
 snapshot decides exactly what the first run decided (see ``core.rollup``).
+
+A checkpoint also emits the budgets whose state changed (``BudgetState``, for the
+compacted ``budget-state`` topic gateways are answered from), before its snapshot: a
+crash in between only sends the same states again.
 """
 
 from __future__ import annotations
@@ -18,14 +22,20 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from schemas.errors import StateError
-from schemas.outputs import Alert, CostPerOutcomeWindow
+from schemas.outputs import Alert, BudgetState, CostPerOutcomeWindow
 from streams.core.alerts import AlertEngine
+from streams.core.alerts.forecast import SpendForecast
 from streams.core.records import Outputs
 from streams.core.rollup import WindowRollup
 from streams.core.windows import Outbox
 from streams.runtime.ports import Sink, StateStore
 
 META_KEY = b"rollup/meta"
+#: A budget's new state, or ``None`` once it is removed, by budget id.
+BudgetStateChanges = list[tuple[str, BudgetState | None]]
+#: What a checkpoint sends: window rows, alerts, budget state changes.
+RollupEmit = Callable[[list[CostPerOutcomeWindow], list[Alert], BudgetStateChanges],
+                      Awaitable[None]]
 CHUNK_BYTES = 512 * 1024
 
 
@@ -51,6 +61,9 @@ class RollupRuntime:
         self.last_checkpoint = time.monotonic()
         self.seq = 0
         self.chunks = 0
+        # The event-clock hour forecasts were last written for: once an hour of event
+        # time is plenty for a month-end projection (ClickHouse keeps an hour's latest).
+        self.forecast_hour = -1
         self.notify: Callable[[list[Alert]], None] = lambda alerts: None
 
     def reset(self) -> None:
@@ -61,6 +74,13 @@ class RollupRuntime:
                       idle_seconds=self.idle_seconds, interval_seconds=self.interval,
                       topic=self.topic, partitions=self.partitions)
         self.notify = notify
+
+    def _due_forecasts(self) -> list[tuple[SpendForecast, str]]:
+        hour = self.alerts.forecaster.clock_ms // 3_600_000
+        if not hour or hour == self.forecast_hour:
+            return []
+        self.forecast_hour = hour
+        return [(f, self.currency) for f in self.alerts.forecasts()]
 
     def restore(self, store: StateStore) -> None:
         self.restored = True
@@ -111,7 +131,7 @@ class RollupRuntime:
     async def checkpoint(
         self,
         store: StateStore,
-        emit: Callable[[list[CostPerOutcomeWindow], list[Alert]], Awaitable[None]],
+        emit: RollupEmit,
         flush_producer: Callable[[], Awaitable[None]],
     ) -> list[CostPerOutcomeWindow]:
         now = self.now_ms
@@ -119,9 +139,10 @@ class RollupRuntime:
         finals = self.rollup.take_ready()
         alerts = self.alerts.observe(running, finals, self.rollup.mix(), now,
                                      self.rollup.histograms())
-        await emit(running + finals, alerts)
+        await emit(running + finals, alerts, self.alerts.budget_state_changes())
         await flush_producer()
-        batch = Outputs(windows=running + finals, alerts=alerts)
+        batch = Outputs(windows=running + finals, alerts=alerts,
+                        forecasts=self._due_forecasts())
         if self.first_offset is not None:
             batch.cover(self.topic, 0, self.first_offset)
             batch.cover(self.topic, 0, self.applied_offset)

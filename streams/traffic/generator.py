@@ -34,6 +34,7 @@ from streams.traffic.scenarios import (
     EncodedEvent,
     RawEvent,
     Scenario,
+    ValueTraffic,
     encode_all,
     encoded_events,
 )
@@ -143,10 +144,11 @@ async def publish(events: Iterable[Publishable] | EncodedBatch, publisher: Publi
     bucket = TokenBucket(rate) if rate else None
     check_every = 1 if bucket is not None or replay_speed is not None else YIELD_EVERY
     calls_topic, outcomes_topic = publisher.calls_topic, publisher.outcomes_topic
+    topics = {"calls": calls_topic, "outcomes": outcomes_topic, "costs": publisher.costs_topic}
     messages_before = publisher.messages_sent
     started = last_report = time.monotonic()
     first_ms: int | None = None
-    calls = outcomes = 0
+    calls = outcomes = costs = 0
     for event in events:
         if bucket is not None:
             await bucket.take()
@@ -158,29 +160,31 @@ async def publish(events: Iterable[Publishable] | EncodedBatch, publisher: Publi
                 await asyncio.sleep(wait)
         if isinstance(event, EncodedEvent | RawEvent):
             value = event.value if isinstance(event, EncodedEvent) else orjson.dumps(event.data)
-            is_call = event.kind == "calls"
-            topic = calls_topic if is_call else outcomes_topic
-            await publisher.publish_raw(topic, event.work_unit_id, value)
+            kind = event.kind
+            await publisher.publish_raw(topics[kind], event.work_unit_id, value)
         else:
-            is_call = isinstance(event, ModelCall)
+            kind = "calls" if isinstance(event, ModelCall) else "outcomes"
             await publisher.publish(event)
-        if is_call:
+        if kind == "calls":
             calls += 1
-        else:
+        elif kind == "outcomes":
             outcomes += 1
-        if (calls + outcomes) % check_every == 0:
+        else:
+            costs += 1
+        if (calls + outcomes + costs) % check_every == 0:
             if check_every == YIELD_EVERY:
                 await asyncio.sleep(0)
             now = time.monotonic()
             if progress is not None and now - last_report >= progress_interval:
                 last_report = now
-                progress(Progress(calls + outcomes, calls, outcomes, now - started, total))
+                progress(Progress(calls + outcomes + costs, calls, outcomes, now - started,
+                                  total))
     await publisher.flush()
     elapsed = time.monotonic() - started
     if progress is not None:
-        progress(Progress(calls + outcomes, calls, outcomes, elapsed, total))
+        progress(Progress(calls + outcomes + costs, calls, outcomes, elapsed, total))
     mode: Mode = "single" if publisher.max_batch_events == 1 else "envelope"
-    return PublishReport(calls + outcomes, calls, outcomes,
+    return PublishReport(calls + outcomes + costs, calls, outcomes,
                          publisher.messages_sent - messages_before, elapsed, mode)
 
 
@@ -233,7 +237,8 @@ async def run_benchmark(bootstrap: KafkaConnection | str, events: int = 200_000,
 
 async def live_traffic(publisher: Publisher, rate: float, stop: asyncio.Event, *,
                        seed: int = 1, run_id: str = "live", round_seconds: int = 30,
-                       on_events: Callable[[int], None] | None = None) -> int:
+                       on_events: Callable[[int], None] | None = None,
+                       value: ValueTraffic | None = None) -> int:
     """Publish about ``rate`` events/s with event times of now, until ``stop`` is set.
 
     Every ``round_seconds`` a new scenario starts, stamped from now on, and each event
@@ -248,7 +253,7 @@ async def live_traffic(publisher: Publisher, rate: float, stop: asyncio.Event, *
 
     async def one_round(number: int) -> PublishReport:
         scenario = Scenario(seed=seed + number, run_id=f"{run_id}-{number}", work_units=units,
-                            span_seconds=round_seconds).quiet().live()
+                            span_seconds=round_seconds, value=value).quiet().live()
         seen = 0
 
         def progress(p: Progress) -> None:

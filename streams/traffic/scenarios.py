@@ -42,15 +42,18 @@ from schemas.codec import call_codec, outcome_codec
 from schemas.errors import TokenyieldError
 from schemas.events import (
     ACCEPTING_STATUSES,
+    STAGES,
+    CostKind,
     ModelCall,
     Outcome,
     OutcomeStatus,
     Share,
     ValueDimension,
+    shared_bucket_id,
 )
 from schemas.pricing import PriceBook, price_call
 
-Kind = Literal["calls", "outcomes"]
+Kind = Literal["calls", "outcomes", "costs"]
 UNPRICED_PROVIDER = "internal"
 UNPRICED_MODEL = "acme-distill-8b"
 MAX_CALLS = 40  # per ordinary unit
@@ -232,6 +235,41 @@ class ContextBloat(_Frozen):
     growth_tokens_per_call: int = Field(6000, gt=0)
 
 
+class CostItemShape(_Frozen):
+    """Cost items a workflow's units carry besides tokens: a tool, an API, retrieval."""
+
+    kind: CostKind = "tool_call"
+    description: str = "tool call"
+    per_unit: float = Field(1.0, ge=0, description="Mean items per unit (Poisson-ish)")
+    quantity_median: float = Field(1.0, gt=0)
+    unit_price: Decimal = Field(Decimal("0.01"), gt=0)
+
+
+class ValueTraffic(_Frozen):
+    """The value side of the product, for the demo: customers, cost items, shared costs,
+    the conversion chain and audits. Off by default (benchmarks keep the plain mix)."""
+
+    customers: int = Field(12, ge=1)
+    cost_items: dict[str, CostItemShape] = Field(default_factory=lambda: {
+        "sales/lead-research": CostItemShape(description="enrichment API", per_unit=2.0,
+                                             quantity_median=3, unit_price=Decimal("0.45")),
+        "legal/contract-review": CostItemShape(kind="retrieval", description="clause search",
+                                               per_unit=1.0, quantity_median=40,
+                                               unit_price=Decimal("0.002")),
+        "eng/code-review": CostItemShape(kind="gpu", description="test sandbox",
+                                         per_unit=0.5, quantity_median=2,
+                                         unit_price=Decimal("0.09")),
+    })
+    shared_per_hour: dict[str, Decimal] = Field(default_factory=lambda: {
+        "support/reply-draft": Decimal("1.80"), "legal/contract-review": Decimal("4.00")})
+    # The chain after an accepted output: each stage reached with this share of the last.
+    stage_shares: tuple[float, float, float] = (0.7, 0.6, 0.7)
+    audited: dict[str, float] = Field(default_factory=lambda: {
+        "legal/contract-review": 0.4, "finance/invoice-matching": 0.1})
+    overturn_share: Share = 0.2
+    audit_delay_seconds: int = Field(180, ge=1)
+
+
 class Scenario(_Frozen):
     """Everything that shapes the traffic. Shares are probabilities per unit or event."""
 
@@ -261,6 +299,7 @@ class Scenario(_Frozen):
     runaway: RunawayUnit | None = RunawayUnit()
     retry_storm: RetryStorm | None = RetryStorm()
     context_bloat: ContextBloat | None = ContextBloat()
+    value: ValueTraffic | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
@@ -331,6 +370,7 @@ class GenerationStats:
     units: int = 0
     calls: int = 0
     outcomes: int = 0
+    cost_items: int = 0
     duplicates: int = 0
     delayed: int = 0
     outcome_first_units: int = 0
@@ -340,7 +380,7 @@ class GenerationStats:
 
     @property
     def events(self) -> int:
-        return self.calls + self.outcomes + self.duplicates
+        return self.calls + self.outcomes + self.cost_items + self.duplicates
 
 
 # -- generation --------------------------------------------------------------------------
@@ -360,7 +400,7 @@ def events(scenario: Scenario, stats: GenerationStats | None = None
     for raw in raw_events(scenario, stats):
         if raw.kind == "calls":
             yield ModelCall.model_validate(raw.data)
-        else:
+        elif raw.kind == "outcomes":
             yield Outcome.model_validate(raw.data)
 
 
@@ -485,6 +525,8 @@ class _Generator:
     def run(self) -> Iterator[_Entry]:
         heap = self.heap
         pop = heapq.heappop
+        if self.s.value is not None:
+            self._shared_costs(self.s.value)
         for index, (start, key, injection) in enumerate(self._arrivals()):
             while heap and heap[0][0] < start:
                 yield pop(heap)
@@ -515,6 +557,8 @@ class _Generator:
         else:
             outcomes = self._outcomes(unit_id, calls[-1][0], workflow,
                                       workflow.models[choice], gave_up)
+        if s.value is not None:
+            self._value(s.value, unit_id, workflow, calls, outcomes)
         stats.calls += len(calls)
         stats.outcomes += len(outcomes)
         if outcomes and rng.random() < s.outcome_first_share:
@@ -709,6 +753,78 @@ class _Generator:
             data["baseline_cost"] = str(workflow.baseline_cost)
             data["currency"] = "USD"
         return data
+
+
+    # -- the value side (Scenario.value) --------------------------------------------
+    def _value(self, value: ValueTraffic, unit_id: str, workflow: Workflow,
+               calls: list[tuple[int, _Fields]], outcomes: list[tuple[int, _Fields]]) -> None:
+        """A customer on every event, cost items at the unit's calls, a stage on its
+        accepted outcome, and for audited workflows a verdict a few minutes later."""
+        rng = self.rng
+        customer = f"customer-{int(rng.random() * value.customers):02d}"
+        for _, data in calls:
+            data["customer"] = customer
+        for _, data in outcomes:
+            data["customer"] = customer
+        shape = value.cost_items.get(workflow.key)
+        if shape is not None:
+            items = []
+            for k in range(int(shape.per_unit) + (rng.random() < shape.per_unit % 1)):
+                at = calls[rng.randrange(len(calls))][0]
+                quantity = max(1, round(self._lognormal(shape.quantity_median, 0.5)))
+                items.append((at, {
+                    "event_id": f"{unit_id}-k{k}", "work_unit_id": unit_id,
+                    "occurred_at": datetime.fromtimestamp(at / 1000, UTC),
+                    "team": workflow.team, "workflow": workflow.name, "kind": shape.kind,
+                    "quantity": str(quantity), "unit_price": str(shape.unit_price),
+                    "currency": "USD", "description": shape.description,
+                    "customer": customer}))
+            self.stats.cost_items += len(items)
+            self._push(unit_id, "costs", items)
+        final = outcomes[-1][1] if outcomes else None
+        if final is None or final["status"] not in ACCEPTING_STATUSES:
+            return
+        reached = 0
+        for share in value.stage_shares:
+            if rng.random() >= share:
+                break
+            reached += 1
+        if reached:
+            final["stage"] = STAGES[reached]
+        audit = value.audited.get(workflow.key, 0.0)
+        if audit and rng.random() < audit:
+            at = outcomes[-1][0] + value.audit_delay_seconds * 1000
+            overturned = rng.random() < value.overturn_share
+            verdict: _Fields = {
+                "event_id": f"{unit_id}-audit", "work_unit_id": unit_id,
+                "occurred_at": datetime.fromtimestamp(at / 1000, UTC),
+                "team": workflow.team, "workflow": workflow.name,
+                "verdict": "overturned" if overturned else "upheld",
+                "human_review_minutes": "2", "customer": customer}
+            if overturned and "value" in final:
+                verdict["value_at_risk"] = str(Decimal(final["value"]) * 2)
+                verdict["currency"] = "USD"
+            outcomes.append((at, verdict))
+
+    def _shared_costs(self, value: ValueTraffic) -> None:
+        """Each hour's shared cost of a workflow (a vector store, reserved GPUs), at the
+        start of the hour: no work unit, keyed by its bucket."""
+        hour = 3_600_000
+        for key, amount in value.shared_per_hour.items():
+            workflow = self.by_key.get(key)
+            if workflow is None:
+                continue
+            start = self.start_ms - self.start_ms % hour
+            while start < self.end_ms:
+                moment = datetime.fromtimestamp(max(start, self.start_ms) / 1000, UTC)
+                bucket = shared_bucket_id(workflow.team, workflow.name, moment)
+                self.stats.cost_items += 1
+                self._push(bucket, "costs", [(int(moment.timestamp() * 1000), {
+                    "event_id": f"{self.s.prefix}-shared-{workflow.name}-{start}",
+                    "occurred_at": moment, "team": workflow.team, "workflow": workflow.name,
+                    "kind": "infra", "amount": str(amount), "currency": "USD",
+                    "description": "shared infrastructure, one hour"})])
+                start += hour
 
 
 def _tags(injection: str, stormy: bool) -> dict[str, str]:

@@ -59,6 +59,20 @@ class AlertSettings(BaseModel):
     model_mismatch_min_units: int = Field(30, ge=1)
     model_mismatch_max_gap: Decimal = Field(Decimal("0.05"), ge=0, le=1)
     model_mismatch_min_cost_ratio: Decimal = Field(Decimal(3), gt=1)
+    plateau_window_days: int = Field(
+        7, ge=1, le=7, description="Spend plateau: trailing complete days judged (the "
+                                   "rollup keeps eight days of cost histograms)")
+    plateau_top_share: Decimal = Field(
+        Decimal("0.2"), gt=0, le=Decimal("0.4"), description="The dearest units compared")
+    plateau_min_cost_ratio: Decimal = Field(
+        Decimal(2), gt=1, description="Their mean cost against the median unit's")
+    plateau_max_gain: Decimal = Field(
+        Decimal("0.05"), ge=0, le=1, description="Acceptance they may add over the middle "
+                                                 "units and still be a plateau")
+    plateau_min_units: int = Field(200, ge=1, description="Units in each compared group")
+    plateau_confidence: Decimal = Field(
+        Decimal("0.95"), gt=Decimal("0.5"), lt=1,
+        description="One-sided confidence of the bound on the acceptance gain")
     alert_cooldown_seconds: int = Field(900, ge=0)
     budgets: tuple[BudgetRule, ...] = ()
 
@@ -105,6 +119,26 @@ class AlertConfig(AlertSettings):
     model_mismatch_z: Decimal = Field(
         Decimal(1), ge=0, description="The acceptance gap must hold by this many standard "
                                       "errors of the difference (sampling noise)")
+    plateau_middle_low: Decimal = Field(
+        Decimal("0.4"), ge=0, le=Decimal("0.5"),
+        description="Spend plateau: the middle units' cost ranks, from ...")
+    plateau_middle_high: Decimal = Field(
+        Decimal("0.6"), ge=Decimal("0.5"), lt=1, description="... to")
+    forecast_history_days: int = Field(
+        56, ge=14, le=366, description="Forecasts: complete days of daily spend kept per "
+                                       "series (eight weeks of weekday factors)")
+    forecast_fit_days: int = Field(
+        56, ge=7, description="Recent days the level and trend are fitted on")
+    forecast_min_days: int = Field(
+        14, ge=7, description="Fewer complete days: the linear run-rate instead")
+    forecast_trend_z: Decimal = Field(
+        Decimal(2), ge=0, description="A trend is kept when its slope is this many "
+                                      "standard errors from zero")
+    forecast_outlier_sigmas: Decimal = Field(
+        Decimal(3), gt=0, description="Days this many residual standard deviations off "
+                                      "the first fit are left out of the level and trend")
+    forecast_band: Decimal = Field(
+        Decimal("0.9"), gt=0, lt=1, description="Central coverage of the prediction band")
     subject_ttl_seconds: int = Field(
         7 * 86_400, gt=0, description="Forget a subject's baselines after this much "
                                       "event time without a row")

@@ -13,6 +13,16 @@ from when the engine first saw it configured.
 Each threshold fires once per period: the soft one (``soft_share`` of the amount,
 warning) and the hard one (the amount, critical); a jump past both fires only the hard
 one. Both resolve once the event clock has left the period.
+
+A monthly budget's projection (``expected``, ``exhausts_on``) is the forecast
+(``forecast.py``: weekday factors, trend and band) of the spend of the series it covers,
+once they have ``forecast_min_days`` complete days of history; before that, and for
+daily budgets (the forecast has no hours), the linear run-rate of the period so far.
+
+``state_changes`` gives where each budget stands (``BudgetState``: ok, soft or hard,
+spent, remaining, when the period resets), only those that changed since it was last
+asked and a ``None`` for a removed budget: the rollup publishes them on the compacted
+``budget-state`` topic, which every worker follows to answer gateways.
 """
 
 from __future__ import annotations
@@ -21,9 +31,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from schemas.outputs import Alert, AlertKind, CostPerOutcomeWindow
+from schemas.outputs import Alert, AlertKind, BudgetLevel, BudgetState, CostPerOutcomeWindow
 from streams.core.alerts.alert_config import AlertConfig, BudgetRule
 from streams.core.alerts.figures import clock, dec, dt, iso, money, pct
+from streams.core.alerts.forecast import (
+    DAY_MS,
+    Forecaster,
+    Projection,
+    Series,
+    exhausts_at,
+    project,
+)
 
 Period = Literal["daily", "monthly"]
 PERIODS: tuple[Period, Period] = ("daily", "monthly")
@@ -57,6 +75,14 @@ def rule_id(rule: BudgetRule) -> str:
     return f"{team}/period={rule.period}"
 
 
+def budget_level(rule: BudgetRule, spent: Decimal) -> BudgetLevel:
+    """The budget's state at ``spent``: hard once the amount is used up, soft from the
+    warning share on (the thresholds the alerts use)."""
+    if spent >= rule.amount:
+        return "hard"
+    return "soft" if spent >= rule.amount * rule.soft_share else "ok"
+
+
 def rule_subject(rule: BudgetRule) -> dict[str, str]:
     subject = {"team": rule.team} if rule.team else {}
     if rule.workflow:
@@ -74,11 +100,6 @@ def rule_owner(rule: BudgetRule) -> str:
     return team
 
 
-#: Whose spend a window row is: (team, workflow, dimension, value); dimension "" for the
-#: total rows of a team and workflow.
-Series = tuple[str, str, str, str]
-
-
 def covers(rule: BudgetRule, series: Series) -> bool:
     team, workflow, dimension, value = series
     if rule.dimension != dimension or rule.value != value:
@@ -87,9 +108,16 @@ def covers(rule: BudgetRule, series: Series) -> bool:
         (rule.team == team and rule.workflow == workflow)
 
 
+def _changed(old: BudgetState, new: BudgetState) -> bool:
+    return old.model_dump(exclude={"updated_at"}) != new.model_dump(exclude={"updated_at"})
+
+
 class BudgetTracker:
-    def __init__(self, config: AlertConfig, currency: str) -> None:
+    def __init__(self, config: AlertConfig, currency: str,
+                 forecaster: Forecaster | None = None) -> None:
+        self.config = config
         self.currency = currency
+        self.forecaster = forecaster
         self.set_rules(config.budgets)
         self.size_ms = config.detection_window_seconds * 1000
         self.horizon_ms = config.correction_horizon_seconds * 1000
@@ -99,6 +127,9 @@ class BudgetTracker:
         self.windows: dict[Series, dict[int, tuple[int, Decimal]]] = {}
         self.totals: dict[tuple[Series, Period, int], Decimal] = {}  # series, period, start
         self.fired: dict[tuple[str, int], dict[str, bool]] = {}  # rule, start -> kind: emitted
+        # The states last handed out by ``state_changes``, by rule id. Not saved: after a
+        # restore every state is handed out again, which a compacted topic absorbs.
+        self.published: dict[str, BudgetState] = {}
 
     def set_rules(self, rules: tuple[BudgetRule, ...]) -> None:
         """Replace the rules (a budget changed on the ``budgets`` topic). Spend already
@@ -147,6 +178,45 @@ class BudgetTracker:
         self._prune()
         return alerts
 
+    def states(self) -> dict[str, BudgetState]:
+        """Every budget in its period at the event-time clock (nothing before the first
+        row: without a clock there is no current period)."""
+        if self.clock_ms <= 0:
+            return {}
+        states = {}
+        for rid, rule in self.rules.items():
+            # The clock is the end of the latest window (exclusive): its last instant
+            # is the latest event time, and decides the period.
+            start, end = period_bounds(rule.period, self.clock_ms - 1)
+            spent = self.spent(rule, start)
+            states[rid] = BudgetState(
+                budget_id=rid, team=rule.team, workflow=rule.workflow,
+                dimension=rule.dimension, value=rule.value, period=rule.period,
+                state=budget_level(rule, spent), amount=rule.amount,
+                soft_share=rule.soft_share, spent=spent,
+                remaining=max(rule.amount - spent, Decimal(0)), currency=self.currency,
+                period_start=dt(start), resets_at=dt(end), updated_at=dt(self.clock_ms))
+        return states
+
+    def state_changes(self) -> list[tuple[str, BudgetState | None]]:
+        """The states that changed since the last call (the moment of computing alone
+        is no change), and ``None`` for each budget that is gone, in id order."""
+        current = self.states()
+        if not current and not self.published:
+            return []
+        changes: list[tuple[str, BudgetState | None]] = []
+        for rid in sorted(set(current) | set(self.published)):
+            new, old = current.get(rid), self.published.get(rid)
+            if new is None:
+                if rid not in self.rules:  # removed; a rule kept but no clock: keep it
+                    changes.append((rid, None))
+                    del self.published[rid]
+                continue
+            if old is None or _changed(old, new):
+                changes.append((rid, new))
+                self.published[rid] = new
+        return changes
+
     def spent(self, rule: BudgetRule, start_ms: int) -> Decimal:
         return sum((v for (series, period, start), v in self.totals.items()
                     if period == rule.period and start == start_ms and covers(rule, series)),
@@ -169,44 +239,79 @@ class BudgetTracker:
         self.fired[(rid, start_ms)] = state
         return [self._alert(rid, rule, start_ms, spent, level)]
 
+    def _projection(self, rule: BudgetRule, start_ms: int, now: int, end_ms: int,
+                    spent: Decimal) -> tuple[Projection, int]:
+        """The spend expected at the period's end, and when the amount is (or was)
+        reached: the forecast of the covered series when they have enough history,
+        else the linear run-rate."""
+        f = self.forecaster
+        model = None
+        if f is not None and rule.period == "monthly":
+            chosen = [s for s in f.days if covers(rule, s)]
+            model = f.model(chosen, now - now % DAY_MS)
+        if model is None:
+            elapsed = Decimal(max(now - start_ms, self.size_ms))
+            linear = project(None, spent, start_ms, start_ms + int(elapsed), end_ms,
+                             self.config)
+            exhausts = now if spent >= rule.amount else \
+                start_ms + int(rule.amount / (spent / elapsed))
+            return linear, exhausts
+        projection = project(model, spent, start_ms, now, end_ms, self.config)
+        exhausts = now if spent >= rule.amount else exhausts_at(model, spent, rule.amount, now)
+        return projection, exhausts
+
     def _alert(self, rid: str, rule: BudgetRule, start_ms: int, spent: Decimal,
                level: str) -> Alert:
         end_ms = period_bounds(rule.period, start_ms)[1]
         now = min(self.clock_ms, end_ms)
         rate = spent / Decimal(max(now - start_ms, self.size_ms))  # per ms of event time
-        projected = rate * (end_ms - start_ms)
-        exhausts = now if spent >= rule.amount else start_ms + int(rule.amount / rate)
+        p, exhausts = self._projection(rule, start_ms, now, end_ms, spent)
+        projected = p.expected
         label = period_label(rule.period, start_ms)
         who = rule_owner(rule)
         cur = self.currency
         hourly = money(rate * 3_600_000, cur)
+        if p.method == "seasonal":
+            pace = (f"On its forecast (weekday pattern and trend of the last "
+                    f"{p.history_days} days)")
+            band = (f"; {pct(self.config.forecast_band)} band {money(p.low, cur)} to "
+                    f"{money(p.high, cur)}")
+        else:
+            pace, band = f"At this rate ({hourly}/h)", ""
         if level == "hard":
             text = (f"{who} has used up its {money(rule.amount, cur)} {rule.period} budget for "
                     f"{label}: {money(spent, cur)} spent ({pct(spent / rule.amount)}) by "
-                    f"{clock(now)}. At this rate ({hourly}/h) it will have spent "
-                    f"{money(projected, cur)} ({pct(projected / rule.amount)}) by the end of "
-                    f"the period.")
+                    f"{clock(now)}. {pace} it will have spent "
+                    f"{money(projected, cur)} ({pct(projected / rule.amount)}{band}) by the "
+                    f"end of the period.")
         else:
             when = dt(exhausts).strftime("%Y-%m-%d")
             runs_out = (f"runs out on {when}, before the period ends" if exhausts < end_ms
                         else f"would run out on {when}, after the period ends "
-                             f"({pct(projected / rule.amount)} of it spent by then)")
+                             f"({pct(projected / rule.amount)} of it spent by then{band})")
             text = (f"{who} has spent {money(spent, cur)} of its {money(rule.amount, cur)} "
-                    f"{rule.period} budget for {label} ({pct(spent / rule.amount)}). At this "
-                    f"rate ({hourly}/h) the {rule.period} budget {runs_out}.")
+                    f"{rule.period} budget for {label} ({pct(spent / rule.amount)}). "
+                    f"{pace} the {rule.period} budget {runs_out}.")
         threshold = rule.amount if level == "hard" else rule.amount * rule.soft_share
+        details = {"period_start": iso(start_ms), "period_end": iso(end_ms),
+                   "budget": str(rule.amount), "spent_share": str(dec(spent / rule.amount)),
+                   "burn_rate_per_hour": str(dec(rate * 3_600_000)),
+                   "projected_spend": str(dec(projected)),
+                   "exhausts_on": dt(exhausts).strftime("%Y-%m-%d"),
+                   "forecast": p.method if p.method == "seasonal" else
+                   "linear run-rate" + (" (daily budget)" if rule.period == "daily" else
+                                        f" (under {self.config.forecast_min_days} complete "
+                                        f"days of history)")}
+        if p.method == "seasonal":
+            details |= {"projected_low": str(dec(p.low)), "projected_high": str(dec(p.high)),
+                        "forecast_history_days": str(p.history_days)}
         return Alert(
             alert_id=f"budget_{level}:{rid}:{label}", kind=KINDS[level],
             status="firing", severity="critical" if level == "hard" else "warning",
             subject=rule_subject(rule), observed=spent, expected=dec(projected),
             threshold=threshold,
             unit=cur, window_start=dt(start_ms), window_end=dt(now), occurred_at=dt(now),
-            message=text,
-            details={"period_start": iso(start_ms), "period_end": iso(end_ms),
-                     "budget": str(rule.amount), "spent_share": str(dec(spent / rule.amount)),
-                     "burn_rate_per_hour": str(dec(rate * 3_600_000)),
-                     "projected_spend": str(dec(projected)),
-                     "exhausts_on": dt(exhausts).strftime("%Y-%m-%d")})
+            message=text, details=details)
 
     def _resolve_ended(self) -> list[Alert]:
         alerts = []
