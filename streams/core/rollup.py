@@ -103,9 +103,10 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         window_seconds=size // 1000,
         team=team,
         workflow=workflow,
-        # Dimension rows name no model: a query picking totals the old way (model '*',
-        # no agent) never counts them twice.
-        model=name if scope == "model" else "" if scope == "dimension" else ALL_MODELS,
+        # Dimension and unit rows name no model: a query picking totals the old way
+        # (model '*', no agent) never counts them twice.
+        model=name if scope == "model" else "" if scope in ("dimension", "unit")
+        else ALL_MODELS,
         agent=name if scope in ("agent", "unit") else "",
         scope=scope,
         dimension=dimension,

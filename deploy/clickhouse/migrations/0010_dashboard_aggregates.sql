@@ -189,7 +189,7 @@ SELECT
     u.team AS team,
     u.workflow AS workflow,
     'unit' AS scope,
-    '*' AS model,
+    '' AS model,
     u.agent AS agent,
     'migration:0010' AS correction,
     1 AS revision,
