@@ -32,8 +32,13 @@ from schemas.outputs import Alert
 from schemas.partitioner import partition_for
 from streams.clickhouse.client import connect, migrate
 from streams.core.alerts.alert_config import BudgetRule as Budget
+from streams.core.alerts.forecast import Projection, SpendForecast
 from streams.core.engine_config import EngineConfig
 from streams.core.records import Outputs
+from streams.core.workflows import WorkflowRule
+from tests.core_harness import key_of, kind_of
+
+STAGES = ("output_accepted", "action_taken", "outcome_realised", "value_captured")
 
 DATABASE = "tokenyield"
 PARTITIONS = 4
@@ -105,6 +110,7 @@ def generate_events(now: datetime, seed: int = 7) -> list[dict[str, Any]]:
                 events.extend(_unit(rng, team, workflow, index, moment, end))
                 index += 1
                 moment += step + timedelta(seconds=rng.randint(0, 120))
+    events += shared_costs(start)
     events.sort(key=lambda e: e["occurred_at"])
     return events
 
@@ -131,7 +137,7 @@ def _unit(rng: random.Random, team: str, workflow: str, index: int, begin: datet
             "status": "error" if failed else "ok", "attempt": 2 if retry else 1,
             "team": team, "workflow": workflow, "task_type": workflow,
             "service": f"{team}-svc", "environment": "prod",
-            "customer": f"customer-{index % 3}",
+            "customer": f"customer-{index % 3}", "user": f"user-{index % 4}",
         }
         if agent:
             call["agent"] = agent
@@ -140,6 +146,11 @@ def _unit(rng: random.Random, team: str, workflow: str, index: int, begin: datet
         if context:
             call["context_tokens"] = context
         events.append(call)
+        if n == 0 and index % 6 == 1:  # a tool the unit paid for besides tokens
+            events.append({"event_id": f"{unit}-k", "work_unit_id": unit,
+                           "occurred_at": moment.isoformat(), "team": team,
+                           "workflow": workflow, "kind": "tool_call", "amount": "0.05",
+                           "currency": "USD", "customer": f"customer-{index % 3}"})
         moment += timedelta(seconds=rng.randint(5, 90))
     fate = index % 5
     if fate < 3:
@@ -154,8 +165,25 @@ def _unit(rng: random.Random, team: str, workflow: str, index: int, begin: datet
         if status == "accepted":
             outcome.update(value=str(rng.choice([1, 2, 5, 10, 40])), currency="USD",
                            quality_score=round(rng.uniform(0.5, 1.0), 3))
+            if index % 4:
+                outcome["stage"] = STAGES[index % 4]
         events.append(outcome)
+        if status == "accepted" and index % 10 == 0:  # an audit overturns it
+            events.append({"event_id": f"{unit}-v", "work_unit_id": unit,
+                           "occurred_at": min(outcome_at + timedelta(minutes=20), end)
+                           .isoformat(), "team": team, "workflow": workflow,
+                           "verdict": "overturned", "value_at_risk": "3", "currency": "USD"})
     return events
+
+
+def shared_costs(start: datetime) -> list[dict[str, Any]]:
+    """A shared cost of each workflow every six hours (a vector store, reserved GPUs)."""
+    return [{"event_id": f"shared-{team}-{workflow}-{h}",
+             "occurred_at": (start + timedelta(hours=h, minutes=30)).isoformat(),
+             "team": team, "workflow": workflow, "kind": "infra", "amount": "1.20",
+             "currency": "USD"}
+            for team, workflows in TEAMS.items() for workflow in workflows
+            for h in range(0, HOURS, 6)]
 
 
 def load(client: Client, now: datetime) -> LoadedClickHouse:
@@ -177,8 +205,7 @@ async def _pump(client: Client, events: list[dict[str, Any]], now: datetime,
     replayed: Outputs | None = None
     try:
         for count, event in enumerate(events, 1):
-            kind = "calls" if "model" in event else "outcomes"
-            pipeline.apply(kind, partition_for(event["work_unit_id"], PARTITIONS),
+            pipeline.apply(kind_of(event), partition_for(key_of(event), PARTITIONS),  # type: ignore[arg-type]
                            orjson.dumps(event))
             if count % CHECKPOINT_EVENTS == 0:
                 for batch in await pipeline.checkpoint():
@@ -201,6 +228,7 @@ async def _pump(client: Client, events: list[dict[str, Any]], now: datetime,
         await sink.write(again)
         loaded.replayed_calls = len(again.calls)
         await sink.write(_alerts(now))
+        await sink.write(_value_rules(now))
     finally:
         pipeline.close()
 
@@ -227,6 +255,25 @@ def _alerts(now: datetime) -> Outputs:
                 unit="USD", window_start=at - timedelta(hours=1), window_end=at,
                 occurred_at=at, message=f"cost per accepted outcome of {team} doubled"))
     batch.cover("alerts", 0, 0)
+    return batch
+
+
+def _value_rules(now: datetime) -> Outputs:
+    """What the worker and the rollup write besides the engine's rows: each workflow's
+    rule with a business case, and a month-end projection per team."""
+    rules = [WorkflowRule(team=team, workflow=workflow, owner=f"{team}-lead",
+                          baseline_minutes_per_unit=Decimal(10),
+                          baseline_rate_per_hour=Decimal(60),
+                          target_cost_per_accepted_outcome=Decimal("0.05"),
+                          expected_value_per_unit=Decimal(5))
+             for team, workflows in TEAMS.items() for workflow in workflows]
+    as_of = int(now.timestamp() * 1000)
+    forecasts = [(SpendForecast({"team": team}, Projection(
+        as_of_ms=as_of - hours * 3_600_000, end_ms=as_of + 10 * 86_400_000,
+        spent=Decimal(10 + hours), expected=Decimal(40), low=Decimal(30), high=Decimal(52),
+        method="linear", history_days=2)), "USD") for team in TEAMS for hours in (0, 5)]
+    batch = Outputs(workflows=[(rule, now, 0) for rule in rules], forecasts=forecasts)
+    batch.cover("value-rules", 0, 0)
     return batch
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from schemas.events import shared_bucket_id
 from schemas.partitioner import partition_for
 from streams.clickhouse.client import migrate
 from tests.clickhouse_fixtures import (
@@ -125,30 +126,40 @@ def test_cost_per_accepted_outcome_matches_the_base_tables(
     view = grouped(db, f"""
         SELECT hour, team, workflow, spend, outcomes, accepted_outcomes, value, human_cost,
                fully_loaded_cost, cost_per_accepted_outcome, acceptance_rate, yield_ratio,
-               attribution_coverage, calls
+               attribution_coverage, calls, accepted_value
         FROM {DB}.v_cost_per_accepted_outcome""", 3)
     calls = grouped(db, f"""
         SELECT toStartOfHour(toDateTime(occurred_at, 'UTC')) AS h, team, workflow,
                sum({CALL_SPEND}), count()
         FROM {DB}.model_calls FINAL GROUP BY ALL""", 3)
     outcomes = grouped(db, f"""
-        SELECT toStartOfHour(toDateTime(occurred_at, 'UTC')) AS h, team, workflow, count(),
-               sum(accepted), sum(coalesce(value, toDecimal128(0, 18))), sum(human_cost)
+        SELECT toStartOfHour(toDateTime(occurred_at, 'UTC')) AS h, team, workflow,
+               countIf(verdict = ''), sum(coalesce(value, toDecimal128(0, 18))),
+               sum(human_cost)
         FROM {DB}.outcomes FINAL GROUP BY ALL""", 3)
+    # Accepted units: successes, counted at their deciding outcome (an overturned one is
+    # none); the fixture's outcomes are of their unit's own team and workflow.
+    accepted_units = grouped(db, f"""
+        SELECT toStartOfHour(toDateTime(decided_at, 'UTC')) AS h, team, workflow,
+               sum(accepted)
+        FROM {DB}.attributions_latest FINAL WHERE decided_at IS NOT NULL GROUP BY ALL""", 3)
+    other = grouped(db, f"""
+        SELECT toStartOfHour(toDateTime(occurred_at, 'UTC')) AS h, team, workflow,
+               sum(amount) FROM {DB}.cost_items FINAL GROUP BY ALL""", 3)
     assert len(view) >= (len(TEAMS) + 1) * 40  # five workflows, about 48 hours each
     assert set(calls) <= set(view) and set(outcomes) <= set(view)
-    for key, (spend, n_out, accepted, value, human, loaded, cpo, rate, yld, cov, n_calls) \
-            in view.items():
+    for key, (spend, n_out, accepted, value, human, loaded, cpo, rate, yld, cov, n_calls,
+              accepted_value) in view.items():
         assert (spend, n_calls) == calls.get(key, (Decimal(0), 0)), key
-        assert (n_out, accepted, value, human) == outcomes.get(
-            key, (0, 0, Decimal(0), Decimal(0))), key
-        assert loaded == spend + human
+        assert (n_out, value, human) == outcomes.get(key, (0, Decimal(0), Decimal(0))), key
+        assert accepted == accepted_units.get(key, (0,))[0], key
+        assert loaded == spend + human + other.get(key, (Decimal(0),))[0], key
         if accepted:
             assert close(cpo, loaded / accepted)
         else:
             assert cpo is None
         assert rate is None if n_out == 0 else 0 <= rate <= 1 and close(rate, accepted / n_out)
-        assert yld is None or close(yld, value / loaded)
+        assert yld is None or close(yld, accepted_value / loaded)
         assert cov is None or 0 <= cov <= 1
 
 
@@ -170,22 +181,31 @@ def test_daily_figures_are_ratios_of_sums(loaded_clickhouse: LoadedClickHouse) -
 
 
 def test_yield_by_workflow(loaded_clickhouse: LoadedClickHouse) -> None:
+    """Yield is the accepted units' value (at their deciding outcome's day) over the fully
+    loaded cost; ``outcome_value`` is every outcome's."""
     db = loaded_clickhouse
     rows = db.rows(f"SELECT * FROM {DB}.v_yield_by_workflow")
     value_by_day = grouped(db, f"""
         SELECT toDate(occurred_at) AS d, team, workflow,
                sum(coalesce(value, toDecimal128(0, 18)))
         FROM {DB}.outcomes FINAL GROUP BY ALL""", 3)
+    accepted_value = grouped(db, f"""
+        SELECT toDate(decided_at) AS d, team, workflow,
+               sum(if(accepted = 1, coalesce(value, toDecimal128(0, 18)), toDecimal128(0, 18)))
+        FROM {DB}.attributions_latest FINAL WHERE decided_at IS NOT NULL GROUP BY ALL""", 3)
     assert {(r["team"], r["workflow"]) for r in rows} == {
         (t, w) for t, ws in TEAMS.items() for w in ws}
     for r in rows:
-        assert r["value"] == value_by_day.get((r["day"], r["team"], r["workflow"]),
-                                              (Decimal(0),))[0]
-        assert r["fully_loaded_cost"] == r["spend"] + r["human_cost"]
+        key = (r["day"], r["team"], r["workflow"])
+        assert r["outcome_value"] == value_by_day.get(key, (Decimal(0),))[0]
+        assert r["value"] == accepted_value.get(key, (Decimal(0),))[0]
+        assert r["fully_loaded_cost"] == r["spend"] + r["human_cost"] + r["other_cost"] \
+            + r["shared_cost"]
         assert r["net_value"] == r["value"] - r["fully_loaded_cost"]
         if r["fully_loaded_cost"]:
             assert close(r["yield_ratio"], r["value"] / r["fully_loaded_cost"])
     assert any(r["yield_ratio"] and r["yield_ratio"] > 1 for r in rows)
+    assert sum(r["outcome_value"] for r in rows) > sum(r["value"] for r in rows)  # audits
 
 
 # -- attribution -----------------------------------------------------------------------
@@ -238,18 +258,26 @@ def test_top_spenders_without_outcomes(loaded_clickhouse: LoadedClickHouse) -> N
         assert r["work_unit_id"] not in with_outcome
         assert r["spend"] == spend[(r["work_unit_id"],)][0]
     # Unattributed units passed their deadline (1 h) by event time; pending ones have not,
-    # by their partition's clock: the lower of its newest call and newest outcome, minus
-    # the allowed lateness (2 min here).
+    # by their partition's clock: the lowest of its inputs' newest events (calls, outcomes,
+    # cost items: all pumped at once, none idle), minus the allowed lateness (2 min here).
     marks: dict[tuple[int, str], datetime] = {}
     for table in ("model_calls", "outcomes"):
         for unit, at in db.query(f"SELECT work_unit_id, max(occurred_at) FROM {DB}.{table} "
                                  f"GROUP BY work_unit_id").result_rows:
             key = (partition_for(unit, PARTITIONS), table)
             marks[key] = max(marks.get(key, at), at)
+    for unit, team, workflow, at in db.query(
+            f"SELECT work_unit_id, team, workflow, occurred_at FROM {DB}.cost_items FINAL"
+    ).result_rows:
+        # A shared item is keyed by its bucket, as the publisher keys it.
+        unit = unit or shared_bucket_id(team, workflow, at.replace(tzinfo=UTC))
+        key = (partition_for(unit, PARTITIONS), "cost_items")
+        marks[key] = max(marks.get(key, at), at)
     newest = max(r["last_event_at"] for r in rows)
     for r in rows:
         partition = partition_for(r["work_unit_id"], PARTITIONS)
-        clock = min(marks[(partition, "model_calls")], marks[(partition, "outcomes")]) \
+        clock = min(marks[(partition, table)]
+                    for table in ("model_calls", "outcomes", "cost_items")) \
             - timedelta(minutes=2)
         if r["state"] == "pending":
             assert r["last_event_at"] >= clock - timedelta(hours=1)

@@ -266,13 +266,15 @@ def test_the_rollup_writes_the_forecasts_once_an_hour_into_clickhouse(
     event time; they land exact, and the latest view picks each subject's newest."""
     import asyncio
 
+    from loadtest.engine_into_clickhouse import UnclosableClient
     from streams.clickhouse.client import migrate
     from streams.clickhouse.sink import ClickHouseSink
     from streams.runtime.rollup_runtime import RollupRuntime
 
     client, database = loaded_clickhouse.client, "forecasts_test"
     migrate(client, database)
-    sink = ClickHouseSink(lambda: client, database, retry_max_seconds=0.05,
+    # The shared client is the session's: the sink must not close it when it stops.
+    sink = ClickHouseSink(lambda: UnclosableClient(client), database, retry_max_seconds=0.05,
                           reconnect_on_error=False)
     engine = AlertEngine(CONFIG, "USD")
     runtime = RollupRuntime(sink, engine, currency="USD", idle_seconds=30,

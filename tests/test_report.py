@@ -4,6 +4,7 @@ the CLI end to end is in tests/test_demo.py."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,7 +12,11 @@ from typing import Any
 
 import pytest
 
+from loadtest.engine_into_clickhouse import UnclosableClient
 from streams.clickhouse.client import migrate
+from streams.clickhouse.sink import ClickHouseSink
+from streams.core.alerts.forecast import Projection, SpendForecast
+from streams.core.records import Outputs
 from streams.report.html_page import gather, render
 from tests.clickhouse_fixtures import LoadedClickHouse, loaded_clickhouse
 from tests.value_fixtures import ValueDb, value_db
@@ -20,7 +25,7 @@ __all__ = ["loaded_clickhouse", "value_db"]  # the fixture, imported for pytest
 pytestmark = [pytest.mark.clickhouse]
 
 
-CHARTS = 10  # cost, yield, coverage, alerts; and six value charts
+CHARTS = 11  # cost, yield, coverage, alerts; and seven value charts
 
 
 def page_for(db: LoadedClickHouse) -> tuple[dict[str, Any], str]:
@@ -89,7 +94,19 @@ def test_the_value_sections_show_what_a_cfo_asks(value_db: ValueDb) -> None:
     """Cost by part, integrity, customers, the funnel, deciles, ROI and the portfolio,
     each equal to its view."""
     db = value_db.db
+    # A month-end projection, as the rollup writes it (its engine needs days of history).
+    forecast = SpendForecast({"team": "support"}, Projection(
+        as_of_ms=int(db.now.timestamp() * 1000), end_ms=int(db.now.timestamp() * 1000) + 10**9,
+        spent=Decimal("12.5"), expected=Decimal("40.25"), low=Decimal("35"),
+        high=Decimal("47.75"), method="seasonal", history_days=30))
+    batch = Outputs(forecasts=[(forecast, "USD")])
+    batch.cover("report-forecast", 0, 0)
+    sink = ClickHouseSink(lambda: UnclosableClient(db.client), db.database)
+    asyncio.run(sink.write(batch))
+    sink.stop()
     data, html = page_for(db)
+    assert data["value"].forecasts[0][0] == "support"
+    assert "$40.25" in html and "$35.00 to $47.75" in html
     value = data["value"]
     loaded = db.scalar(f"SELECT sum(fully_loaded_cost) FROM {db.database}.v_window_totals "
                        f"WHERE window_seconds = 3600 AND scope = 'total'")
@@ -111,4 +128,4 @@ def test_the_value_sections_show_what_a_cfo_asks(value_db: ValueDb) -> None:
         f"WHERE team || '/' || workflow = '{value.decile_workflow}'")
     assert "retire" in html and "no accepted outcome" in html  # eng/lab
     assert "ROI against the human baseline" in html and "support/triage" in html
-    assert html.count("<svg") == CHARTS and html.count(": no data yet</text>") <= 1
+    assert html.count("<svg") == CHARTS and html.count(": no data yet</text>") <= 1  # alerts

@@ -117,6 +117,11 @@ def test_cost_items_bars_and_verdicts_through_a_worker(make_worker: Any, prefix:
         env=worker.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     worker.wait_for(f"SELECT count() FROM {DB}.workflows FINAL", 2, 60)
+    listed = subprocess.run([sys.executable, "-m", "streams.cli", "workflows", "list"],
+                            env=worker.env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "triage" in listed.stdout and "research" in listed.stdout and "raj" in listed.stdout
 
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     published = events(hour)

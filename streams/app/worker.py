@@ -196,14 +196,18 @@ class WorkerProcess:
         budgets_ready = asyncio.Event()
         writes: set[asyncio.Task[None]] = set()
 
+        def write_in_background(batch: Outputs) -> None:
+            """A rule change's rows, written while the feed goes on (kept referenced
+            until done, as asyncio asks)."""
+            task = asyncio.get_running_loop().create_task(sink.write(batch))
+            writes.add(task)
+            task.add_done_callback(writes.discard)
+
         def budgets_changed(rules: tuple[BudgetRule, ...], rows: list[BudgetRow]) -> None:
             rollup.alerts.set_budgets(rules)  # the rollup may have replaced its engine
             budget_index[0] = BudgetIndex(rules)
             if budgets_ready.is_set():  # before, sync_budgets writes the whole set
-                task = asyncio.get_running_loop().create_task(
-                    sink.write(Outputs(budgets=rows, tag=str(time.time_ns()))))
-                writes.add(task)
-                task.add_done_callback(writes.discard)
+                write_in_background(Outputs(budgets=rows, tag=str(time.time_ns())))
 
         @app.task
         async def budget_feed() -> None:
@@ -226,10 +230,7 @@ class WorkerProcess:
 
         def workflows_changed(rows: list[WorkflowRow]) -> None:
             if workflows_ready.is_set():  # before, sync_workflows writes the whole set
-                task = asyncio.get_running_loop().create_task(
-                    sink.write(Outputs(workflows=rows, tag=str(time.time_ns()))))
-                writes.add(task)
-                task.add_done_callback(writes.discard)
+                write_in_background(Outputs(workflows=rows, tag=str(time.time_ns())))
 
         @app.task
         async def workflow_feed() -> None:

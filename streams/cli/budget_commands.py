@@ -12,7 +12,7 @@ import argparse
 from decimal import Decimal
 from typing import Any
 
-from streams.cli.common import load_settings, publish_keyed
+from streams.cli.common import load_settings, print_rules, publish_keyed
 from streams.core.alerts.alert_config import BudgetRule
 from streams.core.alerts.budget_tracker import rule_id
 from streams.feeds.budget_feed import encode_budget
@@ -66,12 +66,6 @@ def remove_command(args: argparse.Namespace) -> int:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    from streams.cli.data_commands import query, render_table
-
-    settings = load_settings()
-    columns, rows = query(settings, f"SELECT team, workflow, dimension, value, period, "
-                                    f"amount, soft_share, updated_at FROM "
-                                    f"{settings.clickhouse_database}.budgets FINAL "
-                                    f"ORDER BY team, workflow, dimension, value, period")
-    print(render_table(columns, rows))
-    return 0
+    return print_rules(load_settings(), "budgets",
+                       "team, workflow, dimension, value, period, amount, soft_share, "
+                       "updated_at", "team, workflow, dimension, value, period")

@@ -54,3 +54,13 @@ def parse_moment(text: str, option: str, hint: str = "") -> datetime:
         raise ConfigurationError(f"{option} {text!r}: use an ISO date or time{hint}",
                                  option=option, value=text) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def print_rules(settings: Settings, table: str, columns: str, order: str) -> int:
+    """``list`` of a live rule command: the rules in force, as ClickHouse holds them."""
+    from streams.cli.data_commands import query, render_table
+
+    found = query(settings, f"SELECT {columns} FROM {settings.clickhouse_database}.{table} "
+                            f"FINAL ORDER BY {order}")
+    print(render_table(*found))
+    return 0

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from schemas.events import OutcomeStatus
-from streams.cli.common import load_settings, publish_keyed
+from streams.cli.common import load_settings, print_rules, publish_keyed
 from streams.core.workflows import DEFAULT_SUCCESS, WorkflowRule
 from streams.feeds.workflow_feed import encode_workflow
 
@@ -89,13 +89,7 @@ def remove_command(args: argparse.Namespace) -> int:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    from streams.cli.data_commands import query, render_table
-
-    settings = load_settings()
-    columns, rows = query(settings, f"SELECT team, workflow, owner, success_statuses, "
-                                    f"min_quality_score, max_latency_ms, "
-                                    f"target_cost_per_accepted_outcome, updated_at FROM "
-                                    f"{settings.clickhouse_database}.workflows FINAL "
-                                    f"ORDER BY team, workflow")
-    print(render_table(columns, rows))
-    return 0
+    return print_rules(load_settings(), "workflows",
+                       "team, workflow, owner, success_statuses, min_quality_score, "
+                       "max_latency_ms, target_cost_per_accepted_outcome, updated_at",
+                       "team, workflow")

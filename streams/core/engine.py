@@ -60,7 +60,7 @@ from streams.core.records import (
     event_hash,
 )
 from streams.core.repricing import Repricer
-from streams.core.unit import Decider, UnitState, Verdict
+from streams.core.unit import Decider, DimsKey, UnitState, Verdict
 from streams.core.units import (
     DueWheel,
     NoStore,
@@ -269,17 +269,11 @@ class PartitionEngine:
         self._touch_time(unit, t_ms)
         if unit.first_spend_ms is None or t_ms < unit.first_spend_ms:
             self.postings.first_spend(unit, t_ms)
-        dims_key = (0, t_ms, h)
-        if unit.dims_key is None or dims_key < unit.dims_key:
-            unit.dims_key = dims_key
-            unit.team, unit.workflow = _intern(call.team), _intern(call.workflow)
+        if self._takes_dims(unit, (0, t_ms, h), call, _intern(call.team),
+                            _intern(call.workflow)):
             unit.owner, unit.task_type = _intern(call.owner), _intern(call.task_type)
             unit.service, unit.environment = _intern(call.service), _intern(call.environment)
             unit.agent = _intern(call.agent or "")
-            unit.user, unit.customer = _intern(call.user or ""), _intern(call.customer or "")
-            unit.extra_dims = self.postings.promoted(call)
-            if unit.decider is not None:
-                self.postings.settle(unit)  # the decision moves to the unit's new dimensions
         unit.events += 1
         unit.calls += 1
         retry = call.attempt > 1
@@ -335,13 +329,7 @@ class PartitionEngine:
         team, workflow = _intern(outcome.team), _intern(outcome.workflow)
         self.dirty_units.add(unit.unit_id)
         self._touch_time(unit, t_ms)
-        dims_key = (1, t_ms, h)
-        if unit.dims_key is None or dims_key < unit.dims_key:
-            unit.dims_key = dims_key
-            unit.team, unit.workflow = team, workflow
-            unit.user = _intern(outcome.user or "")
-            unit.customer = _intern(outcome.customer or "")
-            unit.extra_dims = self.postings.promoted(outcome)
+        self._takes_dims(unit, (1, t_ms, h), outcome, team, workflow)
         unit.events += 1
         value = None
         if outcome.value is not None:
@@ -433,15 +421,7 @@ class PartitionEngine:
         self._touch_time(unit, t_ms)
         if unit.first_spend_ms is None or t_ms < unit.first_spend_ms:
             self.postings.first_spend(unit, t_ms)
-        dims_key = (2, t_ms, h)
-        if unit.dims_key is None or dims_key < unit.dims_key:
-            unit.dims_key = dims_key
-            unit.team, unit.workflow = team, workflow
-            unit.user = _intern(item.user or "")
-            unit.customer = _intern(item.customer or "")
-            unit.extra_dims = self.postings.promoted(item)
-            if unit.decider is not None:
-                self.postings.settle(unit)  # the decision moves to the unit's new dimensions
+        self._takes_dims(unit, (2, t_ms, h), item, team, workflow)
         unit.events += 1
         unit.cost_items += 1
         unit.other_cost += amount
@@ -454,6 +434,22 @@ class PartitionEngine:
             touched[unit.unit_id] = unit
         out.cost_items.append(CostRecord(item, amount, self.partition, source.offset,
                                          self.config.currency))
+
+    def _takes_dims(self, unit: UnitState, key: DimsKey, event: AnyEvent, team: str,
+                    workflow: str) -> bool:
+        """The unit's dimensions come from its first event by (kind rank: calls, then
+        outcomes, then cost items; occurred_at; event hash): an order on the events, so
+        any arrival order gives the same. True when ``event`` is now that event (the
+        caller sets what only its kind carries)."""
+        if unit.dims_key is not None and key >= unit.dims_key:
+            return False
+        unit.dims_key = key
+        unit.team, unit.workflow = team, workflow
+        unit.user, unit.customer = _intern(event.user or ""), _intern(event.customer or "")
+        unit.extra_dims = self.postings.promoted(event)
+        if unit.decider is not None:
+            self.postings.settle(unit)  # the decision moves to the unit's new dimensions
+        return True
 
     # -- admission: routing, future, late, currency, duplicates ------------------------
     def _owns(self, unit_id: str, kind: EventKind, event: AnyEvent, out: Outputs) -> bool:

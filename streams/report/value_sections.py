@@ -43,6 +43,7 @@ class ValueData:
     plateau: list[str]  # messages of spend_plateau findings
     cases: list[list[Any]]  # team, workflow, owner, accepted, loaded, baseline, saved, tokens
     portfolio: list[list[Any]]  # team, workflow, owner, action, reason, yield
+    forecasts: list[list[Any]]  # team, period end, spent, expected, low, high, method
 
 
 def gather_value(query: Query, db: str, since: datetime | None = None) -> ValueData:
@@ -105,8 +106,13 @@ def gather_value(query: Query, db: str, since: datetime | None = None) -> ValueD
         f"ORDER BY team, workflow")
     portfolio = query(f"SELECT team, workflow, owner, action, reason, yield_ratio "
                       f"FROM {db}.v_portfolio ORDER BY fully_loaded_cost DESC")
+    forecasts = query(
+        f"SELECT team, period_end, spent, expected, low, high, method "
+        f"FROM {db}.v_spend_forecast_latest WHERE workflow = '' AND budget = '' "
+        f"AND period_end = (SELECT max(period_end) FROM {db}.v_spend_forecast_latest) "
+        f"ORDER BY expected DESC")
     return ValueData(costs, quality, customers, funnel, decile_workflow, deciles, plateau,
-                     cases, portfolio)
+                     cases, portfolio, forecasts)
 
 
 def _quote(text: str) -> str:
@@ -185,6 +191,20 @@ def render_value(data: ValueData, currency: str) -> str:
               _table(["workflow", "owner", "accepted units", "fully loaded cost",
                       "baseline cost", "time saved", "time saved per million tokens"],
                      case_rows), "</section>"]
+    forecast_rows = [[str(team), money(_dec(spent), currency, 2),
+                      money(_dec(expected), currency, 2),
+                      f"{money(_dec(low), currency, 2)} to {money(_dec(high), currency, 2)}",
+                      str(method)]
+                     for team, _, spent, expected, low, high, method in data.forecasts]
+    month = f" for the month ending {data.forecasts[0][1]:%Y-%m-%d}" if data.forecasts else ""
+    parts += [f"<section><h2>Month-end spend forecast{escape(month)}</h2>",
+              bar_chart(f"Expected month-end spend by team ({currency}; the band is the "
+                        f"5th to 95th percentile)",
+                        [(f"{r[0]} ({money(_dec(r[4]), currency, 0)}-"
+                          f"{money(_dec(r[5]), currency, 0)})", float(_dec(r[3])))
+                         for r in data.forecasts], value_format="{:,.2f}"),
+              _table(["team", "spent so far", "expected at month end", "90% band", "method"],
+                     forecast_rows), "</section>"]
     parts += ["<section><h2>What to do per workflow</h2>",
               _table(["workflow", "owner", "action", "why"],
                      [[f"{t}/{w}", str(owner or "-"), str(action), str(reason)]
