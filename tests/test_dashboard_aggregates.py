@@ -44,6 +44,7 @@ from streams.core.engine_config import EngineConfig
 from streams.core.records import Outputs
 from streams.runtime.partition_runtime import PartitionRuntime
 from tests.clickhouse_fixtures import generate_events, loaded_database
+from tests.core_harness import key_of, kind_of
 
 pytestmark = pytest.mark.clickhouse
 
@@ -110,7 +111,7 @@ def with_verdicts(events: list[dict[str, Any]], now: datetime) -> list[dict[str,
     """A later review of every seventh outcome: a verdict (an outcome row, not an
     outcome), some after review minutes; none later than the traffic's end."""
     verdicts = []
-    for n, event in enumerate(e for e in events if "status" in e and "model" not in e):
+    for n, event in enumerate(e for e in events if kind_of(e) == "outcomes"):
         if n % 7 == 0:
             at = min(datetime.fromisoformat(event["occurred_at"]) + timedelta(minutes=20),
                      now - timedelta(minutes=3))
@@ -147,8 +148,8 @@ async def _load(client: Client, now: datetime) -> dict[str, int]:
     checkpoints = 0
     try:
         for count, event in enumerate(events, 1):
-            kind: EventKind = "calls" if "model" in event else "outcomes"
-            partition = partition_for(event["work_unit_id"], PARTITIONS)
+            kind: EventKind = kind_of(event)  # type: ignore[assignment]
+            partition = partition_for(key_of(event), PARTITIONS)
             load.apply(kind, partition, orjson.dumps(event))
             if count % CHECKPOINT_EVENTS == 0:
                 checkpoints += 1
