@@ -13,7 +13,9 @@ Stages (each prints progress on stderr; the results go to stdout and, with --jso
 5. **memory**: engine state per open work unit (tracemalloc of the pure engine with K
    units awaiting their outcome; and checkpoint bytes per unit).
 6. **scaling**: the same N events drained by two worker processes (separate chdb
-   paths, one consumer group) against one.
+   paths, one consumer group) against one; then by ``tokenyield worker --processes N``
+   for 2 and for the machine's cores (the embedded default: one chdb, written by the
+   group's first worker).
 7. **dashboards** (``--dashboards``): every Grafana panel's SQL over ``--calls`` calls
    in chdb (loadtest/dashboard_bench.py).
 """
@@ -81,7 +83,8 @@ class Bench:
 
     # -- plumbing ---------------------------------------------------------------------
     def worker(self, name: str, prefix: str, app_id: str | None = None,
-               extra: dict[str, str] | None = None) -> WorkerProcessHandle:
+               extra: dict[str, str] | None = None, processes: int = 1
+               ) -> WorkerProcessHandle:
         data_dir = self.root / name
         settings = Settings(data_dir=data_dir, topic_prefix=prefix, partitions=PARTITIONS,
                             kafka_bootstrap=self.broker.bootstrap)
@@ -91,7 +94,7 @@ class Bench:
             "TOKENYIELD_APP_ID": app_id or prefix.rstrip("."),
             "TOKENYIELD_REBALANCE_TIMEOUT_SECONDS": "2", "TOKENYIELD_LOG_LEVEL": "warning",
             "TOKENYIELD_DEADLINE_SECONDS": "86400", **(extra or {})}
-        return WorkerProcessHandle(settings, data_dir / "worker.log", environment)
+        return WorkerProcessHandle(settings, data_dir / "worker.log", environment, processes)
 
     def prepublish(self, prefix: str, events: int, mode: str = "envelope") -> int:
         scenario = Scenario.for_events(events, seed=11, run_id=prefix.rstrip(".")).clean()
@@ -349,6 +352,18 @@ class Bench:
         self.results["two_workers_events_per_second"] = round(rate)
         self.results["speedup_two_workers"] = round(rate / one, 2)
         say(f"2 workers: {rate:,.0f} events/s, {rate / one:.2f}x one")
+        # The embedded default with the cores: `tokenyield worker --processes N`, one
+        # chdb written by the first worker for all (streams.clickhouse.relay).
+        for count in sorted({2, min(PARTITIONS, os.cpu_count() or 1)} - {1}):
+            total = self.prepublish(f"bench-group{count}.", self.events)
+            group = self.worker(f"group-{count}", f"bench-group{count}.", processes=count)
+            try:
+                rate = self.drain([group], total, f"--processes {count}")
+            finally:
+                group.stop()
+            self.results[f"processes_{count}_events_per_second"] = round(rate)
+            self.results[f"speedup_processes_{count}"] = round(rate / one, 2)
+            say(f"--processes {count} (one chdb): {rate:,.0f} events/s, {rate / one:.2f}x one")
 
     def run(self, stages: list[Callable[[], None]]) -> dict[str, Any]:
         self.broker.start()
@@ -411,7 +426,10 @@ def summary(results: dict[str, Any]) -> str:
         lines.append(f"  {key:<38} {value:>12,} {unit:<34} goal {op} {goal:<8} "
                      f"{'met' if met else 'NOT met'}")
     for key in ("raw_events_per_second", "naive_events_per_second",
-                "two_workers_events_per_second", "latency_rate_events_per_second",
+                "two_workers_events_per_second",
+                *(key for n in range(2, PARTITIONS + 1) for key in (
+                    f"processes_{n}_events_per_second", f"speedup_processes_{n}")),
+                "latency_rate_events_per_second",
                 "latency_attribution_p50_seconds", "latency_clickhouse_row_p50_seconds",
                 "latency_sustainable_rate_events_per_second",
                 "latency_sustainable_attribution_p50_seconds",

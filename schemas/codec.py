@@ -11,8 +11,11 @@ One bad event in a batch is reported with its index and reason; the good ones ar
 A message that is not JSON at all (or not UTF-8, or nested too deep) is one error with
 index ``None``.
 
-Speed: a well-formed batch is validated in one pass in pydantic's Rust core; only a
-batch that fails falls back to validating item by item to find the bad ones.
+Speed: a well-formed message is validated in one msgspec pass (``fast_codec``, which
+only ever accepts what pydantic accepts, with equal values); a message it does not
+vouch for is validated in one pass in pydantic's Rust core, and only a batch that fails
+there falls back to validating item by item to find the bad ones, with pydantic's
+messages.
 
 Exact numbers: both fast parsers read a JSON number with a fraction as a binary float,
 which keeps about 15 significant digits. A message holding a longer number literal
@@ -32,6 +35,15 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.events import CostItem, ModelCall, Outcome
+from schemas.fast_codec import (
+    CallFields,
+    FastDecoder,
+    OutcomeFields,
+    _CallEnvelope,
+    _OutcomeEnvelope,
+    calls_from,
+    outcomes_from,
+)
 from schemas.otel import from_otel, looks_like_otel
 
 ENVELOPE_VERSION = "tokenyield/1"
@@ -88,8 +100,9 @@ def explain(error: ValidationError) -> str:
 class EventCodec(Generic[E]):
     """Decoder and encoder for one event type (one topic)."""
 
-    def __init__(self, model: type[E]) -> None:
+    def __init__(self, model: type[E], fast: FastDecoder | None = None) -> None:
         self.model = model
+        self.fast = fast
         self._one = TypeAdapter(model)
         self._many = TypeAdapter(list[model])  # type: ignore[valid-type]
 
@@ -103,6 +116,17 @@ class EventCodec(Generic[E]):
                             f"{MAX_MESSAGE_BYTES}-byte limit", data[:4096])
             )
             return result
+        if self.fast is not None:
+            events = self.fast.decode(data)
+            if events is not None:
+                result.events = events
+                result.indexes = list(range(len(events)))
+                return result
+        return self.decode_slow(data, result)
+
+    def decode_slow(self, data: bytes, result: Decoded[E] | None = None) -> Decoded[E]:
+        """The authoritative path (pydantic): every error with its index and message."""
+        result = Decoded() if result is None else result
         exact = _LONG_NUMBER.search(data) is not None
         first = data.lstrip()[:1]
         if not exact and first == b"[" and self._fast_batch(data, result):
@@ -197,8 +221,11 @@ def _text(value: Any) -> str | None:
     return value[:256] if isinstance(value, str) else None
 
 
-call_codec: EventCodec[ModelCall] = EventCodec(ModelCall)
-outcome_codec: EventCodec[Outcome] = EventCodec(Outcome)
+call_codec: EventCodec[ModelCall] = EventCodec(ModelCall, FastDecoder(
+    CallFields, _CallEnvelope, calls_from, MAX_EVENTS_PER_MESSAGE, ENVELOPE_VERSION))
+outcome_codec: EventCodec[Outcome] = EventCodec(Outcome, FastDecoder(
+    OutcomeFields, _OutcomeEnvelope, outcomes_from, MAX_EVENTS_PER_MESSAGE, ENVELOPE_VERSION))
+# Cost items are rare next to calls (a few per unit at most), so they keep the pydantic path.
 cost_codec: EventCodec[CostItem] = EventCodec(CostItem)
 #: The codec of each input topic's events, by kind (the topic's name after the prefix).
 CODECS: dict[str, EventCodec[Any]] = {"calls": call_codec, "outcomes": outcome_codec,

@@ -78,8 +78,12 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
                                          "read only when a partition is restored")
     clickhouse_dsn: SecretStr | None = Field(
         None, description="chdb:///abs/path or http(s)://user:pass@host:8123; "
-                          "empty = chdb under the data dir")
+                          "empty = chdb under the data dir (relay://:token@host:port: "
+                          "through a --processes group's writer)")
     clickhouse_database: str = Field("tokenyield", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    relay_token: SecretStr | None = Field(
+        None, description="set by `tokenyield worker --processes N` on its writer: the "
+                          "secret the group's other workers send with their inserts")
     clickhouse_username: str | None = None
     clickhouse_password: SecretStr | None = None
     clickhouse_cluster: str = Field(
@@ -96,6 +100,9 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
     # -- checkpoints and the ClickHouse sink ----------------------------------------------
     checkpoint_interval_seconds: float = Field(1.0, gt=0)
     checkpoint_max_events: int = Field(100_000, ge=1)
+    checkpoint_overlap: bool = Field(
+        False, description="process the next messages while a checkpoint's ClickHouse "
+                           "insert runs (acks still after it); off until it measures faster")
     sink_retry_max_seconds: float = Field(30.0, gt=0)
 
     # -- alerts ------------------------------------------------------------------------

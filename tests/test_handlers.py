@@ -107,7 +107,7 @@ class Rig:
 
 
 def rig(tmp_path: Path, *, sink: ListSink | None = None, store: DictStore | None = None,
-        max_events: int = 100_000) -> Rig:
+        max_events: int = 100_000, overlap: bool = False) -> Rig:
     settings = Settings(data_dir=tmp_path, partitions=PARTITIONS, topic_prefix="t.",
                         checkpoint_interval_seconds=3600, checkpoint_max_events=max_events)
     topics = Topics(settings.topic_prefix, settings.partitions)
@@ -121,7 +121,7 @@ def rig(tmp_path: Path, *, sink: ListSink | None = None, store: DictStore | None
         topics, outlet, store,
         partition_runtime_factory(settings, PriceBookHolder.from_catalog(None), sink, metrics,
                                   store),
-        metrics, lambda topic, partition: highwater.get((topic, partition)))
+        metrics, lambda topic, partition: highwater.get((topic, partition)), overlap=overlap)
     return Rig(topics, producer, outlet, store, sink, metrics, inputs, highwater, alerted)
 
 
@@ -318,3 +318,75 @@ def test_ticks_and_lag_follow_the_assignment(tmp_path: Path) -> None:
     lag = consumer_lag(assignment, lambda topic, p: ends.get((topic, p)), r.inputs, rollup, t)
     # calls: offsets 5..9 wait; outcomes: nothing applied, 0..2 wait; the rollup is current.
     assert lag == {(t.calls, 1): 5, (t.outcomes, 1): 3, (t.window_partials, 0): 0}
+
+
+class GatedSink(ListSink):
+    """An insert that lasts until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.started = 0
+
+    async def write(self, batch: Outputs) -> None:
+        self.started += 1
+        await self.gate.wait()
+        self.batches.append(batch)
+
+
+def test_the_next_messages_are_processed_while_an_insert_runs_and_acked_only_after_it(
+        tmp_path: Path) -> None:
+    """The insert overlaps the next messages; nothing is saved or acknowledged before it
+    returns, and the messages read meanwhile wait for their own checkpoint."""
+    sink = GatedSink()
+    r = rig(tmp_path, sink=sink, max_events=3, overlap=True)
+    unit = unit_on(1)
+    acks = Acks()
+
+    async def go() -> None:
+        for offset in range(5):
+            await r.inputs.handle(Message(r.topics.calls, 1, offset),
+                                  orjson.dumps(call(f"c{offset}", unit, offset)),
+                                  acks.of(offset))
+        runtime = r.inputs.runtimes[1]
+        # Offsets 3 and 4 were applied while the first checkpoint's insert ran.
+        assert sink.started == 1 and runtime.engine.ledger.received == 5
+        assert acks.done == [] and r.store.data == {}  # nothing durable, nothing acked
+        assert r.producer.to(r.topics.window_partials) == []
+        sink.gate.set()
+        await asyncio.sleep(0)
+        await r.inputs.handle(Message(r.topics.ticks, 1, 0), TICK, acks.of(-1))
+        assert acks.done == [0, 1, 2]  # the first checkpoint's, after its insert
+        assert r.store.data and len(r.producer.to(r.topics.window_partials)) == 1
+        [batch] = sink.batches
+        assert sorted(rec.call.event_id for rec in batch.calls) == ["c0", "c1", "c2"]
+
+    run(go())
+
+
+def test_a_crash_during_an_overlapped_insert_replays_from_the_previous_checkpoint(
+        tmp_path: Path) -> None:
+    sink = GatedSink()
+    r = rig(tmp_path, sink=sink, max_events=2, overlap=True)
+    unit = unit_on(2)
+    acks = Acks()
+    values = [orjson.dumps(call(f"c{i}", unit, i)) for i in range(3)]
+
+    async def go() -> None:
+        for offset, value in enumerate(values):
+            await r.inputs.handle(Message(r.topics.calls, 2, offset), value, acks.of(offset))
+
+    run(go())  # the insert never returns: the worker dies with it in flight
+    assert acks.done == [] and r.store.data == {}
+    again = rig(tmp_path, store=r.store, max_events=2, overlap=True)
+
+    async def replay() -> None:
+        for offset, value in enumerate(values):
+            await again.inputs.handle(Message(again.topics.calls, 2, offset), value,
+                                      acks.of(offset))
+        await again.inputs.handle(Message(again.topics.ticks, 2, 0), TICK, acks.of(-1))
+
+    run(replay())
+    assert acks.done[:2] == [0, 1]
+    assert again.inputs.runtimes[2].engine.ledger.received == 3
+    assert sorted(rec.call.event_id for rec in again.sink.batches[0].calls) == ["c0", "c1"]

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from schemas.errors import ConfigurationError
+from streams.app.processes import worker_dir
 from streams.app.worker import running_worker
 from streams.ops.worker_client import worker_sql
 from streams.report.live_view import Snapshot, literal, render, snapshot
@@ -92,13 +93,15 @@ class DemoSummary:
 
 
 class WorkerProcessHandle:
-    """The demo's ``tokenyield worker`` subprocess."""
+    """The demo's ``tokenyield worker`` subprocess (``processes`` > 1: a group, started
+    with ``--processes``; the web port is its first worker's)."""
 
     def __init__(self, settings: Settings, log_path: Path,
-                 environment: dict[str, str] | None = None) -> None:
+                 environment: dict[str, str] | None = None, processes: int = 1) -> None:
         self.settings = settings
         self.log_path = log_path
         self.environment = environment or {}  # settings for the worker, over the defaults
+        self.processes = processes
         self.process: subprocess.Popen[bytes] | None = None
         self.web_port = 0
 
@@ -114,8 +117,9 @@ class WorkerProcessHandle:
         env["TOKENYIELD_DATA_DIR"] = str(self.settings.data_dir)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            group = ["--processes", str(self.processes)] if self.processes > 1 else []
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
+                [sys.executable, "-m", "streams.cli", "worker", *group], env=env, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float, say: Callable[[str], None]) -> None:
@@ -129,12 +133,13 @@ class WorkerProcessHandle:
                     f"the worker stopped during start-up; its log: {self.log_path}\n"
                     + self.log_path.read_text(errors="replace")[-2000:])
             info = running_worker(self.settings.data_dir)
-            if info and int(info.get("pid", 0)) == self.process.pid:
+            if info and (self.processes > 1 or int(info.get("pid", 0)) == self.process.pid):
                 self.web_port = int(info["web_port"])
                 if stage != "assigning":
                     stage = "assigning"
                     say(f"worker up (web port {self.web_port}); joining its consumer group")
-                if "tokenyield_consumer_lag{" in self.metrics():
+                if all("tokenyield_consumer_lag{" in self._metrics(port)
+                       for port in self.web_ports()):
                     return
             elif stage != "starting":
                 stage = "starting"
@@ -143,9 +148,24 @@ class WorkerProcessHandle:
         raise ConfigurationError(f"the worker was not ready in {timeout:.0f}s; its log: "
                                  f"{self.log_path}")
 
+    def web_ports(self) -> list[int]:
+        """The web port of each worker of the group (one for a single worker)."""
+        ports = [self.web_port]
+        for index in range(1, self.processes):
+            info = running_worker(worker_dir(self.settings, index))
+            ports.append(int(info["web_port"]) if info else 0)
+        return ports
+
     def metrics(self) -> str:
+        """The metrics of every worker of the group (sums add up across them)."""
+        return "".join(self._metrics(port) for port in self.web_ports())
+
+    @staticmethod
+    def _metrics(port: int) -> str:
+        if not port:
+            return ""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics/",
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/",
                                         timeout=5) as response:
                 return response.read().decode()
         except OSError:

@@ -22,6 +22,7 @@ import faust
 from schemas.errors import ConfigurationError
 from schemas.webhook_mapping import WebhookMapping, load_mappings
 from streams.clickhouse.client import connect, migrate
+from streams.clickhouse.relay import RELAY_SCHEME
 from streams.clickhouse.sink import ClickHouseSink
 from streams.core.alerts import AlertEngine, BudgetRule
 from streams.core.alerts.alert_config import BudgetRow
@@ -120,6 +121,9 @@ class WorkerProcess:
                                             timeout=settings.kafka_connect_timeout_seconds))
         if created:
             log.info("created topics: %s", ", ".join(created))
+        if settings.clickhouse_target().startswith(RELAY_SCHEME):
+            self._shared_client = None  # the group's writer migrates its chdb
+            return
         client = connect(settings.clickhouse_target(), username=settings.clickhouse_username,
                          password=settings.clickhouse_password.get_secret_value()
                          if settings.clickhouse_password else None)

@@ -15,6 +15,11 @@ from streams.cli.common import bootstrap_for, load_settings
 def register(sub: Any) -> None:
     worker = sub.add_parser("worker", help="run a worker (embedded broker if no "
                                            "TOKENYIELD_KAFKA_BOOTSTRAP)")
+    worker.add_argument(
+        "--processes", type=int, default=1, metavar="N",
+        help="run N worker processes of one consumer group (one per core; at most "
+             "TOKENYIELD_PARTITIONS); with the embedded chdb the first one writes for all "
+             "(docs/SCALING.md)")
     worker.set_defaults(handler=worker_command)
 
     demo = sub.add_parser(
@@ -61,6 +66,11 @@ def worker_command(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     logging.getLogger().setLevel(settings.log_level.upper())
+    processes = getattr(args, "processes", 1)
+    if processes != 1:
+        from streams.app.processes import ProcessGroup
+
+        return ProcessGroup(settings, processes).run()
     sys.argv = [sys.argv[0]]  # Faust's worker parses argv; give it none of ours
     WorkerProcess(settings).run()
     return 0

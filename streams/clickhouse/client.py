@@ -2,11 +2,12 @@
 
 ``chdb:///abs/path`` opens an on-disk ClickHouse inside this process (one process per
 path: a second one gets a lock error, see ``sql_via_worker``); ``http(s)://...`` talks
-to a server. Migrations in ``deploy/clickhouse/migrations`` are applied in order, once
-each, and recorded in ``schema_migrations``: ``tokenyield db migrate`` and worker
-start-up both run them, and running them again changes nothing. With a cluster name
-(``TOKENYIELD_CLICKHOUSE_CLUSTER``) the same files run in their clustered form
-(``streams.clickhouse.cluster``).
+to a server; ``relay://:token@host:port`` reaches the chdb of a ``--processes`` group's
+writer (``streams.clickhouse.relay``). Migrations in ``deploy/clickhouse/migrations``
+are applied in order, once each, and recorded in ``schema_migrations``: ``tokenyield db
+migrate`` and worker start-up both run them, and running them again changes nothing.
+With a cluster name (``TOKENYIELD_CLICKHOUSE_CLUSTER``) the same files run in their
+clustered form (``streams.clickhouse.cluster``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.errors import StorageError
 from streams.clickhouse.cluster import ClusterSchema, clustered
+from streams.clickhouse.relay import RELAY_SCHEME, RelayClient
 from streams.settings import mask_dsn
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 def connect(dsn: str, *, username: str | None = None, password: str | None = None) -> Client:
     """A client for ``dsn``; errors name the target without its credentials."""
     try:
+        if dsn.startswith(RELAY_SCHEME):  # a --processes group's writer holds chdb
+            return RelayClient(dsn)  # type: ignore[return-value]
         if dsn.startswith("chdb://"):
             path = dsn[len("chdb://"):]
             if path not in ("", "memory") and not path.startswith("/"):

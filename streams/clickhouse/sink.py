@@ -17,6 +17,15 @@ an identical retry of a batch is discarded by ClickHouse itself.
 
 clickhouse-connect is synchronous and chdb runs in-process, so inserts run on one
 dedicated thread: the event loop (and Kafka heartbeats) keep going meanwhile.
+
+**One insert for many batches.** An insert costs ClickHouse a new part, about 8 ms on
+chdb whatever its size, so ``write`` calls that wait together (the checkpoints of
+partitions served by different agents, and the rollup's) are written as one insert per
+table: the batches' rows together, under a token built from all their
+offset ranges (a replay that groups them differently is a different insert, whose rows
+ReplacingMergeTree collapses, as after any crash). Within a batch only the latest
+revision of each attribution is written: the intermediate ones of one checkpoint are on
+the ``attributions`` topic, and ``attributions_latest`` keeps the latest anyway.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from clickhouse_connect.driver.exceptions import (
 from schemas.errors import SinkError, StorageError
 from schemas.outputs import Alert, CostPerOutcomeWindow, DeadLetter, LateEvent, WorkUnitAttribution
 from schemas.pricing import PriceEntry
+from streams.clickhouse.arrow_rows import ArrowBodies
 from streams.core.alerts.alert_config import BudgetRow
 from streams.core.alerts.forecast import SpendForecast
 from streams.core.records import CallRecord, CostRecord, OutcomeRecord, Outputs
@@ -325,6 +335,13 @@ WORKFLOW_COLUMNS: list[tuple[str, Callable[[WorkflowRow], Any]]] = [
     ("is_deleted", lambda w: w[2]),
 ]
 
+#: The hot tables, written as Arrow columns built from the specs above (``arrow_rows``,
+#: tests/test_arrow_rows.py); the others (few rows, bytes and JSON columns) through
+#: clickhouse-connect.
+ARROW_TABLES = frozenset({"model_calls", "outcomes", "attributions",
+                          "cost_per_outcome_windows"})
+
+
 def _ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
@@ -359,6 +376,35 @@ TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
     ("workflows", "workflows", WORKFLOW_COLUMNS),
     ("forecasts", "spend_forecasts", FORECAST_COLUMNS),
 ]
+
+
+def merge_batches(batches: list[Outputs]) -> Outputs:
+    """Batches as one: their rows, the union of their offset ranges and their tags; of
+    each attribution only the latest revision (the unit's state when the batch closed:
+    the intermediate ones of a checkpoint are on the ``attributions`` topic, and
+    ``attributions_latest`` would keep only the latest anyway)."""
+    if len(batches) == 1:
+        merged = batches[0]
+    else:
+        merged = Outputs()
+        tags = []
+        for batch in batches:
+            merged.extend(batch)
+            for key, (first, last) in batch.ranges.items():
+                low, high = merged.ranges.get(key, (first, last))
+                merged.ranges[key] = (min(low, first), max(high, last))
+            if batch.tag:
+                tags.append(batch.tag)
+        merged.tag = "+".join(tags)
+    if len(merged.attributions) > 1:
+        latest: dict[str, WorkUnitAttribution] = {}
+        for attribution in merged.attributions:
+            kept = latest.get(attribution.attribution_id)
+            if kept is None or attribution.revision >= kept.revision:
+                latest[attribution.attribution_id] = attribution
+        if len(latest) < len(merged.attributions):
+            merged.attributions = list(latest.values())
+    return merged
 
 
 def is_storage_failure(exc: BaseException) -> bool:
@@ -404,6 +450,10 @@ class ClickHouseSink:
         self.failing_since: float | None = None  # monotonic time of the first failure
         self.last_error = ""
         self.table = ""  # the table being written, for error messages
+        self._queue: list[tuple[Outputs, asyncio.Future[None]]] = []
+        self._drain: asyncio.Future[None] | None = None
+        self.arrow = True  # False: every table through clickhouse-connect (tests compare)
+        self._bodies: ArrowBodies | None = None  # column types read once, on first insert
 
     def client(self) -> Client:
         """The sink's client (opened on its thread's first use)."""
@@ -418,9 +468,33 @@ class ClickHouseSink:
 
     async def write(self, batch: Outputs) -> None:
         """Insert every table's rows of ``batch``; retries storage failures until success
-        or ``stop``; raises ``SinkError`` for anything else (see the module's notes)."""
+        or ``stop``; raises ``SinkError`` for anything else (see the module's notes).
+        Batches written while an insert runs go together in the next one."""
         if not len(batch):
             return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((batch, future))
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.ensure_future(self._drain_queue())
+        await future
+
+    async def _drain_queue(self) -> None:
+        while self._queue:
+            taken, self._queue = self._queue, []
+            try:
+                await self._write_now(merge_batches([batch for batch, _ in taken]))
+            except BaseException as exc:
+                for _, future in taken:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for _, future in taken:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def _write_now(self, batch: Outputs) -> None:
         delay = 0.2
         while True:
             try:
@@ -458,15 +532,30 @@ class ClickHouseSink:
                     continue
                 started = time.perf_counter()
                 self.table = table
-                names, data = _columns(rows, spec)
-                client.insert(
-                    f"{self.database}.{table}", data, column_names=names,
-                    column_oriented=True,
-                    settings={"insert_deduplication_token": batch.token(table)},
-                )
+                settings = {"insert_deduplication_token": batch.token(table)}
+                built = (self._arrow(client).body(table, spec, rows)
+                         if self.arrow and table in ARROW_TABLES else None)
+                if built is not None:
+                    names, body = built
+                    client.raw_insert(f"{self.database}.{table}", names, body,
+                                      settings=settings, fmt="ArrowStream")
+                else:
+                    names, data = _columns(rows, spec)
+                    client.insert(f"{self.database}.{table}", data, column_names=names,
+                                  column_oriented=True, settings=settings)
                 self.rows_written += len(rows)
                 if self.on_written is not None:
                     self.on_written(table, len(rows), time.perf_counter() - started)
+
+    def _arrow(self, client: Client) -> ArrowBodies:
+        if self._bodies is None:
+            def describe(table: str) -> dict[str, str]:
+                rows = client.query(
+                    "SELECT name, type FROM system.columns WHERE database = {d:String} "
+                    "AND table = {t:String}", parameters={"d": self.database, "t": table})
+                return {name: kind for name, kind in rows.result_rows}
+            self._bodies = ArrowBodies(describe)
+        return self._bodies
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None) -> Any:

@@ -369,9 +369,8 @@ class PartitionEngine:
         touched[unit.unit_id] = unit
         at_risk = (convert(to_atto(outcome.value_at_risk), rate)
                    if outcome.value_at_risk is not None else None)
-        out.outcomes.append(OutcomeRecord(
-            outcome, from_atto(value) if value is not None else None, from_atto(human),
-            self.partition, source.offset, from_atto(at_risk) if at_risk is not None else None))
+        out.outcomes.append(OutcomeRecord(outcome, value, human, self.partition,
+                                          source.offset, at_risk))
 
     def _apply_verdict(self, unit: UnitState, outcome: Outcome, t_ms: int, h: int, rate: int,
                        team: str, workflow: str, human: int) -> None:

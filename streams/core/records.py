@@ -64,14 +64,27 @@ class CallRecord:
 
 @dataclass(slots=True)
 class OutcomeRecord:
-    """A validated outcome for the ``outcomes`` table, money in the reporting currency."""
+    """A validated outcome for the ``outcomes`` table, money in the reporting currency
+    (atto: integers of 10^-18 units, as the engine keeps it, to the sink's columns)."""
 
     outcome: Outcome
-    value: Decimal | None
-    human_cost: Decimal
+    value_atto: int | None
+    human_atto: int
     partition: int
     offset: int
-    value_at_risk: Decimal | None = None
+    at_risk_atto: int | None = None
+
+    @property
+    def value(self) -> Decimal | None:
+        return from_atto(self.value_atto) if self.value_atto is not None else None
+
+    @property
+    def human_cost(self) -> Decimal:
+        return from_atto(self.human_atto)
+
+    @property
+    def value_at_risk(self) -> Decimal | None:
+        return from_atto(self.at_risk_atto) if self.at_risk_atto is not None else None
 
 
 @dataclass(slots=True)

@@ -154,6 +154,9 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
+        # A --processes group's writer takes its workers' insert bodies on this server
+        # (streams.clickhouse.relay): a checkpoint's rows are megabytes, not aiohttp's 1 MiB.
+        web_application_options={"client_max_size": 256 * 1024 * 1024},
     )
 
 
@@ -196,7 +199,8 @@ def build_app(settings: Settings, bootstrap: str, services: Services) -> faust.A
         topics, outlet, state,
         partition_runtime_factory(settings, services.prices, services.sink, services.metrics,
                                   state, services.workflows),
-        services.metrics, highwater, runtimes=services.runtimes)
+        services.metrics, highwater, runtimes=services.runtimes,
+        overlap=settings.checkpoint_overlap)
     rollup = RollupHandler(services.rollup, rollup_state, outlet)
     wire_agents(app, topics, inputs, rollup)
     if topics.otlp:

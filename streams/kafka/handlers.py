@@ -80,6 +80,7 @@ class InputHandler:
     metrics: Metrics
     highwater: Highwater
     runtimes: dict[int, PartitionRuntime] = field(default_factory=dict)
+    overlap: bool = False  # TOKENYIELD_CHECKPOINT_OVERLAP: the insert runs on while reading
     kinds: dict[str, EventKind] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +104,9 @@ class InputHandler:
 
     async def handle(self, message: Message, value: bytes, ack: Ack) -> None:
         runtime = self.runtime_for(message.partition)
+        store, outlet = self.store, self.outlet
+        # The checkpoint in flight, if its insert has returned: saved and acked now.
+        await runtime.settle(store, outlet.send_outbox, outlet.flush)
         topic = message.topic
         if topic == self.topics.ticks:
             self.report_backlog(runtime, message.partition)
@@ -119,7 +123,12 @@ class InputHandler:
             await self.outlet.emit(out, message.partition)
         runtime.hold(ack)
         if runtime.checkpoint_due():
-            await runtime.checkpoint(self.store, self.outlet.send_outbox, self.outlet.flush)
+            if not self.overlap:
+                await runtime.checkpoint(store, outlet.send_outbox, outlet.flush)
+                return
+            # The insert runs while the next messages are processed (partition_runtime).
+            await runtime.begin(store, outlet.send_outbox, outlet.flush)
+            await runtime.settle(store, outlet.send_outbox, outlet.flush)
 
     def apply(self, runtime: PartitionRuntime, message: Message, value: bytes) -> Outputs:
         topic, metrics = message.topic, self.metrics

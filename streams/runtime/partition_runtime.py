@@ -17,13 +17,30 @@ the previous checkpoint's (the unfinished one is invisible without its meta reco
 Window changes are sent only once they are part of a durable checkpoint, and the last
 outbox is sent again after a restore (the rollup ignores one it has applied), so they
 reach the rollup exactly once.
+
+**Overlap** (``TOKENYIELD_CHECKPOINT_OVERLAP``, off by default: not measured faster
+yet). The worker does not wait for step 2 before reading on (``begin`` and ``settle``;
+``checkpoint`` is both, waiting): step 1 runs, the batch and the state as of that
+moment are taken (the checkpoint's plan is computed then, from the engine as it is),
+the insert is started,
+and the engine goes on with the next messages while it runs. Steps 3 and 4 follow, in
+that order, once the insert has returned, at the next message or tick of the partition
+(Faust writes a table only while the partition's own stream is iterated); one
+checkpoint is in flight at a time. Nothing is acknowledged or made durable earlier
+than before, so the guarantees are exactly the same; messages read meanwhile belong to
+the next checkpoint. While a plan's records are not in the store yet, the engine reads
+them from the plan (``PlannedStore``): a unit evicted just before the checkpoint, and
+revived just after, finds its summary.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from schemas.errors import StateError
 from streams.core.checkpoint import Checkpointer, CheckpointPlan, meta_key, outbox_key
@@ -33,6 +50,39 @@ from streams.core.windows import Outbox
 from streams.runtime.ports import CheckpointObserver, Sink, StateStore
 
 log = logging.getLogger(__name__)
+
+
+class PlannedStore:
+    """The engine's view of the state table while a checkpoint's records are still on
+    their way to it: what the plan writes (or deletes) wins over the table."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self.pending: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.pending:
+            return self.pending[key]
+        return self.reader.get(key)
+
+    def hold(self, plan: CheckpointPlan) -> None:
+        for key, value in (*plan.batched, *plan.writes):
+            self.pending[key] = value
+        for key in plan.deletes:
+            self.pending[key] = None
+
+    def release(self) -> None:
+        self.pending = {}
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A checkpoint whose rows are being inserted: its plan and the acks it releases."""
+
+    plan: CheckpointPlan
+    insert: asyncio.Future[None]
+    acks: list[Callable[[], object]]
+    started: float
 
 
 class PartitionRuntime:
@@ -59,6 +109,10 @@ class PartitionRuntime:
         self.last_plan: CheckpointPlan | None = None
         self.unsent: Outbox | None = None  # restored outbox, sent again first
         self.reported_clock = -1  # the clock the rollup last heard from this partition
+        self.inflight: InFlight | None = None
+        # Reads of the state go through the records of a plan not yet written.
+        self.planned = PlannedStore(engine.units.reader)
+        engine.units.reader = self.planned
 
     # -- recovery ---------------------------------------------------------------------
     def restore(self, store: StateStore) -> bool:
@@ -106,9 +160,9 @@ class PartitionRuntime:
         """Anything unsaved: held messages, changed state, unsent window changes, or a
         clock the rollup has not heard of (it decides when windows are final)."""
         engine = self.engine
-        return bool(self.held or engine.dirty_units or engine.book or engine.removed_units
-                    or engine.units.evicted or engine.sweeper.deletes or self.unsent
-                    or len(self.batch) or engine.clock_ms > self.reported_clock)
+        return bool(self.held or self.inflight or engine.dirty_units or engine.book
+                    or engine.removed_units or engine.units.evicted or engine.sweeper.deletes
+                    or self.unsent or len(self.batch) or engine.clock_ms > self.reported_clock)
 
     def checkpoint_due(self) -> bool:
         if not self.checkpoint_pending():
@@ -123,14 +177,57 @@ class PartitionRuntime:
         send_outbox: Callable[[Outbox], Awaitable[None]],
         flush_producer: Callable[[], Awaitable[None]],
     ) -> CheckpointPlan:
+        """A whole checkpoint, waiting for its insert (tools, tests, shutdown)."""
+        await self.begin(store, send_outbox, flush_producer)
+        assert self.inflight is not None
+        plan = self.inflight.plan
+        await self.settle(store, send_outbox, flush_producer, wait=True)
+        return plan
+
+    async def begin(
+        self,
+        store: StateStore,
+        send_outbox: Callable[[Outbox], Awaitable[None]],
+        flush_producer: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Steps 1 and 2: flush the producer, take the batch and the plan, start the
+        insert. A checkpoint still in flight is finished first."""
+        await self.settle(store, send_outbox, flush_producer, wait=True)
         started = time.perf_counter()
         if self.unsent is not None:
             await send_outbox(self.unsent)  # restored: it may never have been sent
             self.unsent = None
         await flush_producer()
         batch, self.batch = self.batch, Outputs()
-        await self.sink.write(batch)
         plan = self.checkpointer.plan()
+        self.planned.hold(plan)
+        held, self.held = self.held, []
+        self.inflight = InFlight(plan, asyncio.ensure_future(self.sink.write(batch)), held,
+                                 started)
+        self.events_since = 0
+        self.last_checkpoint = time.monotonic()
+        await asyncio.sleep(0)  # an insert that needs no wait is done at once
+
+    async def settle(
+        self,
+        store: StateStore,
+        send_outbox: Callable[[Outbox], Awaitable[None]],
+        flush_producer: Callable[[], Awaitable[None]],
+        *,
+        wait: bool = False,
+    ) -> bool:
+        """Steps 3 and 4 of the checkpoint in flight, once its insert has returned (or
+        waiting for it with ``wait``). A failed insert raises here (``SinkError``):
+        nothing of that checkpoint is saved or acknowledged. True if one finished."""
+        inflight = self.inflight
+        if inflight is None or not (wait or inflight.insert.done()):
+            return False
+        try:
+            await inflight.insert
+        except BaseException:
+            self.inflight = None  # the worker stops; the next one replays the input
+            raise
+        plan = inflight.plan
         for key, value in plan.batched:
             store.set(key, value)
         if plan.batched:
@@ -151,17 +248,16 @@ class PartitionRuntime:
         await flush_producer()
         store.set(*plan.meta)
         await flush_producer()
+        self.planned.release()
         if plan.outbox is not None:
             await send_outbox(plan.outbox)
             await flush_producer()
             self.reported_clock = plan.outbox.clock_ms
-        held, self.held = self.held, []
-        for ack in held:
+        self.inflight = None
+        for ack in inflight.acks:
             ack()
-        self.events_since = 0
-        self.last_checkpoint = time.monotonic()
         self.last_plan = plan
         if self.metrics is not None:
-            self.metrics.checkpointed(self.partition, time.perf_counter() - started,
+            self.metrics.checkpointed(self.partition, time.perf_counter() - inflight.started,
                                       len(self.engine.units))
-        return plan
+        return True
