@@ -32,7 +32,7 @@ AlertKind = Literal[
     "spend_plateau",
 ]
 AlertStatus = Literal["firing", "resolved"]
-WindowScope = Literal["total", "model", "agent", "dimension"]
+WindowScope = Literal["total", "model", "agent", "dimension", "unit"]
 Severity = Literal["info", "warning", "critical"]
 #: Where a budget stands: below its soft threshold, past it, or used up.
 BudgetLevel = Literal["ok", "soft", "hard"]
@@ -203,6 +203,19 @@ class CostPerOutcomeWindow(_Output):
         Decimal(0), description="spend + human_cost + other_cost + shared_cost")
     linked_spend: Decimal = Field(Decimal(0), description="Spend linked to an outcome.")
     unlinked_spend: Decimal = Field(Decimal(0), description="Spend past its deadline, no outcome.")
+    attributed_spend: Decimal = Field(
+        Decimal(0), description="Spend of the window's own calls whose unit has an outcome "
+                                "(booked at the call, where linked_spend follows the outcome).")
+    unattributed_spend: Decimal = Field(
+        Decimal(0), description="Spend of the window's own calls whose unit passed its "
+                                "deadline without an outcome.")
+    reviewed_outcomes: int = Field(0, description="Outcome events, verdicts included, with "
+                                                  "human review minutes (total rows).")
+    verdicts: int = Field(0, description="Verdict events (later reviews; not in outcomes).")
+    units_without_outcome: int = Field(
+        0, description="Unit rows: the units whose last event is in the window (work_units, "
+                       "spend) that have no outcome.")
+    spend_without_outcome: Decimal = Field(Decimal(0), description="... and their model spend.")
     quality_failed_units: int = Field(0, description="Decided units with a success status "
                                                      "but a quality score under the bar.")
     latency_failed_units: int = Field(0, description="... or a call over the latency bar.")

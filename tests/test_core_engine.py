@@ -242,7 +242,7 @@ def test_windows_add_up_to_the_attributions() -> None:
     assert sum(w.linked_spend for w in totals) == linked
     assert sum(w.unlinked_spend for w in totals) == run.attributions["D"].model_cost
     assert all(w.final for w in run.windows.values())
-    agents = [w for w in run.windows.values() if w.agent == "looper"]
+    agents = [w for w in run.windows.values() if w.scope == "agent" and w.agent == "looper"]
     assert sum(w.spend for w in agents if w.window_seconds == 60) == GPT4O_CALL
     hourly = [w for w in run.windows.values() if w.scope == "total"
               and w.window_seconds == 3600]

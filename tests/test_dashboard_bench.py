@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loadtest.dashboard_exact import EXACT_PANELS
 from loadtest.grafana_sql import load_dashboard, panels
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,9 +29,12 @@ def test_copies_multiply_the_seed_under_new_ids(tmp_path: Path) -> None:
     assert figures["dashboard_distinct_call_ids"] == figures["dashboard_calls"]
     assert "not stored" not in run.stderr
     assert figures["dashboard_panels"] == len(panels(load_dashboard()))
+    # Every query of every panel, and the exact form of each pre-aggregated panel.
+    assert figures["dashboard_queries"] == sum(len(p["targets"]) for p in panels(load_dashboard()))
     for suffix in ("", "_merged"):
         by_panel = figures[f"dashboard_median_ms_by_panel_30d{suffix}"]
-        assert len(by_panel) == figures["dashboard_panels"]
+        assert len(by_panel) == figures["dashboard_queries"]
+        assert len(figures[f"dashboard_median_ms_by_exact_panel_30d{suffix}"]) == len(EXACT_PANELS)
         assert all(ms > 0 for ms in by_panel.values())
         assert figures[f"dashboard_median_ms_worst_panel{suffix}"] == max(
             max(figures[f"dashboard_median_ms_by_panel_2d{suffix}"].values()),

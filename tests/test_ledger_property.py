@@ -177,6 +177,8 @@ class UnitTruth:
     first_item: datetime | None = None
     # The latest verdict: (occurred_at, verdict, value at risk).
     verdict: tuple[datetime, str, Decimal | None] | None = None
+    last: datetime | None = None  # its last event, of any kind
+    agent: str = ""  # its earliest call's
 
 
 @dataclass
@@ -217,6 +219,9 @@ def truth(events: list[dict[str, Any]]) -> Truth:
     for event in distinct:
         t = datetime.fromisoformat(event["occurred_at"])
         team, workflow = event["team"], event["workflow"]
+        if event.get("work_unit_id"):
+            touched = result.units.setdefault(event["work_unit_id"], UnitTruth())
+            touched.last = t if touched.last is None else max(touched.last, t)
         if kind_of(event) == "costs":
             if "amount" in event:
                 amount = convert(Decimal(event["amount"]), event.get("currency"))
@@ -243,6 +248,7 @@ def truth(events: list[dict[str, Any]]) -> Truth:
             unit.tokens += event["input_tokens"] + event["output_tokens"]
             if unit.first_call is None or t < unit.first_call:
                 unit.first_call, unit.dims = t, (team, workflow)
+                unit.agent = event.get("agent") or ""
             unit.calls_made.append((t, team, workflow, cost))
             book(t, team, workflow, "calls", 1)
             book(t, team, workflow, "spend", cost)
@@ -253,7 +259,10 @@ def truth(events: list[dict[str, Any]]) -> Truth:
         human = Decimal(event["human_review_minutes"]).quantize(ATTO, rounding=ROUND_HALF_EVEN)
         unit.human += human
         book(t, team, workflow, "human_cost", human)
+        if Decimal(event["human_review_minutes"]) > 0:  # outcome or verdict: a review
+            book(t, team, workflow, "reviewed_outcomes", 1)
         if "verdict" in event:  # no outcome: it judges the unit, the latest stands
+            book(t, team, workflow, "verdicts", 1)
             at_risk = (convert(Decimal(event["value_at_risk"]), event.get("currency"))
                        if "value_at_risk" in event else None)
             if unit.verdict is None or t > unit.verdict[0]:
@@ -289,11 +298,13 @@ def truth(events: list[dict[str, Any]]) -> Truth:
             base = t.replace(second=0, microsecond=0)
             if unit.first_outcome is not None:  # linked when the first outcome came
                 book(max(base, unit.first_outcome), team, workflow, "linked_spend", cost)
+                book(base, team, workflow, "attributed_spend", cost)  # and at the call
             else:  # unlinked at the deadline, from the first call or cost item
                 assert unit.first_call is not None
                 first = min(unit.first_call, unit.first_item or unit.first_call)
                 expiry = first + timedelta(seconds=DEADLINE)
                 book(max(base, expiry), team, workflow, "unlinked_spend", cost)
+                book(base, team, workflow, "unattributed_spend", cost)
     return result
 
 
@@ -458,7 +469,8 @@ class Simulation:
 NAMES = ("calls", "spend", "outcomes", "value", "human_cost", "decided_units",
          "accepted_outcomes", "linked_spend", "unlinked_spend", "work_units", "other_cost",
          "shared_cost", "cost_items", "integrity_failed_units", "accepted_value",
-         "value_at_risk")
+         "value_at_risk", "attributed_spend", "unattributed_spend", "reviewed_outcomes",
+         "verdicts")
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -526,6 +538,31 @@ def test_every_unit_and_window_equals_the_ground_truth(seed: int) -> None:
         for name in NAMES:
             assert have.get(name, 0) == want.get(name, 0), (key, name)
         assert have.get("unpriced_calls", 0) == 0, key
+
+    # Units by last event (the agents panel's rows): every unit once, in the windows of its
+    # last event, under its dimensions and agent, and again if it has no outcome.
+    want_units: dict[tuple[int, int, str, str, str], list[Any]] = defaultdict(
+        lambda: [0, Decimal(0), 0, Decimal(0)])
+    for want in expected.units.values():
+        assert want.last is not None and want.calls, "every generated unit has calls"
+        ms = int(want.last.timestamp() * 1000)
+        for size in (60_000, 3_600_000):
+            cell = want_units[(size, ms - ms % size, *want.dims, want.agent)]
+            cell[0] += 1
+            cell[1] += want.spend
+            if not want.outcomes:
+                cell[2] += 1
+                cell[3] += want.spend
+    got_units: dict[tuple[int, int, str, str, str], list[Any]] = defaultdict(
+        lambda: [0, Decimal(0), 0, Decimal(0)])
+    for row in sim.rows.values():
+        if row.scope == "unit":
+            cell = got_units[(row.window_seconds * 1000, int(row.window_start.timestamp() * 1000),
+                              row.team, row.workflow, row.agent)]
+            for i, figure in enumerate((row.work_units, row.spend, row.units_without_outcome,
+                                        row.spend_without_outcome)):
+                cell[i] += figure
+    assert {k: v for k, v in got_units.items() if any(v)} == dict(want_units)
 
     # The cost histograms (the plateau detector's input): every decided unit once, in the
     # bucket of its fully loaded cost, on its deciding outcome's day.

@@ -73,7 +73,20 @@ STRATEGIC_UNITS = 30  # decided units whose outcome gave a strategic score
 STRATEGIC_SCORE = 31  # their scores, in millionths (0-10 each)
 STRATEGIC_CONFIDENCE = 32  # their evidence confidence, in millionths (0-1 each)
 STRATEGIC_CONFIDENT = 33  # ... of the units that gave one
-CELL_FIELDS = 34
+# The spend classes again, booked in each call's own window (unit side, model rows): what
+# the dashboard's coverage by day reads, so that no panel joins calls to attributions.
+ATTRIBUTED_AT_CALL = 34  # atto: spend of calls whose unit has an outcome
+UNATTRIBUTED_AT_CALL = 35  # atto: ... whose unit passed its deadline without one
+# Review effort per outcome event, verdicts included (outcome side, total rows): what the
+# intervention panel reads (v_acceptance_and_intervention counts every outcome row).
+REVIEWED = 36  # outcome events (verdicts too) with human review minutes
+VERDICTS = 37  # verdict events (a later review; not in OUTCOMES)
+# Unit rows ("u:" + agent): each work unit once, in the window of its last event, under
+# its own team, workflow and agent (Postings.place); WORK_UNITS and SPEND count them and
+# their model spend there, and these the ones without an outcome.
+UNITS_WITHOUT_OUTCOME = 38
+SPEND_WITHOUT_OUTCOME = 39  # atto
+CELL_FIELDS = 40
 
 FIELD_NAMES = (
     "calls", "retries", "failed_calls", "input_tokens", "output_tokens",
@@ -83,10 +96,13 @@ FIELD_NAMES = (
     "latency_ms_sum", "latency_calls", "other_cost", "shared_cost", "cost_items",
     "quality_failed_units", "latency_failed_units", "integrity_failed_units",
     "accepted_value", "value_at_risk", "strategic_units", "strategic_score_micros",
-    "strategic_confidence_micros", "strategic_confident_units",
+    "strategic_confidence_micros", "strategic_confident_units", "attributed_spend",
+    "unattributed_spend", "reviewed_outcomes", "verdicts", "units_without_outcome",
+    "spend_without_outcome",
 )
 MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN, OTHER_COST, SHARED_COST,
-                          ACCEPTED_VALUE, AT_RISK})
+                          ACCEPTED_VALUE, AT_RISK, ATTRIBUTED_AT_CALL, UNATTRIBUTED_AT_CALL,
+                          SPEND_WITHOUT_OUTCOME})
 #: What a decided unit books in its deciding outcome's window (``Postings.settle``).
 DECISION_FIELDS = (DECIDED, ACCEPTED, QUALITY_FAILED, LATENCY_FAILED, INTEGRITY_FAILED,
                    ACCEPTED_VALUE, AT_RISK, STRATEGIC_UNITS, STRATEGIC_SCORE,
@@ -95,11 +111,13 @@ MICROS = 1_000_000
 
 #: Fields a total row takes from its model rows (the rest are booked on the total itself).
 SPEND_SIDE = (CALLS, RETRIES, FAILED, INPUT, OUTPUT, CACHED, REASONING, OVERHEAD, SPEND,
-              UNPRICED, SYSTEM, LINKED, UNLINKED, CACHE_WRITE, LATENCY_MS, LATENCY_CALLS)
+              UNPRICED, SYSTEM, LINKED, UNLINKED, CACHE_WRITE, LATENCY_MS, LATENCY_CALLS,
+              ATTRIBUTED_AT_CALL, UNATTRIBUTED_AT_CALL)
 
 TOTAL = "t"
 MODEL = "m:"
 AGENT = "a:"
+UNIT = "u:"
 DIMENSION = "d:"
 MIX = "x:"
 HISTOGRAM = "h:"
@@ -112,7 +130,7 @@ BUCKETS_PER_DOUBLING = 4
 DIMENSION_SEP = "\x00"  # between a dimension's name and its value: no value can forge it
 OTHER_VALUE = "__other__"  # the values of a dimension beyond its cardinality cap
 
-Scope = Literal["total", "model", "agent", "dimension"]
+Scope = Literal["total", "model", "agent", "dimension", "unit"]
 
 #: What a dimension row books from a call (spend side).
 DIMENSION_CALL_FIELDS = (CALLS, INPUT, OUTPUT, SPEND, UNPRICED)
@@ -151,6 +169,8 @@ def scope_of(series: str) -> tuple[Scope | None, str]:
         return "agent", series[len(AGENT):]
     if series.startswith(DIMENSION):
         return "dimension", series[len(DIMENSION):]
+    if series.startswith(UNIT):
+        return "unit", series[len(UNIT):]
     return None, series[len(MIX):]
 
 

@@ -347,7 +347,8 @@ class PartitionEngine:
             self._apply_verdict(unit, outcome, t_ms, h, rate, team, workflow, human)
         else:
             self.postings.outcome(t_ms, team, workflow, value or 0, human,
-                                  self.postings.event_dimensions(outcome))
+                                  self.postings.event_dimensions(outcome),
+                                  outcome.human_review_minutes > 0)
             assert outcome.status is not None  # only a verdict has none
             decider = Decider(1 if outcome.is_final else 0, t_ms, h, outcome.status,
                               outcome.quality_score, outcome.evidence_confidence,
@@ -377,9 +378,9 @@ class PartitionEngine:
         not their arrival). It decides nothing by itself and links no spend; its review
         cost counts. ``settle`` then books what it changes."""
         assert outcome.verdict is not None
-        if human:
-            self.postings.review(t_ms, team, workflow, human,
-                                 self.postings.event_dimensions(outcome))
+        self.postings.review(t_ms, team, workflow, human,
+                             self.postings.event_dimensions(outcome),
+                             outcome.human_review_minutes > 0)
         at_risk = (convert(to_atto(outcome.value_at_risk), rate)
                    if outcome.value_at_risk is not None else None)
         verdict = Verdict(t_ms, h, outcome.verdict, at_risk)
@@ -723,7 +724,9 @@ class PartitionEngine:
         if not touched:
             return
         version = self._book_now.version
+        place = self.postings.place
         for unit in touched.values():
+            place(unit)  # pending ones too: the units by last event list them
             if unit.state == "pending" or unit.unit_id.startswith(SHARED_PREFIX):
                 continue
             out.attributions.append(attribution_of(unit, self.partition, version,

@@ -19,6 +19,11 @@ from streams.core.unit import SPEND_COST, Booking, UnitState
 from streams.core.windows import WindowBook
 from streams.core.workflows import Judgement, WorkflowRegistry, judge
 
+# The same class booked at the call's own window: the coverage of a day's calls by their
+# units' current state (v_attribution_coverage), where LINKED and UNLINKED follow the
+# money to the moment it was linked or given up on.
+AT_CALL = {cf.LINKED: cf.ATTRIBUTED_AT_CALL, cf.UNLINKED: cf.UNATTRIBUTED_AT_CALL}
+
 
 class Postings:
     """The bookings of one partition's units into its window book."""
@@ -174,19 +179,28 @@ class Postings:
 
     # -- outcomes ------------------------------------------------------------------------
     def outcome(self, t_ms: int, team: str, workflow: str, value: int, human: int,
-                dimensions: tuple[str, ...] = ()) -> None:
+                dimensions: tuple[str, ...] = (), reviewed: bool = False) -> None:
         for series in (cf.TOTAL, *dimensions):
             for v in self.book.cells_at(t_ms, team, workflow, series):
                 v[cf.OUTCOMES] += 1
                 v[cf.VALUE] += value
                 v[cf.HUMAN] += human
+        if reviewed:  # the intervention counts: total rows only
+            for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
+                v[cf.REVIEWED] += 1
 
     def review(self, t_ms: int, team: str, workflow: str, human: int,
-               dimensions: tuple[str, ...] = ()) -> None:
-        """The review cost of a verdict (not an outcome: it counts in no outcome figure)."""
-        for series in (cf.TOTAL, *dimensions):
-            for v in self.book.cells_at(t_ms, team, workflow, series):
-                v[cf.HUMAN] += human
+               dimensions: tuple[str, ...] = (), reviewed: bool = False) -> None:
+        """A verdict: its review cost, and the verdict counted apart on the total rows
+        (it is not an outcome: it counts in no outcome figure)."""
+        if human:
+            for series in (cf.TOTAL, *dimensions):
+                for v in self.book.cells_at(t_ms, team, workflow, series):
+                    v[cf.HUMAN] += human
+        for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
+            v[cf.VERDICTS] += 1
+            if reviewed:
+                v[cf.REVIEWED] += 1
 
     def cost_item(self, item: CostItem, t_ms: int, team: str, workflow: str,
                   amount: int) -> None:
@@ -272,6 +286,31 @@ class Postings:
         mix[cf.ACCEPTED] += 1 if accepted else 0
         mix[cf.SPEND] += unit.cost
 
+    # -- units by last event ---------------------------------------------------------------
+    def place(self, unit: UnitState) -> None:
+        """Keep the unit's row among the units by last event (``"u:" + agent``, in the
+        window of its last event) equal to its state: take back exactly what it placed,
+        place what it places now. Called once per changed unit per step (when its
+        attribution would be emitted); a no-op when nothing moved."""
+        new = unit.placement()
+        old = unit.placed
+        if new == old:
+            return
+        if old is not None:
+            self._place(old, -1)
+        if new is not None:
+            self._place(new, 1)
+        unit.placed = new
+
+    def _place(self, placement: tuple[int, str, str, str, int, int], sign: int) -> None:
+        last_ms, team, workflow, agent, cost, without = placement
+        for v in self.book.cells_at(last_ms, team, workflow, cf.UNIT + agent):
+            v[cf.WORK_UNITS] += sign
+            v[cf.SPEND] += sign * cost
+            if without:
+                v[cf.UNITS_WITHOUT_OUTCOME] += sign
+                v[cf.SPEND_WITHOUT_OUTCOME] += sign * cost
+
     # -- the spend classes: linked, unlinked, pending ----------------------------------------
     def _spend_class(self, unit: UnitState, base: int, team: str, workflow: str, model: str,
                      amount: int) -> None:
@@ -285,14 +324,23 @@ class Postings:
         else:
             return
         assert at is not None
-        self.book.post(base if base > at else at, team, workflow, cf.MODEL + model, field,
-                       amount)
+        series = cf.MODEL + model
+        self.book.post(base if base > at else at, team, workflow, series, field, amount)
+        self.book.post(base, team, workflow, series, AT_CALL[field], amount)
 
-    def _all_spend(self, unit: UnitState, field: int, at_ms: int, sign: int) -> None:
+    def _all_spend(self, unit: UnitState, field: int, at_ms: int, sign: int,
+                   reclassified: bool = True) -> None:
+        """Book the unit's spend as ``field`` at the later of each entry's window and
+        ``at_ms``; and, when its class changes (``reclassified``, not when it only moves
+        in time), as the class at each entry's own window (``AT_CALL``)."""
+        at_call = AT_CALL[field]
         for base, team, workflow, model, cost in unit.entries():
             if cost:
-                self.book.post(base if base > at_ms else at_ms, team, workflow,
-                               cf.MODEL + model, field, sign * cost)
+                series = cf.MODEL + model
+                self.book.post(base if base > at_ms else at_ms, team, workflow, series,
+                               field, sign * cost)
+                if reclassified:
+                    self.book.post(base, team, workflow, series, at_call, sign * cost)
 
     def first_spend(self, unit: UnitState, t_ms: int) -> None:
         """An earlier call or cost item: the deadline, measured from the first of them,
@@ -302,8 +350,8 @@ class Postings:
         if unit.expired_ms is not None and not unit.outcomes:
             expiry = t_ms + self.deadline_ms
             if expiry < unit.expired_ms:
-                self._all_spend(unit, cf.UNLINKED, unit.expired_ms, -1)
-                self._all_spend(unit, cf.UNLINKED, expiry, 1)
+                self._all_spend(unit, cf.UNLINKED, unit.expired_ms, -1, reclassified=False)
+                self._all_spend(unit, cf.UNLINKED, expiry, 1, reclassified=False)
                 unit.expired_ms = expiry
 
     def expire(self, unit: UnitState) -> None:
@@ -323,7 +371,8 @@ class Postings:
             unit.link_ms = t_ms
             self._all_spend(unit, cf.LINKED, t_ms, 1)
         elif unit.link_ms is None or t_ms < unit.link_ms:
-            if unit.link_ms is not None:
-                self._all_spend(unit, cf.LINKED, unit.link_ms, -1)
+            moved = unit.link_ms is not None
+            if moved:
+                self._all_spend(unit, cf.LINKED, unit.link_ms, -1, reclassified=False)
             unit.link_ms = t_ms
-            self._all_spend(unit, cf.LINKED, t_ms, 1)
+            self._all_spend(unit, cf.LINKED, t_ms, 1, reclassified=not moved)

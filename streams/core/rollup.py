@@ -103,10 +103,11 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         window_seconds=size // 1000,
         team=team,
         workflow=workflow,
-        # Dimension rows name no model: a query picking totals the old way (model '*',
-        # no agent) never counts them twice.
-        model=name if scope == "model" else "" if scope == "dimension" else ALL_MODELS,
-        agent=name if scope == "agent" else "",
+        # Dimension and unit rows name no model: a query picking totals the old way
+        # (model '*', no agent) never counts them twice.
+        model=name if scope == "model" else "" if scope in ("dimension", "unit")
+        else ALL_MODELS,
+        agent=name if scope in ("agent", "unit") else "",
         scope=scope,
         dimension=dimension,
         dimension_value=dimension_value,
@@ -140,6 +141,12 @@ def window_row(key: RowKey, v: list[int], revision: int, final: bool, currency: 
         fully_loaded_cost=from_atto(loaded),
         linked_spend=from_atto(v[cf.LINKED]),
         unlinked_spend=from_atto(v[cf.UNLINKED]),
+        attributed_spend=from_atto(v[cf.ATTRIBUTED_AT_CALL]),
+        unattributed_spend=from_atto(v[cf.UNATTRIBUTED_AT_CALL]),
+        reviewed_outcomes=v[cf.REVIEWED],
+        verdicts=v[cf.VERDICTS],
+        units_without_outcome=v[cf.UNITS_WITHOUT_OUTCOME],
+        spend_without_outcome=from_atto(v[cf.SPEND_WITHOUT_OUTCOME]),
         quality_failed_units=v[cf.QUALITY_FAILED],
         latency_failed_units=v[cf.LATENCY_FAILED],
         integrity_failed_units=v[cf.INTEGRITY_FAILED],

@@ -19,7 +19,7 @@ import orjson
 import ormsgpack
 
 from schemas.errors import StateError
-from schemas.events import ACCEPTING_STATUSES
+from schemas.events import ACCEPTING_STATUSES, SHARED_PREFIX
 from streams.core.money import from_atto, to_atto
 
 FORMAT = 4
@@ -62,6 +62,9 @@ class Verdict(NamedTuple):
 # that put it in its cost bucket (cells.HISTOGRAM).
 Booking = tuple[int, str, str, tuple[int, ...], tuple[str, ...], int]
 
+
+# A unit's row among the units by last event (UnitState.placement).
+Placement = tuple[int, str, str, str, int, int]
 
 # Which event sets a unit's dimensions: the least (kind rank, occurred_ms, event hash);
 # calls (rank 0) beat outcomes (rank 1), so a unit's team is its earliest call's.
@@ -111,6 +114,7 @@ class UnitState:
         "outcomes",
         "output_tokens",
         "owner",
+        "placed",
         "providers",
         "reasoning_tokens",
         "reported",
@@ -176,6 +180,9 @@ class UnitState:
         self.extra_dims: tuple[str, ...] = ()  # the TOKENYIELD_DIMENSIONS attributes' values
         self.stage = 0  # furthest stage of its outcomes: 0 none, 1.. schemas.events.STAGES
         self.booked: Booking | None = None
+        # What the unit's row (Postings.place) holds now: a function of the state, so not
+        # saved; a loaded unit holds what its saved state placed.
+        self.placed: Placement | None = None
 
     # -- derived ------------------------------------------------------------------
     @property
@@ -194,6 +201,17 @@ class UnitState:
         if self.outcomes:
             return "attributed"
         return "unattributed" if self.expired_ms is not None else "pending"
+
+    def placement(self) -> Placement | None:
+        """Where and what the unit counts among the units by last event: (last event ms,
+        team, workflow, agent, model cost, 1 if it has no outcome). The units the views
+        list (``v_work_units``): with an attribution, or pending with calls; no shared
+        cost bucket."""
+        if self.unit_id.startswith(SHARED_PREFIX) or not (
+                self.calls or self.outcomes or self.expired_ms is not None):
+            return None
+        return (self.last_ms, self.team, self.workflow, self.agent, self.cost,
+                0 if self.outcomes else 1)
 
     def entries(self) -> Iterator[tuple[int, str, str, str, int]]:
         """The unit's spend by (base window start, team, workflow, model)."""
@@ -346,6 +364,7 @@ class UnitState:
             accepted = int(unit.decider.status in ACCEPTING_STATUSES)
             unit.booked = (unit.decider.occurred_ms, unit.outcome_team, unit.outcome_workflow,
                            (1, accepted) + (0,) * (len(BOOKED_FIELDS) - 2), (), -1)
+        unit.placed = unit.placement()
         return unit
 
 
