@@ -100,6 +100,13 @@ def test_the_demo_exercises_the_value_side(demo_run: tuple[dict[str, str], str])
     assert int(customers[0]["n"]) > 5
     case = sql(env, f"SELECT sum(time_saved_minutes) AS t FROM {DB}.v_business_case")
     assert Decimal(case[0]["t"]) > 0
+    # Weeks of one workflow come first: the detectors that need days have them.
+    plateau = sql(env, f"SELECT subject['workflow'] AS w, message FROM {DB}.alerts FINAL "
+                       f"WHERE kind = 'spend_plateau'")
+    assert plateau and plateau[0]["w"] == "incident-summary", plateau
+    seasonal = sql(env, f"SELECT count() AS n FROM {DB}.spend_forecasts FINAL "
+                        f"WHERE team = 'ops' AND method = 'seasonal'")
+    assert int(seasonal[0]["n"]) > 0
 
 
 def test_the_report_draws_its_charts_from_the_demo_data(

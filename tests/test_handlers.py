@@ -390,3 +390,22 @@ def test_a_crash_during_an_overlapped_insert_replays_from_the_previous_checkpoin
     assert acks.done[:2] == [0, 1]
     assert again.inputs.runtimes[2].engine.ledger.received == 3
     assert sorted(rec.call.event_id for rec in again.sink.batches[0].calls) == ["c0", "c1"]
+
+
+def test_a_backfill_of_many_windows_is_sent_in_messages_under_the_limit(
+        tmp_path: Path) -> None:
+    """Weeks replayed at once close thousands of windows in one checkpoint: they go out
+    in several messages, each under the producer's request limit, every row once."""
+    from streams.core.cells import CELL_FIELDS
+    from streams.core.rollup import window_row
+    from streams.kafka.outlet import MAX_MESSAGE_BYTES
+
+    r = rig(tmp_path)
+    base = window_row((60_000, 1_800_000_000_000, "support", "triage", "t"),
+                      [1] * CELL_FIELDS, 1, True, "USD")
+    rows = [base.model_copy(update={"window_id": f"w{i}", "calls": i}) for i in range(20_000)]
+    run(r.outlet.emit_rollup(rows, []))
+    sent = r.producer.to(r.topics.windows)
+    assert len(sent) > 1 and all(len(value) <= MAX_MESSAGE_BYTES for _, value, _ in sent)
+    got = [w for _, value, _ in sent for w in decode_models(value, CostPerOutcomeWindow)]
+    assert [w.window_id for w in got] == [w.window_id for w in rows]

@@ -40,7 +40,13 @@ from streams.ops.worker_client import worker_sql
 from streams.report.live_view import Snapshot, literal, render, snapshot
 from streams.settings import Settings
 from streams.traffic.generator import Progress, live_traffic, publish, publisher_for
-from streams.traffic.scenarios import Scenario, ValueTraffic, encoded_events
+from streams.traffic.scenarios import (
+    ModelOption,
+    Scenario,
+    ValueTraffic,
+    Workflow,
+    encoded_events,
+)
 
 # The demo's workflows, each with an owner, a success bar and a business case, so the
 # value views (business case, ROI against the human baseline, portfolio) have one.
@@ -70,6 +76,20 @@ DEMO_WORKFLOWS = [
 DEMO_DEFAULTS = {"TOKENYIELD_DEADLINE_SECONDS": "900", "TOKENYIELD_WEB_PORT": "0",
                  "TOKENYIELD_WORKFLOWS": json.dumps(DEMO_WORKFLOWS)}
 EVENTS_PER_UNIT = 4.5  # the generator's average, to size rounds by rate
+# Weeks of one workflow before the hours of history, so that the detectors that need days
+# have them in the first minute: the spend forecast (14 days for its weekday pattern) and
+# the spend plateau (7 closed days, 200 units a group). Acceptance does not depend on what
+# a unit costs here, so its dearest units buy no more acceptance: a plateau.
+WEEKS_WORKFLOW = Workflow(
+    team="ops", name="incident-summary", weight=1.0, task_type="summarization",
+    service="pager", owner="sre",
+    models=(ModelOption(provider="openai", model="gpt-4o-mini", weight=1.0),),
+    calls_median=2, calls_sigma=0.7,
+    input_median=3000, output_median=300, token_sigma=0.7, acceptance=0.9,
+    success_status="accepted", review_share=0.0, value_median=Decimal("3.00"),
+    value_dimension="cost_avoided")
+WEEKS_DAYS = 16
+WEEKS_UNITS_PER_DAY = 350
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +344,12 @@ class Demo:
 
     async def _traffic(self, bootstrap: str) -> None:
         options, settings = self.options, self.settings
+        history_start = self.history_end - timedelta(hours=options.history_hours)
+        weeks = Scenario(seed=options.seed, run_id=f"demo{self.stamp}-weeks",
+                         work_units=WEEKS_DAYS * WEEKS_UNITS_PER_DAY,
+                         span_seconds=WEEKS_DAYS * 86_400, end=history_start,
+                         workflows=(WEEKS_WORKFLOW,), spend_spike=None, runaway=None,
+                         retry_storm=None, context_bloat=None).clean()
         history = Scenario(seed=options.seed, run_id=f"demo{self.stamp}",
                            work_units=options.history_units,
                            span_seconds=int(options.history_hours * 3600),
@@ -339,6 +365,10 @@ class Demo:
         async with publisher_for(connection, topic_prefix=settings.topic_prefix,
                                  partitions=settings.partitions) as publisher:
             base = 0
+            self.phase = f"replaying {WEEKS_DAYS} days of one workflow"
+            await publish(encoded_events(weeks), publisher, progress=progress,
+                          progress_interval=0.5)
+            base = self.published
             self.phase = f"replaying {options.history_hours:g} h of history"
             await publish(encoded_events(history), publisher, progress=progress,
                           replay_speed=history.span_seconds / history_wall,

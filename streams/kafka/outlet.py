@@ -10,7 +10,7 @@ input, and the messages are processed again after a restart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from schemas.codec import encode_models
@@ -22,6 +22,23 @@ from streams.ops.metrics import Metrics
 from streams.runtime.rollup_runtime import BudgetStateChanges
 
 TICK = b""  # an empty message on an input topic: "time passed", nothing else
+# The most one message of outputs may hold. A backfill of weeks closes thousands of
+# windows in one checkpoint; one message of them all would exceed the producer's
+# max_request_size (1 MiB by default) and stop the worker. Consumers read a list per
+# message, so any split is the same to them.
+MAX_MESSAGE_BYTES = 512 * 1024
+
+
+def messages(models: Sequence[Any], limit: int = MAX_MESSAGE_BYTES) -> Iterator[bytes]:
+    """``models`` as message bodies of at most ``limit`` bytes each (a single model
+    larger than that is its own message), in order."""
+    body = encode_models(list(models))
+    if len(body) <= limit or len(models) == 1:
+        yield body
+        return
+    half = len(models) // 2
+    yield from messages(models[:half], limit)
+    yield from messages(models[half:], limit)
 
 
 class Producer(Protocol):
@@ -61,17 +78,20 @@ class Outlet:
         their key). Window changes wait for the checkpoint (``send_outbox``)."""
         send, topics, metrics = self.producer.send, self.topics, self.metrics
         if out.attributions:
-            await send(topics.attributions, None, encode_models(out.attributions), partition)
+            for body in messages(out.attributions):
+                await send(topics.attributions, None, body, partition)
             metrics.events_out.labels(topics.attributions).inc(len(out.attributions))
         if out.alerts:
             await self._alerts(out.alerts)
             self.notify(out.alerts)
         if out.dead_letters:
-            await send(topics.dead_letter, None, encode_models(out.dead_letters), partition)
+            for body in messages(out.dead_letters):
+                await send(topics.dead_letter, None, body, partition)
             for dead in out.dead_letters:
                 metrics.events_rejected.labels(dead.source_topic, dead.error_kind).inc()
         if out.late:
-            await send(topics.late, None, encode_models(out.late), partition)
+            for body in messages(out.late):
+                await send(topics.late, None, body, partition)
             metrics.events_late.labels(out.late[0].source_topic).inc(len(out.late))
         for kind, unit_id, value in out.reroute:
             target = {"calls": topics.calls, "outcomes": topics.outcomes,
@@ -88,7 +108,8 @@ class Outlet:
         stored), and budgets whose state changed: keyed by budget id on the compacted
         ``budget-state`` topic, a tombstone for a removed budget."""
         if windows:
-            await self.producer.send(self.topics.windows, None, encode_models(windows), 0)
+            for body in messages(windows):
+                await self.producer.send(self.topics.windows, None, body, 0)
             self.metrics.events_out.labels(self.topics.windows).inc(len(windows))
         if alerts:
             await self._alerts(alerts)
@@ -109,7 +130,8 @@ class Outlet:
         await self.producer.flush()
 
     async def _alerts(self, alerts: list[Alert]) -> None:
-        await self.producer.send(self.topics.alerts, None, encode_models(alerts), 0)
+        for body in messages(alerts):
+            await self.producer.send(self.topics.alerts, None, body, 0)
         self.metrics.events_out.labels(self.topics.alerts).inc(len(alerts))
         for alert in alerts:
             self.metrics.alerts.labels(alert.kind, alert.status).inc()
