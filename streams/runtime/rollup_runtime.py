@@ -44,7 +44,6 @@ class RollupRuntime:
                  idle_seconds: float, interval_seconds: float, topic: str,
                  partitions: int = 1, dimension_cap: int = 500) -> None:
         self.sink = sink
-        self.dimension_cap = dimension_cap
         self.alerts = alerts
         self.currency = currency
         self.idle_seconds = idle_seconds
@@ -138,7 +137,7 @@ class RollupRuntime:
         running = self.rollup.updates()
         finals = self.rollup.take_ready()
         alerts = self.alerts.observe(running, finals, self.rollup.mix(), now,
-                                     self.rollup.histograms())
+                                     self.rollup.histograms)
         await emit(running + finals, alerts, self.alerts.budget_state_changes())
         await flush_producer()
         batch = Outputs(windows=running + finals, alerts=alerts,

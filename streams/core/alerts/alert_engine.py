@@ -13,6 +13,7 @@ exactly where the dumped one stopped.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -52,7 +53,9 @@ class AlertEngine:
         self.forecaster = Forecaster(config)
         self.budgets = BudgetTracker(config, currency, self.forecaster)
         self.plateau = PlateauDetector(config, currency)
-        self.histograms: list[CostBucket] = []  # the latest checkpoint's, for plateaus
+        # The latest checkpoint's cost histograms, for plateaus: a callable is called only
+        # when a day closes (building them every checkpoint would be wasted work).
+        self.histograms: Sequence[CostBucket] | Callable[[], Sequence[CostBucket]] = ()
         self.last_window_ms = -1  # start of the last window judged
         self.pruned_ms = 0
 
@@ -66,11 +69,12 @@ class AlertEngine:
 
     def observe(self, running: list[CostPerOutcomeWindow], finals: list[CostPerOutcomeWindow],
                 mix: list[ModelMix], now_ms: int,
-                histograms: list[CostBucket] | None = None) -> list[Alert]:
+                histograms: Sequence[CostBucket] | Callable[[], Sequence[CostBucket]]
+                | None = None) -> list[Alert]:
         """One rollup checkpoint. ``now_ms`` (wall time) is not used: decisions follow
         the rows' event time, so a replay decides the same."""
         self.mismatch.update(mix)
-        self.histograms = histograms or []
+        self.histograms = histograms if histograms is not None else ()
         by_start: dict[int, list[CostPerOutcomeWindow]] = defaultdict(list)
         for row in finals:
             if row.window_seconds * 1000 != self.size_ms:
@@ -149,7 +153,8 @@ class AlertEngine:
                                          hour - HOUR_MS, hour)
         day = self.plateau.due(end)
         if day is not None:
-            found, holding = self.plateau.evaluate(day, self.histograms)
+            kept = self.histograms
+            found, holding = self.plateau.evaluate(day, list(kept() if callable(kept) else kept))
             alerts += self.book.evaluate((PLATEAU_KIND,), found, day - DAY_MS, day, holding)
         if end - self.pruned_ms >= HOUR_MS:
             self.pruned_ms = end
