@@ -101,8 +101,8 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
     checkpoint_interval_seconds: float = Field(1.0, gt=0)
     checkpoint_max_events: int = Field(100_000, ge=1)
     checkpoint_overlap: bool = Field(
-        False, description="process the next messages while a checkpoint's ClickHouse "
-                           "insert runs (acks still after it); off until it measures faster")
+        True, description="process the next messages while a checkpoint's ClickHouse "
+                          "insert runs (acks and state still after it); false: wait for it")
     sink_retry_max_seconds: float = Field(30.0, gt=0)
 
     # -- alerts ------------------------------------------------------------------------

@@ -166,9 +166,12 @@ def test_cost_items_bars_and_verdicts_through_a_worker(make_worker: Any, prefix:
         if unit != largest:
             assert share <= exact
 
-    # The windows count the failures apart, and cost items in their own window.
-    worker.wait_for(f"SELECT sum(integrity_failed_units) FROM {DB}.v_window_totals "
-                    f"WHERE window_seconds = 3600 AND scope = 'total'", 1, 60)
+    # The windows count the failures apart, and cost items in their own window. Window
+    # rows trail the attributions by a rollup checkpoint, and the units' changes may
+    # reach it in more than one: wait for all four decisions and the overturned one.
+    worker.wait_for(f"SELECT concat(toString(sum(decided_units)), '/', "
+                    f"toString(sum(integrity_failed_units))) FROM {DB}.v_window_totals "
+                    f"WHERE window_seconds = 3600 AND scope = 'total'", "4/1", 60)
     totals = worker.sql(
         f"SELECT team, sum(decided_units), sum(accepted_outcomes), "
         f"sum(quality_failed_units), sum(latency_failed_units), "
