@@ -84,6 +84,9 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
     relay_token: SecretStr | None = Field(
         None, description="set by `tokenyield worker --processes N` on its writer: the "
                           "secret the group's other workers send with their inserts")
+    relay_port: int = Field(
+        0, ge=0, le=65535, description="set by `tokenyield worker --processes N` on its "
+                                       "writer: where it listens for the group's inserts")
     clickhouse_username: str | None = None
     clickhouse_password: SecretStr | None = None
     clickhouse_cluster: str = Field(

@@ -13,9 +13,9 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from clickhouse_connect.driver.exceptions import DataError, OperationalError
 from schemas.errors import ConfigurationError
 from streams.app.processes import ProcessGroup, group_environments, worker_dir
 from streams.clickhouse import relay
+from streams.clickhouse.relay_server import RelayServer
 from streams.kafka.tansu_broker import free_port, running_broker
 from streams.ops.worker_client import worker_sql
 from streams.settings import Settings
@@ -36,22 +37,23 @@ from tests.clickhouse_fixtures import LoadedClickHouse, loaded_clickhouse  # noq
 def test_a_group_shares_one_broker_and_the_first_worker_writes_the_embedded_chdb(
         tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, partitions=4)
-    envs = group_environments(settings, 3, "127.0.0.1:9092", 7000, "secret")
+    envs = group_environments(settings, 3, "127.0.0.1:9092", 7000, "secret", 7001)
     assert [e["TOKENYIELD_KAFKA_BOOTSTRAP"] for e in envs] == ["127.0.0.1:9092"] * 3
     assert [Path(e["TOKENYIELD_DATA_DIR"]) for e in envs] == [
         tmp_path, tmp_path / "workers" / "1", tmp_path / "workers" / "2"]
     assert envs[0]["TOKENYIELD_CLICKHOUSE_DSN"] == f"chdb://{tmp_path / 'clickhouse'}"
     assert envs[0]["TOKENYIELD_RELAY_TOKEN"] == "secret"
     assert envs[0]["TOKENYIELD_WEB_PORT"] == "7000"
+    assert envs[0]["TOKENYIELD_RELAY_PORT"] == "7001"  # its own listener, not the web port
     for env in envs[1:]:
-        assert env["TOKENYIELD_CLICKHOUSE_DSN"] == "relay://:secret@127.0.0.1:7000"
+        assert env["TOKENYIELD_CLICKHOUSE_DSN"] == "relay://:secret@127.0.0.1:7001"
         assert "TOKENYIELD_RELAY_TOKEN" not in env and env["TOKENYIELD_WEB_PORT"] == "0"
 
 
 def test_with_a_clickhouse_server_every_worker_inserts_on_its_own(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, partitions=4,
                         clickhouse_dsn="http://default:pw@ch:8123")  # type: ignore[arg-type]
-    envs = group_environments(settings, 2, "k:9092", 7000, "secret")
+    envs = group_environments(settings, 2, "k:9092", 7000, "secret", 7001)
     assert all("TOKENYIELD_CLICKHOUSE_DSN" not in e and "TOKENYIELD_RELAY_TOKEN" not in e
                for e in envs)  # the configured server, inherited
 
@@ -61,33 +63,6 @@ def test_more_processes_than_partitions_is_refused(tmp_path: Path) -> None:
         ProcessGroup(Settings(data_dir=tmp_path, partitions=4), 5)
 
 
-class _Writer(BaseHTTPRequestHandler):
-    """The writer's side of the relay as ``streams.ops.web`` runs it, on a real chdb."""
-
-    client: Any = None
-
-    def do_POST(self) -> None:  # http.server calls it by this name
-        if not relay.authorized(self.headers.get("Authorization"), "tok"):
-            self._answer(403, {"error": {"type": "Forbidden", "message": "no token"}})
-            return
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        try:
-            self._answer(200, {"ok": relay.execute(self.client, relay.unpack(body))})
-        except Exception as exc:
-            self._answer(500, {"error": {"type": type(exc).__name__, "message": str(exc),
-                                         "storage": False}})
-
-    def _answer(self, status: int, value: Any) -> None:
-        data = relay.pack(value)
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        return None
-
-
 @pytest.mark.clickhouse
 def test_the_relay_keeps_every_type_exact(loaded_clickhouse: LoadedClickHouse) -> None:  # noqa: F811
     client = loaded_clickhouse.client
@@ -95,10 +70,14 @@ def test_the_relay_keeps_every_type_exact(loaded_clickhouse: LoadedClickHouse) -
     client.command("CREATE OR REPLACE TABLE relay_test.t (d Decimal(38, 18), t DateTime64(3, "
                    "'UTC'), day Date, b String, m Map(String, String), n Nullable(UInt64)) "
                    "ENGINE = MergeTree ORDER BY tuple()")
-    _Writer.client = client
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Writer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
+    lock = threading.Lock()
+
+    def run(asked: dict[str, Any]) -> Any:
+        with lock:
+            return relay.execute(client, asked)
+
+    server = RelayServer("tok", run).start()
+    port = server.port
     try:
         remote = relay.RelayClient(f"relay://:tok@127.0.0.1:{port}")
         moment = datetime(2026, 12, 1, 10, 0, 0, 123000, tzinfo=UTC)
@@ -114,12 +93,22 @@ def test_the_relay_keeps_every_type_exact(loaded_clickhouse: LoadedClickHouse) -
         assert (d, day, m, n) == (Decimal("123456789.123456789012345678"),
                                   date(2026, 12, 1), {"k": "v"}, 2**64 - 1)
         assert t.replace(tzinfo=UTC) == moment
-        with pytest.raises(DataError, match="on the writer"):  # a fault: not retried
+        # ClickHouse refusing comes back as the sink treats it locally (a storage
+        # failure: retried); a fault of ours comes back as one (not retried).
+        with pytest.raises(OperationalError, match="on the writer: DatabaseError"):
             remote.query("SELECT no_such_column FROM relay_test.t")
-        with pytest.raises(DataError):
+        with pytest.raises(DataError, match="on the writer: DataError: the relay runs"):
+            remote._call({"op": "drop"})
+        with pytest.raises(DataError, match="Forbidden"):
             relay.RelayClient(f"relay://:wrong@127.0.0.1:{port}").query("SELECT 1")
+        # Requests from several threads at once are each answered, none lost or mixed.
+        with ThreadPoolExecutor(4) as pool:
+            counts = list(pool.map(lambda i: remote.query(f"SELECT {i} + count() FROM "
+                                                          f"relay_test.t").result_rows[0][0],
+                                   range(12)))
+        assert counts == [i + 1 for i in range(12)]
     finally:
-        server.shutdown()
+        server.stop()
         client.command("DROP DATABASE IF EXISTS relay_test")
     with pytest.raises(OperationalError, match="unreachable"):  # down: retried
         relay.RelayClient(f"relay://:tok@127.0.0.1:{free_port()}").query("SELECT 1")

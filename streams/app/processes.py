@@ -11,8 +11,9 @@ useful processes). This supervisor starts them and stops them together:
   and ``status`` find); worker *i* gets ``<data dir>/workers/<i>`` for its Faust state;
 - **ClickHouse**: with a server DSN every worker inserts on its own. The embedded chdb
   opens its path in one process only, so worker 0 is the group's *writer*: the others'
-  DSN is ``relay://`` to its web port, and their inserts run on its sink thread
-  (``streams.clickhouse.relay``); acknowledgements still follow the insert, so the
+  DSN is ``relay://`` to its relay port, a listener of its own beside its event loop
+  (``streams.clickhouse.relay_server``), where their inserts run on its ClickHouse
+  client at once (``streams.clickhouse.relay``); acknowledgements still follow the insert, so the
   guarantees are unchanged. A ClickHouse server is the path for more than one machine,
   and the faster one on one machine (docs/SCALING.md);
 - **web ports**: worker 0 on ``TOKENYIELD_WEB_PORT`` (a free one if 0), the others on
@@ -50,7 +51,7 @@ def worker_dir(settings: Settings, index: int) -> Path:
 
 
 def group_environments(settings: Settings, count: int, bootstrap: str, writer_port: int,
-                       token: str) -> list[dict[str, str]]:
+                       token: str, relay_port: int) -> list[dict[str, str]]:
     """The settings each worker of a group gets, over the supervisor's environment."""
     chdb = settings.clickhouse_target().startswith("chdb://")
     environments = []
@@ -62,8 +63,9 @@ def group_environments(settings: Settings, count: int, bootstrap: str, writer_po
             if index == 0:
                 env["TOKENYIELD_CLICKHOUSE_DSN"] = settings.clickhouse_target()
                 env["TOKENYIELD_RELAY_TOKEN"] = token
+                env["TOKENYIELD_RELAY_PORT"] = str(relay_port)
             else:
-                env["TOKENYIELD_CLICKHOUSE_DSN"] = f"relay://:{token}@127.0.0.1:{writer_port}"
+                env["TOKENYIELD_CLICKHOUSE_DSN"] = f"relay://:{token}@127.0.0.1:{relay_port}"
         environments.append(env)
     return environments
 
@@ -96,8 +98,9 @@ class ProcessGroup:
                 shutil.rmtree(worker_dir(settings, index) / "faust", ignore_errors=True)
         writer_port = settings.web_port or free_port()
         token = secrets.token_urlsafe(32)
+        relay_port = free_port()
         for index, env in enumerate(group_environments(settings, self.count, bootstrap,
-                                                       writer_port, token)):
+                                                       writer_port, token, relay_port)):
             Path(env["TOKENYIELD_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
             self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"], env={**os.environ, **env}))

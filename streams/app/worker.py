@@ -22,7 +22,8 @@ import faust
 from schemas.errors import ConfigurationError
 from schemas.webhook_mapping import WebhookMapping, load_mappings
 from streams.clickhouse.client import connect, migrate
-from streams.clickhouse.relay import RELAY_SCHEME
+from streams.clickhouse.relay import RELAY_SCHEME, execute
+from streams.clickhouse.relay_server import RelayServer
 from streams.clickhouse.sink import ClickHouseSink
 from streams.core.alerts import AlertEngine, BudgetRule
 from streams.core.alerts.alert_config import BudgetRow
@@ -104,6 +105,7 @@ class WorkerProcess:
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = bootstrap or settings.kafka_bootstrap
         self.web_port = settings.web_port or free_port()
+        self.relay: RelayServer | None = None
 
     def prepare(self) -> None:
         settings = self.settings
@@ -143,6 +145,11 @@ class WorkerProcess:
         sink = make_sink(settings, metrics)
         if getattr(self, "_shared_client", None) is not None:
             sink._client = self._shared_client
+        token = settings.relay_token.get_secret_value() if settings.relay_token else ""
+        if token:  # the writer of a --processes group: the others' inserts come here
+            self.relay = RelayServer(
+                token, lambda asked: sink.run_locked(lambda client: execute(client, asked)),
+                port=settings.relay_port).start()
         prices = PriceBookHolder.from_catalog(
             settings.price_catalog, frozenset({settings.currency, *settings.fx_rates}))
         alerts = AlertEngine(settings.alert_config(), settings.currency)
@@ -275,6 +282,8 @@ class WorkerProcess:
             self.close()
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()  # before the sink: a relayed insert in flight fails, retried later
         services = getattr(self, "services", None)
         if services is not None:
             services.sink.stop()

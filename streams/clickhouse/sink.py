@@ -443,7 +443,7 @@ class ClickHouseSink:
         self.on_error = on_error
         self.on_written = on_written
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the sink thread, the relay, tools: one at a time
         self._stopping = False
         self.failures = 0
         self.rows_written = 0
@@ -464,7 +464,13 @@ class ClickHouseSink:
     async def call(self, fn: Callable[[Client], Any]) -> Any:
         """Run ``fn(client)`` on the sink thread (chdb is not thread-safe)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(self.client()))
+        return await loop.run_in_executor(self._executor, lambda: self.run_locked(fn))
+
+    def run_locked(self, fn: Callable[[Client], Any]) -> Any:
+        """Run ``fn(client)`` on the calling thread, one at a time with every other use of
+        the client (the group's relay runs the other workers' inserts this way)."""
+        with self._lock:
+            return fn(self.client())
 
     async def write(self, batch: Outputs) -> None:
         """Insert every table's rows of ``batch``; retries storage failures until success
@@ -498,7 +504,9 @@ class ClickHouseSink:
         delay = 0.2
         while True:
             try:
-                await self.call(lambda client: self._insert_all(client, batch))
+                # On the sink thread, not under the lock as a whole (see _insert_all).
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, lambda: self._insert_all(self.client(), batch))
                 self.failing_since = None
                 return
             except Exception as exc:
@@ -525,35 +533,45 @@ class ClickHouseSink:
                 delay = min(delay * 2, self.retry_max_seconds)
 
     def _insert_all(self, client: Client, batch: Outputs) -> None:
-        with self._lock:
-            for attribute, table, spec in TABLES:
-                rows = getattr(batch, attribute)
-                if not rows:
-                    continue
-                started = time.perf_counter()
-                self.table = table
-                settings = {"insert_deduplication_token": batch.token(table)}
-                built = (self._arrow(client).body(table, spec, rows)
-                         if self.arrow and table in ARROW_TABLES else None)
-                if built is not None:
-                    names, body = built
+        # The bodies are built without the lock, which guards only the client's calls: the
+        # group's relay (streams.clickhouse.relay_server) inserts the other workers'
+        # bodies meanwhile, instead of waiting for this worker's Python column building.
+        for attribute, table, spec in TABLES:
+            rows = getattr(batch, attribute)
+            if not rows:
+                continue
+            started = time.perf_counter()
+            self.table = table
+            settings = {"insert_deduplication_token": batch.token(table)}
+            built = (self._arrow(client).body(table, spec, rows)
+                     if self.arrow and table in ARROW_TABLES else None)
+            if built is not None:
+                names, body = built
+                with self._lock:
                     client.raw_insert(f"{self.database}.{table}", names, body,
                                       settings=settings, fmt="ArrowStream")
-                else:
-                    names, data = _columns(rows, spec)
+            else:
+                names, data = _columns(rows, spec)
+                with self._lock:
                     client.insert(f"{self.database}.{table}", data, column_names=names,
                                   column_oriented=True, settings=settings)
-                self.rows_written += len(rows)
-                if self.on_written is not None:
-                    self.on_written(table, len(rows), time.perf_counter() - started)
+            self.rows_written += len(rows)
+            if self.on_written is not None:
+                self.on_written(table, len(rows), time.perf_counter() - started)
 
     def _arrow(self, client: Client) -> ArrowBodies:
         if self._bodies is None:
+            described: dict[str, dict[str, str]] = {}
+
             def describe(table: str) -> dict[str, str]:
-                rows = client.query(
-                    "SELECT name, type FROM system.columns WHERE database = {d:String} "
-                    "AND table = {t:String}", parameters={"d": self.database, "t": table})
-                return {name: kind for name, kind in rows.result_rows}
+                if not described:  # every table's columns in one query (one relay trip)
+                    with self._lock:
+                        rows = client.query(
+                            "SELECT table, name, type FROM system.columns "
+                            "WHERE database = {d:String}", parameters={"d": self.database})
+                    for owner, name, kind in rows.result_rows:
+                        described.setdefault(owner, {})[name] = kind
+                return described.get(table, {})
             self._bodies = ArrowBodies(describe)
         return self._bodies
 

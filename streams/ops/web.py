@@ -6,8 +6,9 @@
   ClickHouse, in its configured database (qualified names reach others). With embedded
   chdb only the worker may open the data directory, so ``tokenyield sql`` routes through
   here while a worker runs.
-- ``POST /clickhouse/relay/``: only on the writer of a ``--processes`` group (with
-  ``TOKENYIELD_RELAY_TOKEN``): the group's inserts and queries (``streams.clickhouse.relay``).
+
+The writer of a ``--processes`` group serves the group's inserts on a listener of its
+own, not here (``streams.clickhouse.relay_server``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.errors import QueryRefused
-from streams.clickhouse import relay
 from streams.clickhouse.client import use_database
-from streams.clickhouse.sink import is_storage_failure
 from streams.kafka.faust_app import Services
 from streams.ops.memory_report import (
     clickhouse_bytes,
@@ -117,27 +116,6 @@ def register_views(app: faust.App, services: Services) -> None:
             await sample_memory(services)
             return self.bytes(generate_latest(services.metrics.registry),
                               content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-    token = services.settings.relay_token
-    if token is not None and token.get_secret_value():
-        secret = token.get_secret_value()
-
-        @app.page(relay.RELAY_PATH)
-        class Relay(View):
-            async def post(self, request: Request) -> Response:
-                if not relay.authorized(request.headers.get("Authorization"), secret):
-                    return self.bytes(relay.pack({"error": {"type": "Forbidden",
-                                                            "message": "no relay token"}}),
-                                      status=403)
-                try:
-                    asked = relay.unpack(await request.read())
-                    answer = {"ok": await services.sink.call(
-                        lambda client: relay.execute(client, asked))}
-                except Exception as exc:
-                    answer = {"error": {"type": type(exc).__name__, "message": str(exc)[:2000],
-                                        "storage": is_storage_failure(exc)}}
-                    return self.bytes(relay.pack(answer), status=500)
-                return self.bytes(relay.pack(answer))
 
     @app.page("/sql/")
     class Sql(View):
