@@ -13,7 +13,7 @@ import ormsgpack
 import pytest
 
 from schemas.events import CostItem
-from streams.core.unit import FORMAT, PREVIOUS_FORMAT, UnitState, Vocabulary
+from streams.core.unit import FORMAT, FORMAT_4, PREVIOUS_FORMAT, UnitState, Vocabulary, _money
 from streams.core.workflows import WorkflowRegistry, WorkflowRule
 from tests.core_harness import Harness, call, cost, outcome
 
@@ -277,3 +277,58 @@ def test_a_units_new_state_survives_its_summary_and_old_summaries_still_load() -
     assert loaded.cost_items == 0 and loaded.verdict is None
     assert loaded.booked == (unit.decider.occurred_ms, "support", "triage",
                              (1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0), (), -1)
+
+
+def _format_4(unit: UnitState, vocabulary: Vocabulary) -> bytes:
+    """The summary the previous format (4, until 2026-12-02) wrote for ``unit``: its value
+    fields in their first order, every one present, the booking in full."""
+    ref, t0 = vocabulary.ref, unit.first_ms
+    record = ormsgpack.unpackb(unit.dump(vocabulary))
+    record[0] = FORMAT_4
+    seen = sorted(unit.seen)
+    verdict = None
+    if unit.verdict is not None:
+        verdict = [unit.verdict.occurred_ms - t0, seen.index(unit.verdict.event_hash),
+                   ref(unit.verdict.verdict), _money(unit.verdict.value_at_risk)]
+    booked = None
+    if unit.booked is not None:
+        b_at, b_team, b_workflow, figures, b_dims, b_cost = unit.booked
+        booked = [b_at - t0, ref(b_team), ref(b_workflow),
+                  [_money(x) if i in (5, 6) else x for i, x in enumerate(figures)],
+                  [ref(x) for x in b_dims], _money(b_cost)]
+    record[-1] = [_money(unit.other_cost),
+                  [[ref(k), _money(v)] for k, v in unit.other_by_kind.items()],
+                  unit.cost_items, unit.max_latency_ms, verdict, ref(unit.user),
+                  ref(unit.customer), [ref(x) for x in unit.extra_dims], booked, unit.stage]
+    return ormsgpack.packb(record)
+
+
+FIELDS = ("other_cost", "other_by_kind", "cost_items", "max_latency_ms", "verdict", "user",
+          "customer", "extra_dims", "booked", "decider", "stage")
+
+
+def test_summaries_leave_out_what_the_unit_says_and_format_4_still_loads() -> None:
+    harness = Harness(workflows=(rule(max_latency_ms=100),))
+    harness.send([
+        # A plain decided unit: its booking is its decider's time, series and cost.
+        call("p1", "plain", 0, latency_ms=50), outcome("po", "plain", 10, value="3"),
+        # One whose booking says more than its fields: a verdict, a user and a customer,
+        # a cost item, a latency bar failed.
+        call("c1", "U", 0, latency_ms=150, user="ana", customer="acme"),
+        cost("t1", "U", 1, kind="retrieval"), outcome("o1", "U", 10),
+        verdict("v1", "U", 20, value_at_risk="2", currency="USD")])
+    vocabulary = Vocabulary()
+    for uid in ("plain", "U"):
+        unit = harness.engines[0].units.get(uid)
+        assert unit is not None and unit.booked is not None
+        new, old = unit.dump(vocabulary), _format_4(unit, vocabulary)
+        for data in (new, old):
+            again = UnitState.load(uid, data, vocabulary)
+            for name in FIELDS:
+                assert getattr(again, name) == getattr(unit, name), (uid, name)
+        assert ormsgpack.unpackb(new)[0] == FORMAT
+        assert len(new) < len(old), uid
+    plain = harness.engines[0].units.get("plain")
+    assert plain is not None
+    # Its booking's time, series and cost are left out, and its figures' trailing zeros.
+    assert len(_format_4(plain, vocabulary)) - len(plain.dump(vocabulary)) >= 15

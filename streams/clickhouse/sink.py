@@ -456,9 +456,11 @@ class ClickHouseSink:
         self._bodies: ArrowBodies | None = None  # column types read once, on first insert
 
     def client(self) -> Client:
-        """The sink's client (opened on its thread's first use)."""
+        """The sink's client (opened on first use, by one thread only)."""
         if self._client is None:
-            self._client = self._factory()
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
         return self._client
 
     async def call(self, fn: Callable[[Client], Any]) -> Any:

@@ -22,7 +22,8 @@ from schemas.errors import StateError
 from schemas.events import ACCEPTING_STATUSES, SHARED_PREFIX
 from streams.core.money import from_atto, to_atto
 
-FORMAT = 4
+FORMAT = 5
+FORMAT_4 = 4  # still read: the value fields in their first layout (before 2026-12-02)
 PREVIOUS_FORMAT = 3  # still read: the fields added since take their defaults
 
 # The outcome that decides a unit: (is_final, occurred_ms, event hash, status,
@@ -271,18 +272,35 @@ class UnitState:
             verdict = [v_at - t0, position[v_hash], ref(v_text), _money(v_risk)]
         booked = None
         if self.booked is not None:
+            # What the unit's own fields already say is left out (None): the booking's
+            # time is usually its decider's, its series the outcome's, its cost the
+            # unit's; figures end in zeros. A decided unit's summary is ~20 bytes less.
             b_at, b_team, b_workflow, figures, b_dims, b_cost = self.booked
-            booked = [b_at - t0, ref(b_team), ref(b_workflow),
-                      [_money(x) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)],
-                      [ref(x) for x in b_dims], _money(b_cost)]
+            at_decider = self.decider is not None and b_at == self.decider.occurred_ms
+            packed = [_money(x) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)]
+            while packed and packed[-1] in (0, "0"):
+                packed.pop()
+            booked = [None if at_decider else b_at - t0,
+                      None if b_team == self.outcome_team else ref(b_team),
+                      None if b_workflow == self.outcome_workflow else ref(b_workflow),
+                      packed, [ref(x) for x in b_dims],
+                      None if b_cost == self.cost + self.human_cost + self.other_cost
+                      else _money(b_cost)]
         added = None
         if (self.cost_items or self.max_latency_ms or verdict or booked or self.user
                 or self.customer or self.extra_dims or self.stage):
-            added = [_money(self.other_cost),
-                     [[ref(k), _money(v)] for k, v in self.other_by_kind.items()],
-                     self.cost_items, self.max_latency_ms, verdict, ref(self.user),
-                     ref(self.customer), [ref(x) for x in self.extra_dims], booked,
-                     self.stage]
+            # The fields most units have first; trailing defaults are left out.
+            fields = [(self.max_latency_ms, not self.max_latency_ms),
+                      (booked, booked is None), (self.stage, not self.stage),
+                      (ref(self.user), not self.user), (ref(self.customer), not self.customer),
+                      (_money(self.other_cost), not self.other_cost),
+                      ([[ref(k), _money(v)] for k, v in self.other_by_kind.items()],
+                       not self.other_by_kind),
+                      (self.cost_items, not self.cost_items), (verdict, verdict is None),
+                      ([ref(x) for x in self.extra_dims], not self.extra_dims)]
+            while fields[-1][1]:
+                fields.pop()
+            added = [value for value, _ in fields]
         return ormsgpack.packb([
             FORMAT, int(self.bucket) | int(self.emitted) << 1
             | int(self.runaway_alerted) << 2 | int(self.mix_posted) << 3,
@@ -307,7 +325,7 @@ class UnitState:
         version = decoded[0]
         if version == PREVIOUS_FORMAT:
             decoded.append(None)
-        elif version != FORMAT:
+        elif version not in (FORMAT, FORMAT_4):
             raise StateError(f"unknown unit state format {version!r}", unit_id=unit_id)
         (version, flags, dims, t0, times, dims_key, counts, money, providers, spend, seen,
          decider, unpriced_calls, added) = decoded
@@ -342,10 +360,23 @@ class UnitState:
                                    confidence, None if dimension is None else text(dimension),
                                    None if strategic is None else Decimal(strategic))
         unit.unpriced_calls = unpriced_calls or []
-        if added is not None:
+        if added is not None and version == FORMAT:
+            (unit.max_latency_ms, booked, unit.stage, user, customer, other, by_kind,
+             unit.cost_items, verdict, extra) = added + _ADDED_DEFAULTS[len(added):]
+            if booked is not None:  # the left-out time is the decider's; zeros at the end
+                b_at, b_team, b_workflow, packed, b_dims, b_cost = booked
+                if b_at is None:
+                    if unit.decider is None:
+                        raise StateError("a booking at its decider's time, without one",
+                                         unit_id=unit_id)
+                    b_at = unit.decider.occurred_ms - t0
+                packed = packed + [0] * (len(BOOKED_FIELDS) - len(packed))
+                booked = [b_at, b_team, b_workflow, packed, b_dims, b_cost]
+        if added is not None and version == FORMAT_4:
             (other, by_kind, unit.cost_items, unit.max_latency_ms, verdict, user, customer,
              extra, booked) = added[:9]
             unit.stage = added[9] if len(added) > 9 else 0
+        if added is not None:
             unit.other_cost = _atto(other) or 0
             unit.other_by_kind = {text(k): _atto(v) or 0 for k, v in by_kind}
             unit.user, unit.customer = text(user), text(customer)
@@ -353,11 +384,15 @@ class UnitState:
             if verdict is not None:
                 unit.verdict = Verdict(t0 + verdict[0], hashes[verdict[1]], text(verdict[2]),
                                        _atto(verdict[3]))
-            if booked is not None:
-                unit.booked = (t0 + booked[0], text(booked[1]), text(booked[2]), tuple(
+            if booked is not None:  # None in format 5: what the unit's fields say
+                b_team = unit.outcome_team if booked[1] is None else text(booked[1])
+                b_workflow = unit.outcome_workflow if booked[2] is None else text(booked[2])
+                b_cost = unit.cost + unit.human_cost + unit.other_cost \
+                    if booked[5] is None else _atto(booked[5]) or 0
+                unit.booked = (t0 + booked[0], b_team, b_workflow, tuple(
                     (_atto(x) or 0) if i in _BOOKED_MONEY else x
                     for i, x in enumerate(booked[3])), tuple(text(x) for x in booked[4]),
-                    _atto(booked[5]) or 0)
+                    b_cost)
         elif version == PREVIOUS_FORMAT and unit.decider is not None and not unit.bucket:
             # Saved before settlements were kept: what the old rule booked (decided, and
             # accepted by the status alone).
@@ -373,6 +408,9 @@ BOOKED_FIELDS = ("decided", "accepted", "quality_failed", "latency_failed", "int
                  "accepted_value", "at_risk", "strategic_units", "strategic_score",
                  "strategic_confidence", "strategic_confident")
 _BOOKED_MONEY = frozenset({5, 6})
+#: Format 5's ``added`` fields when left out: max latency, booking, stage, user,
+#: customer, other cost, other cost by kind, cost items, verdict, promoted dimensions.
+_ADDED_DEFAULTS: list[Any] = [0, None, 0, "", "", None, [], 0, None, []]
 
 
 def last_event_ms(data: bytes) -> int:
