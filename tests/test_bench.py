@@ -54,3 +54,19 @@ def test_bench_prints_and_writes_every_figure(tmp_path: Path) -> None:
     assert figures["dashboard_panels"] == len(panels(load_dashboard()))
     assert figures["environment"]["cpus"] == os.cpu_count()
     assert not Path(figures["work_dir"]).exists()  # cleaned up without --keep
+
+
+def test_alternate_drains_each_set_up_and_prints_ratios(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.alternate", "--events", "3000", "one",
+         "one:TOKENYIELD_CHECKPOINT_OVERLAP=false", "p2"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["one", "one:TOKENYIELD_CHECKPOINT_OVERLAP=false", "p2"]
+    assert all(float(row[1].replace(",", "")) > 0 for row in rows)
+    assert rows[0][2] == "1.00"
+    refused = subprocess.run([sys.executable, "-m", "loadtest.alternate", "three"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "unknown set-up 'three'" in refused.stderr
