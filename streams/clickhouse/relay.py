@@ -3,11 +3,11 @@
 chdb opens a data directory in one process only, so ``tokenyield worker --processes N``
 (``streams.app.processes``) gives the path to its first worker, the *writer*, and the
 others reach ClickHouse through it: their DSN is ``relay://:TOKEN@127.0.0.1:PORT``, the
-writer's web port, and ``RelayClient`` sends each insert (an Arrow body as is, or
-clickhouse-connect's column data) and each query to the writer's
-``/clickhouse/relay/`` endpoint (``streams.ops.web``), which runs it on its own sink
-thread, behind its own inserts. Everything else stays in each process: consuming,
-decoding, the engine, the column building.
+writer's relay listener (``streams.clickhouse.relay_server``, a thread of its own beside
+the writer's event loop), and ``RelayClient`` sends each insert (an Arrow body as is, or
+clickhouse-connect's column data) and each query there; the writer runs it on its own
+client at once, one at a time with its own inserts. Everything else stays in each
+process: consuming, decoding, the engine, the column building.
 
 The guarantees do not change: a worker acknowledges its input only once the writer has
 answered that the insert landed; a writer that is down or restarting is a storage
