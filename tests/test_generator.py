@@ -404,7 +404,10 @@ def test_value_traffic_carries_customers_cost_items_stages_and_audits() -> None:
     from schemas.events import CostItem
     from streams.traffic.scenarios import ValueTraffic
 
-    scenario = Scenario(work_units=1500, value=ValueTraffic(), seed=11).quiet()
+    # A fixed end: without one the traffic ends "now", and two generations a second
+    # apart differ (this test failed in CI when they straddled a second).
+    scenario = Scenario(work_units=1500, value=ValueTraffic(), seed=11,
+                        end=datetime(2026, 12, 1, 12, tzinfo=UTC)).quiet()
     stats = GenerationStats()
     found = list(raw_events(scenario, stats))
     assert found == list(raw_events(scenario))  # a function of the scenario
