@@ -183,7 +183,7 @@ def run(scenario: Scenario) -> tuple[list[Score], list[tuple[int, Alert]]]:
     fired: list[tuple[int, Alert]] = []
     for t in range(scenario.length):
         for alert in engine.observe(scenario.running(t), scenario.rows(t), scenario.mix(t), 0,
-                                    scenario.histograms(t)):
+                                    lambda t=t: scenario.histograms(t)):
             if alert.status == "firing":
                 fired.append((t, alert))
     return score(scenario, fired), fired

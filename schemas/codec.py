@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -239,6 +240,11 @@ def codec_of(event: BaseModel) -> EventCodec[Any]:
     return outcome_codec if isinstance(event, Outcome) else cost_codec
 
 
-def encode_models(models: list[Any]) -> bytes:
-    """Encode output models (attributions, windows, alerts...) as one JSON array."""
-    return b"[" + b",".join(m.__pydantic_serializer__.to_json(m) for m in models) + b"]"
+def encoded_models(models: Iterable[Any]) -> Iterator[bytes]:
+    """Each output model (attributions, windows, alerts...) as its JSON object."""
+    return (m.__pydantic_serializer__.to_json(m) for m in models)
+
+
+def encode_models(models: Iterable[Any]) -> bytes:
+    """Encode output models as one JSON array."""
+    return b"[" + b",".join(encoded_models(models)) + b"]"

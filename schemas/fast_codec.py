@@ -51,6 +51,7 @@ from schemas.events import (
     ModelCall,
     Outcome,
 )
+from schemas.outputs import without_validation
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _Dim = Annotated[str, msgspec.Meta(max_length=128)]
@@ -177,17 +178,6 @@ def _money(value: Decimal | None, low: Decimal, places: int = MONEY_PLACES,
                 and value != value.quantize(quantum))
 
 
-def _model(cls: type[Any], values: dict[str, Any]) -> Any:
-    # Equal to what validation would build (values already checked): construct it as
-    # schemas.outputs._Output.trusted does, without a second validation.
-    obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
-
-
 _asdict = msgspec.structs.asdict
 _ZERO = Decimal(0)
 _NO_MONEY = -MAX_MONEY
@@ -215,7 +205,7 @@ def calls_from(fields: list[CallFields]) -> list[ModelCall] | None:
             return None
         values = _asdict(f)
         values["occurred_at"] = moment
-        calls.append(_model(ModelCall, values))
+        calls.append(without_validation(ModelCall, values))  # checked above
     return calls
 
 
@@ -257,7 +247,7 @@ def outcomes_from(fields: list[OutcomeFields]) -> list[Outcome] | None:
             return None
         if verdict is not None and value is not None:
             return None
-        outcomes.append(_model(Outcome, values))
+        outcomes.append(without_validation(Outcome, values))  # checked above
     return outcomes
 
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+M = TypeVar("M", bound=BaseModel)
 
 AttributionState = Literal["attributed", "unattributed", "revised"]
 AlertKind = Literal[
@@ -41,22 +43,27 @@ BudgetLevel = Literal["ok", "soft", "hard"]
 ALL_MODELS = "*"
 
 
+def without_validation(cls: type[M], values: dict[str, Any]) -> M:
+    """A model of ``cls`` holding ``values`` as they are, which the caller already
+    checked: every field must be given, with what validation would have made of it. The
+    hot paths build thousands a second, where pydantic's ``model_construct`` alone would
+    cost more than the work they carry."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
 class _Output(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     @classmethod
     def trusted(cls, **values: Any) -> Self:
-        """Build from values the engine already validated, skipping validation.
-
-        Every field must be given. The hot path emits thousands of these per second,
-        where pydantic's ``model_construct`` alone would cost more than the join.
-        """
-        obj = cls.__new__(cls)
-        object.__setattr__(obj, "__dict__", values)
-        object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-        object.__setattr__(obj, "__pydantic_extra__", None)
-        object.__setattr__(obj, "__pydantic_private__", None)
-        return obj
+        """Build from values the engine already validated, skipping validation (every
+        field must be given: ``without_validation``)."""
+        return without_validation(cls, values)
 
 
 class WorkUnitAttribution(_Output):

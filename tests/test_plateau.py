@@ -82,7 +82,8 @@ def feed(engine: AlertEngine, days: list[list[CostBucket]], first: int = 0
     found = []
     for d in range(first, len(days)):
         kept = [b for day in days[max(0, d - 7):d + 1] for b in day]
-        found += [(d, a) for a in engine.observe([], [clock_row(d)], [], 0, kept)
+        found += [(d, a) for a in engine.observe([], [clock_row(d)], [], 0,
+                                                 lambda kept=kept: kept)
                   if a.kind == "spend_plateau"]
     return found
 
@@ -204,7 +205,7 @@ def test_through_the_rollup_stage_as_the_runtime_calls_it() -> None:
         rollup.apply(Outbox(0, "e", d + 1, start + 2 * MINUTE, cells), now_ms=d)
         running, finals = rollup.updates(), rollup.take_ready()
         fired += [(d, a.status) for a in e.observe(running, finals, rollup.mix(), d,
-                                                   rollup.histograms())
+                                                   rollup.histograms)
                   if a.kind == "spend_plateau"]
     assert [s for _, s in fired] == ["firing"]
 

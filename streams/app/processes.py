@@ -13,9 +13,9 @@ useful processes). This supervisor starts them and stops them together:
   opens its path in one process only, so worker 0 is the group's *writer*: the others'
   DSN is ``relay://`` to its relay port, a listener of its own beside its event loop
   (``streams.clickhouse.relay_server``), where their inserts run on its ClickHouse
-  client at once (``streams.clickhouse.relay``); acknowledgements still follow the insert, so the
-  guarantees are unchanged. A ClickHouse server is the path for more than one machine,
-  and the faster one on one machine (docs/SCALING.md);
+  client at once (``streams.clickhouse.relay``); acknowledgements still follow the
+  insert, so the guarantees are unchanged. A ClickHouse server is the path for more
+  than one machine, and the faster one on one machine (docs/SCALING.md);
 - **web ports**: worker 0 on ``TOKENYIELD_WEB_PORT`` (a free one if 0), the others on
   free ports.
 

@@ -34,7 +34,7 @@ from clickhouse_connect.driver.exceptions import DataError, OperationalError
 
 RELAY_SCHEME = "relay://"
 RELAY_PATH = "/clickhouse/relay/"
-MAX_REQUEST_BYTES = 256 * 1024 * 1024  # the web server's limit while it relays
+MAX_REQUEST_BYTES = 256 * 1024 * 1024  # the relay listener's limit: a checkpoint's rows
 
 _DECIMAL, _DATETIME, _DATE, _INT = 1, 2, 3, 4
 _OPTIONS = ormsgpack.OPT_PASSTHROUGH_DATETIME | ormsgpack.OPT_PASSTHROUGH_BIG_INT

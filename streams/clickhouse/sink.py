@@ -465,8 +465,10 @@ class ClickHouseSink:
 
     async def call(self, fn: Callable[[Client], Any]) -> Any:
         """Run ``fn(client)`` on the sink thread (chdb is not thread-safe)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: self.run_locked(fn))
+        return await self._on_thread(lambda: self.run_locked(fn))
+
+    async def _on_thread(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def run_locked(self, fn: Callable[[Client], Any]) -> Any:
         """Run ``fn(client)`` on the calling thread, one at a time with every other use of
@@ -506,9 +508,8 @@ class ClickHouseSink:
         delay = 0.2
         while True:
             try:
-                # On the sink thread, not under the lock as a whole (see _insert_all).
-                await asyncio.get_running_loop().run_in_executor(
-                    self._executor, lambda: self._insert_all(self.client(), batch))
+                # Not under the lock as a whole: _insert_all takes it for each insert.
+                await self._on_thread(lambda: self._insert_all(self.client(), batch))
                 self.failing_since = None
                 return
             except Exception as exc:

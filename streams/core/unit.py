@@ -363,16 +363,7 @@ class UnitState:
         if added is not None and version == FORMAT:
             (unit.max_latency_ms, booked, unit.stage, user, customer, other, by_kind,
              unit.cost_items, verdict, extra) = added + _ADDED_DEFAULTS[len(added):]
-            if booked is not None:  # the left-out time is the decider's; zeros at the end
-                b_at, b_team, b_workflow, packed, b_dims, b_cost = booked
-                if b_at is None:
-                    if unit.decider is None:
-                        raise StateError("a booking at its decider's time, without one",
-                                         unit_id=unit_id)
-                    b_at = unit.decider.occurred_ms - t0
-                packed = packed + [0] * (len(BOOKED_FIELDS) - len(packed))
-                booked = [b_at, b_team, b_workflow, packed, b_dims, b_cost]
-        if added is not None and version == FORMAT_4:
+        elif added is not None:  # format 4: every field, in their first order
             (other, by_kind, unit.cost_items, unit.max_latency_ms, verdict, user, customer,
              extra, booked) = added[:9]
             unit.stage = added[9] if len(added) > 9 else 0
@@ -384,15 +375,8 @@ class UnitState:
             if verdict is not None:
                 unit.verdict = Verdict(t0 + verdict[0], hashes[verdict[1]], text(verdict[2]),
                                        _atto(verdict[3]))
-            if booked is not None:  # None in format 5: what the unit's fields say
-                b_team = unit.outcome_team if booked[1] is None else text(booked[1])
-                b_workflow = unit.outcome_workflow if booked[2] is None else text(booked[2])
-                b_cost = unit.cost + unit.human_cost + unit.other_cost \
-                    if booked[5] is None else _atto(booked[5]) or 0
-                unit.booked = (t0 + booked[0], b_team, b_workflow, tuple(
-                    (_atto(x) or 0) if i in _BOOKED_MONEY else x
-                    for i, x in enumerate(booked[3])), tuple(text(x) for x in booked[4]),
-                    b_cost)
+            if booked is not None:
+                unit.booked = _booking(unit, unit_id, t0, booked, text)
         elif version == PREVIOUS_FORMAT and unit.decider is not None and not unit.bucket:
             # Saved before settlements were kept: what the old rule booked (decided, and
             # accepted by the status alone).
@@ -401,6 +385,26 @@ class UnitState:
                            (1, accepted) + (0,) * (len(BOOKED_FIELDS) - 2), (), -1)
         unit.placed = unit.placement()
         return unit
+
+
+def _booking(unit: UnitState, unit_id: str, t0: int, booked: list[Any],
+             text: Callable[[int | str], str]) -> Booking:
+    """A stored booking; in format 5 a None is what the unit's own fields say (the
+    decider's time, the outcome's series, the unit's cost) and trailing zero figures are
+    left out."""
+    b_at, b_team, b_workflow, figures, b_dims, b_cost = booked
+    if b_at is None:
+        if unit.decider is None:
+            raise StateError("a booking at its decider's time, without one", unit_id=unit_id)
+        b_at = unit.decider.occurred_ms - t0
+    figures = figures + [0] * (len(BOOKED_FIELDS) - len(figures))
+    return (t0 + b_at,
+            unit.outcome_team if b_team is None else text(b_team),
+            unit.outcome_workflow if b_workflow is None else text(b_workflow),
+            tuple((_atto(x) or 0) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)),
+            tuple(text(x) for x in b_dims),
+            unit.cost + unit.human_cost + unit.other_cost if b_cost is None
+            else _atto(b_cost) or 0)
 
 
 #: The booked figures' fields (cells.DECISION_FIELDS, in order); which of them are money.

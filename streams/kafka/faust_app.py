@@ -154,9 +154,6 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
-        # A --processes group's writer takes its workers' insert bodies on this server
-        # (streams.clickhouse.relay): a checkpoint's rows are megabytes, not aiohttp's 1 MiB.
-        web_application_options={"client_max_size": 256 * 1024 * 1024},
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from schemas.codec import encode_models
+from schemas.codec import encoded_models
 from schemas.outputs import Alert, CostPerOutcomeWindow
 from streams.core.records import Outputs
 from streams.core.windows import Outbox
@@ -30,15 +30,18 @@ MAX_MESSAGE_BYTES = 512 * 1024
 
 
 def messages(models: Sequence[Any], limit: int = MAX_MESSAGE_BYTES) -> Iterator[bytes]:
-    """``models`` as message bodies of at most ``limit`` bytes each (a single model
-    larger than that is its own message), in order."""
-    body = encode_models(list(models))
-    if len(body) <= limit or len(models) == 1:
-        yield body
-        return
-    half = len(models) // 2
-    yield from messages(models[:half], limit)
-    yield from messages(models[half:], limit)
+    """``models`` as JSON-array message bodies of at most ``limit`` bytes each (a single
+    model larger than that is its own message), in order; each model encoded once."""
+    chunk: list[bytes] = []
+    size = 2  # the brackets
+    for encoded in encoded_models(models):
+        if chunk and size + 1 + len(encoded) > limit:
+            yield b"[" + b",".join(chunk) + b"]"
+            chunk, size = [], 2
+        size += len(encoded) + (1 if chunk else 0)
+        chunk.append(encoded)
+    if chunk:
+        yield b"[" + b",".join(chunk) + b"]"
 
 
 class Producer(Protocol):

@@ -18,19 +18,18 @@ Window changes are sent only once they are part of a durable checkpoint, and the
 outbox is sent again after a restore (the rollup ignores one it has applied), so they
 reach the rollup exactly once.
 
-**Overlap** (``TOKENYIELD_CHECKPOINT_OVERLAP``, on by default: 1.2x to 1.4x the
-events/s of waiting, docs/BENCHMARKS.md). The worker does not wait for step 2 before
-reading on (``begin`` and ``settle``; ``checkpoint`` is both, waiting): step 1 runs,
-the batch and the state as of that moment are taken (the checkpoint's plan is computed
-then, from the engine as it is), the insert is started, and the engine goes on with
-the next messages while it runs. Steps 3 and 4 follow, in that order, once the
-insert has returned, at the next message or tick of the partition (Faust writes a
-table only while the partition's own stream is iterated); one checkpoint is in flight
-at a time. Nothing is acknowledged or made durable earlier
-than before, so the guarantees are exactly the same; messages read meanwhile belong to
-the next checkpoint. While a plan's records are not in the store yet, the engine reads
-them from the plan (``PlannedStore``): a unit evicted just before the checkpoint, and
-revived just after, finds its summary.
+**Overlap** (``TOKENYIELD_CHECKPOINT_OVERLAP``, on by default: 1.2x to 1.4x the events/s
+of waiting, docs/BENCHMARKS.md). The worker does not wait for step 2 before reading on
+(``begin`` and ``settle``; ``checkpoint`` is both, waiting): step 1 runs, the batch and
+the state as of that moment are taken (the checkpoint's plan is computed then, from the
+engine as it is), the insert is started, and the engine goes on with the next messages
+while it runs. Steps 3 and 4 follow, in that order, once the insert has returned, at the
+next message or tick of the partition (Faust writes a table only while the partition's
+own stream is iterated); one checkpoint is in flight at a time. Nothing is acknowledged
+or made durable earlier than before, so the guarantees are exactly the same; messages
+read meanwhile belong to the next checkpoint. While a plan's records are not in the
+store yet, the engine reads them from the plan (``PlannedStore``): a unit evicted just
+before the checkpoint, and revived just after, finds its summary.
 """
 
 from __future__ import annotations

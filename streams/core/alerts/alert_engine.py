@@ -53,9 +53,9 @@ class AlertEngine:
         self.forecaster = Forecaster(config)
         self.budgets = BudgetTracker(config, currency, self.forecaster)
         self.plateau = PlateauDetector(config, currency)
-        # The latest checkpoint's cost histograms, for plateaus: a callable is called only
-        # when a day closes (building them every checkpoint would be wasted work).
-        self.histograms: Sequence[CostBucket] | Callable[[], Sequence[CostBucket]] = ()
+        # The latest checkpoint's cost histograms, for plateaus: called only when a day
+        # closes (building them every checkpoint would be wasted work).
+        self.histograms: Callable[[], Sequence[CostBucket]] = tuple
         self.last_window_ms = -1  # start of the last window judged
         self.pruned_ms = 0
 
@@ -69,12 +69,12 @@ class AlertEngine:
 
     def observe(self, running: list[CostPerOutcomeWindow], finals: list[CostPerOutcomeWindow],
                 mix: list[ModelMix], now_ms: int,
-                histograms: Sequence[CostBucket] | Callable[[], Sequence[CostBucket]]
-                | None = None) -> list[Alert]:
+                histograms: Callable[[], Sequence[CostBucket]] | None = None
+                ) -> list[Alert]:
         """One rollup checkpoint. ``now_ms`` (wall time) is not used: decisions follow
         the rows' event time, so a replay decides the same."""
         self.mismatch.update(mix)
-        self.histograms = histograms if histograms is not None else ()
+        self.histograms = histograms if histograms is not None else tuple
         by_start: dict[int, list[CostPerOutcomeWindow]] = defaultdict(list)
         for row in finals:
             if row.window_seconds * 1000 != self.size_ms:
@@ -153,8 +153,7 @@ class AlertEngine:
                                          hour - HOUR_MS, hour)
         day = self.plateau.due(end)
         if day is not None:
-            kept = self.histograms
-            found, holding = self.plateau.evaluate(day, list(kept() if callable(kept) else kept))
+            found, holding = self.plateau.evaluate(day, list(self.histograms()))
             alerts += self.book.evaluate((PLATEAU_KIND,), found, day - DAY_MS, day, holding)
         if end - self.pruned_ms >= HOUR_MS:
             self.pruned_ms = end
