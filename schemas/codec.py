@@ -29,7 +29,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -59,8 +59,15 @@ _LONG_NUMBER = re.compile(rb"[0-9][0-9.]{15,}|[0-9][eE][-+]?[0-9]")
 
 
 def _exact_loads(data: bytes) -> Any:
-    """JSON with every fractional number as an exact Decimal."""
-    return json.loads(data, parse_float=Decimal)
+    """JSON with every fractional number as an exact Decimal.
+
+    A number whose exponent no Decimal can hold (``1e40046744073709551616``) is valid
+    JSON but no amount: it raises ``ValueError``, as any other unreadable body does, so
+    the callers reject the message with the reason instead of crashing the worker."""
+    try:
+        return json.loads(data, parse_float=Decimal)
+    except InvalidOperation:
+        raise ValueError("a number's exponent is out of range") from None
 
 
 @dataclass(frozen=True, slots=True)

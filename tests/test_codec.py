@@ -123,6 +123,10 @@ def test_malformed_messages_are_one_error_never_an_exception() -> None:
         (b"{not json", "malformed_json"),
         (b"\xff\xfe\x00garbage", "malformed_json"),
         (b"[" * 5000 + b"]" * 5000, "malformed_json"),
+        # Valid JSON, but no Decimal holds the exponent (atheris found it crashing the
+        # engine with decimal.InvalidOperation).
+        (orjson.dumps([call()])[:-2] + b', "reported_cost": 1e40046744073709551616}]',
+         "malformed_json"),
         (b"42", "invalid_envelope"),
         (b'"a string"', "invalid_envelope"),
         (b'{"events": 3}', "invalid_envelope"),

@@ -150,6 +150,16 @@ def test_a_body_with_no_events_to_judge_is_refused_as_a_whole(body: bytes, statu
     assert refused.value.status == status and reason in refused.value.reason
 
 
+def test_a_number_no_decimal_holds_rejects_its_line_not_the_request() -> None:
+    huge = b'{"event_id": "c2", "input_tokens": 1e99999999999999999999}\n'
+    body = ndjson(call("c1", "U1", 0)) + huge
+    decoded = decode_events(body)
+    assert [r.result for r in decoded.results] == ["accepted", "rejected"]
+    assert "out of range" in (decoded.results[1].reason or "")
+    with pytest.raises(BodyError, match="out of range"):
+        decode_events(b'[{"event_id": "c3", "input_tokens": 1e99999999999999999999}]')
+
+
 def test_the_answer_status_follows_the_results() -> None:
     def results(*kinds: str) -> list[ItemResult]:
         return [ItemResult(i, k) for i, k in enumerate(kinds)]  # type: ignore[arg-type]
