@@ -60,4 +60,102 @@ WHERE last_event_at >= $__fromTime AND last_event_at <= $__toTime
   AND {_FILTERS.removeprefix("WHERE ")}
 GROUP BY agent_name
 ORDER BY spend_without_outcome DESC""",
+    # The unit panels, over attributions_latest FINAL (every unit of the table) instead of
+    # work_units_by_day from the range's first day on (migration 0012).
+    (15, 0): """SELECT
+  work_unit_id,
+  team,
+  workflow,
+  if(agent = '', '-', agent) AS agent_name,
+  state,
+  calls,
+  toFloat64(spend) AS spend_total,
+  last_event_at
+FROM ${db}.v_work_units_between(from_time = $__fromTime, to_time = $__toTime)
+WHERE outcomes = 0 AND (spend > 0 OR unpriced_calls > 0) AND
+  $__conditionalAll(team IN (${team:singlequote}), $team)
+  AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
+ORDER BY spend DESC, work_unit_id
+LIMIT 25""",  # Top spenders without outcomes
+    (34, 0): """SELECT
+  day,
+  concat(team, ' / ', workflow) AS series,
+  units,
+  p50_seconds,
+  p95_seconds
+FROM ${db}.v_cycle_time
+WHERE $__dateFilter(day) AND
+  $__conditionalAll(team IN (${team:singlequote}), $team)
+  AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
+ORDER BY day DESC, units DESC""",  # Cycle time
+    (37, 0): """SELECT
+  stage,
+  units
+FROM
+(
+  SELECT
+    sum(work_units) AS w, sum(output_accepted) AS o, sum(action_taken) AS a,
+    sum(outcome_realised) AS r, sum(value_captured) AS v
+  FROM ${db}.v_conversion_funnel
+  WHERE $__dateFilter(day) AND
+  $__conditionalAll(team IN (${team:singlequote}), $team)
+  AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
+)
+ARRAY JOIN
+  ['1 work units', '2 output accepted', '3 action taken', '4 outcome realised',
+   '5 value captured'] AS stage,
+  [w, o, a, r, v] AS units
+ORDER BY stage""",  # Conversion chain
+    (38, 0): """SELECT
+  concat('decile ', toString(decile)) AS decile_name,
+  sum(accepted_units) / sum(units) AS acceptance_rate
+FROM ${db}.v_acceptance_by_cost_decile
+WHERE $__dateFilter(week) AND
+  $__conditionalAll(team IN (${team:singlequote}), $team)
+  AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
+GROUP BY decile, decile_name
+ORDER BY decile""",  # Acceptance by decile of cost per unit
+    (39, 0): """SELECT
+  day,
+  concat(team, ' / ', workflow) AS series,
+  units,
+  toFloat64(p50_cost) AS p50,
+  toFloat64(p90_cost) AS p90,
+  toFloat64(p99_cost) AS p99,
+  max_over_p50
+FROM ${db}.v_unit_cost_spread
+WHERE $__dateFilter(day) AND
+  $__conditionalAll(team IN (${team:singlequote}), $team)
+  AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
+ORDER BY day DESC, units DESC""",  # Cost per unit spread
+    (33, 0): """SELECT
+  concat(team, ' / ', workflow) AS series,
+  any(owner) AS owner_name,
+  sum(accepted_units) AS accepted,
+  toFloat64(sum(value_captured)) AS value_total,
+  toFloat64(sum(expected_value)) AS expected_total,
+  toFloat64(sum(fully_loaded_cost)) / nullIf(sum(accepted_units), 0) AS cost_per_accepted,
+  toFloat64(any(target_cost_per_accepted_outcome)) AS target_cost,
+  toFloat64(sum(baseline_cost) - sum(fully_loaded_cost))
+    / nullIf(toFloat64(sum(fully_loaded_cost)), 0) AS roi_baseline,
+  toFloat64(sum(time_saved_minutes)) / 60 AS hours_saved,
+  toFloat64(sum(time_saved_minutes)) / nullIf(sum(tokens) / 1e6, 0) AS minutes_per_mtok
+FROM ${db}.v_business_case
+WHERE $__dateFilter(day) AND
+  $__conditionalAll(team IN (${team:singlequote}), $team)
+  AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
+GROUP BY series
+ORDER BY value_total DESC""",  # Business case by workflow
+    (40, 0): """SELECT
+  concat(team, ' / ', workflow) AS series,
+  owner AS owner_name,
+  action,
+  reason,
+  yield_ratio,
+  toFloat64(fully_loaded_cost) AS cost_total
+FROM ${db}.v_portfolio
+WHERE
+  $__conditionalAll(team IN (${team:singlequote}), $team)
+  AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
+ORDER BY cost_total DESC""",  # Portfolio: what to do
 }

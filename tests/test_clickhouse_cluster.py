@@ -45,6 +45,7 @@ EXPECTED_KEYS = {
     "outcomes": "cityHash64(work_unit_id)",
     "attributions": "cityHash64(work_unit_id)",
     "attributions_latest": "cityHash64(work_unit_id)",
+    "work_units_by_day": "cityHash64(work_unit_id)",
     "cost_per_outcome_windows": "cityHash64(window_seconds, window_start, team, workflow)",
     "alerts": "cityHash64(alert_id)",
     "dead_letters": "cityHash64(dead_letter_id)",

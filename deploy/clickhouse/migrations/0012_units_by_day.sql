@@ -1,0 +1,363 @@
+-- Decided work units by the UTC day of their last event, for the unit panels (issue 15).
+--
+-- The unit panels (cycle time, the conversion chain, cost spread, acceptance by cost
+-- decile, the portfolio's evidence, top spenders) read attributions_latest FINAL: one
+-- row per unit, ordered by unit id, so a FINAL over two days merges all of the table's
+-- units (about 3 million over a month of 10 million calls). This table holds the same
+-- latest row of each unit, ordered by the day of its last event: a range's units are a
+-- prefix of the key, and FINAL merges only their granules.
+--
+-- A unit's last event only moves later, so its row can move from one day to a later
+-- one; the old day's row must then stop counting. Each attribution is written, by the
+-- materialized view, as its row on the day of its last event plus a tombstone
+-- (is_deleted = 1, same version) on every earlier day since its first event: every day
+-- any of its earlier revisions can have been on (an earlier revision's last event lies
+-- between the unit's first event and its last). The highest version of a (day, unit)
+-- wins, whatever the order of inserts or replays: a tombstone outranks the revisions it
+-- replaces, and FINAL leaves out the (day, unit) whose latest row is a tombstone. No
+-- state is read at insert time and nothing depends on which revisions were written (the
+-- sink writes only each checkpoint's latest).
+--
+-- Where a panel's figure is by another day of the unit (its first event, its deciding
+-- outcome), that day lies between the unit's first and last event: a range's units are
+-- still among the rows from the range's first day on (the _since views below).
+-- tests/test_dashboard_aggregates.py checks every panel that reads them against the
+-- exact view it replaces, on traffic with late events, replays and units whose last
+-- event moved to a later day.
+
+CREATE TABLE IF NOT EXISTS {db}.work_units_by_day
+(
+    day Date COMMENT 'UTC day of the unit''s last event (of a tombstone: an earlier day)',
+    work_unit_id String,
+    version UInt64 COMMENT 'the attribution''s version: the latest wins',
+    is_deleted UInt8 COMMENT '1: the unit''s last event is on a later day',
+    state LowCardinality(String),
+    team LowCardinality(String),
+    workflow LowCardinality(String),
+    agent LowCardinality(String),
+    primary_model LowCardinality(String),
+    first_event_at DateTime64(3, 'UTC'),
+    last_event_at DateTime64(3, 'UTC'),
+    decided_at Nullable(DateTime64(3, 'UTC')),
+    cycle_seconds Nullable(Decimal(18, 3)),
+    calls UInt32,
+    retries UInt32,
+    unpriced_calls UInt32,
+    currency LowCardinality(String),
+    model_cost Decimal(38, 18),
+    fully_loaded_cost Decimal(38, 18),
+    outcomes UInt32,
+    accepted UInt8,
+    stage LowCardinality(String),
+    value Nullable(Decimal(38, 18)),
+    evidence_confidence Nullable(Float32)
+)
+ENGINE = ReplacingMergeTree(version, is_deleted)
+PARTITION BY toYYYYMM(day)
+ORDER BY (day, work_unit_id)
+TTL day + INTERVAL 400 DAY
+SETTINGS ttl_only_drop_parts = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.work_units_by_day_mv TO {db}.work_units_by_day
+AS SELECT
+    toDate(a.first_event_at) + arrayJoin(range(toUInt32(
+        dateDiff('day', toDate(a.first_event_at), toDate(a.last_event_at)) + 1))) AS day,
+    a.work_unit_id AS work_unit_id,
+    a.version AS version,
+    toUInt8(day != toDate(a.last_event_at)) AS is_deleted,
+    a.state AS state,
+    a.team AS team,
+    a.workflow AS workflow,
+    a.agent AS agent,
+    a.primary_model AS primary_model,
+    a.first_event_at AS first_event_at,
+    a.last_event_at AS last_event_at,
+    a.decided_at AS decided_at,
+    a.cycle_seconds AS cycle_seconds,
+    a.calls AS calls,
+    a.retries AS retries,
+    a.unpriced_calls AS unpriced_calls,
+    a.currency AS currency,
+    a.model_cost AS model_cost,
+    a.fully_loaded_cost AS fully_loaded_cost,
+    a.outcomes AS outcomes,
+    a.accepted AS accepted,
+    a.stage AS stage,
+    a.value AS value,
+    a.evidence_confidence AS evidence_confidence
+FROM {db}.attributions AS a;
+
+-- The units decided before this migration: their latest rows (no earlier revision is in
+-- the table, so no tombstone is needed).
+INSERT INTO {db}.work_units_by_day
+SELECT
+    toDate(a.last_event_at) AS day, a.work_unit_id, a.version, toUInt8(0), a.state, a.team,
+    a.workflow, a.agent, a.primary_model, a.first_event_at, a.last_event_at, a.decided_at,
+    a.cycle_seconds, a.calls, a.retries, a.unpriced_calls, a.currency, a.model_cost,
+    a.fully_loaded_cost, a.outcomes, a.accepted, a.stage, a.value, a.evidence_confidence
+FROM {db}.attributions_latest AS a FINAL;
+
+-- Every decided unit whose last event is on or after from_time's UTC day: the latest row
+-- of each, tombstones left out.
+CREATE OR REPLACE VIEW {db}.v_units_since AS
+SELECT *
+FROM {db}.work_units_by_day FINAL
+WHERE day >= toDate({from_time:DateTime64(3, 'UTC')});
+
+-- v_work_units_between (migration 0003) with its decided units read by day.
+CREATE OR REPLACE VIEW {db}.v_work_units_between_by_day AS
+SELECT
+    a.work_unit_id AS work_unit_id,
+    a.team AS team,
+    a.workflow AS workflow,
+    a.agent AS agent,
+    a.primary_model AS primary_model,
+    if(a.outcomes > 0, 'attributed', 'unattributed') AS state,
+    a.outcomes AS outcomes,
+    a.accepted AS accepted,
+    a.first_event_at AS first_event_at,
+    a.last_event_at AS last_event_at,
+    a.calls AS calls,
+    a.retries AS retries,
+    a.unpriced_calls AS unpriced_calls,
+    a.model_cost AS spend,
+    a.fully_loaded_cost AS fully_loaded_cost,
+    a.value AS value
+FROM {db}.work_units_by_day AS a FINAL
+WHERE a.day >= toDate({from_time:DateTime64(3, 'UTC')})
+  AND a.last_event_at >= {from_time:DateTime64(3, 'UTC')}
+  AND a.last_event_at <= {to_time:DateTime64(3, 'UTC')}
+UNION ALL
+SELECT
+    c.work_unit_id AS work_unit_id,
+    any(c.team) AS team,
+    any(c.workflow) AS workflow,
+    any(c.agent) AS agent,
+    topK(1)(c.model)[1] AS primary_model,
+    'pending' AS state,
+    toUInt32(0) AS outcomes,
+    toUInt8(0) AS accepted,
+    min(c.occurred_at) AS first_event_at,
+    max(c.occurred_at) AS last_event_at,
+    toUInt32(count()) AS calls,
+    toUInt32(countIf(c.attempt > 1)) AS retries,
+    toUInt32(countIf(c.cost IS NULL)) AS unpriced_calls,
+    sum(coalesce(c.cost, toDecimal128(0, 18))) AS spend,
+    sum(coalesce(c.cost, toDecimal128(0, 18))) AS fully_loaded_cost,
+    CAST(NULL AS Nullable(Decimal(38, 18))) AS value
+FROM {db}.model_calls AS c FINAL
+WHERE c.occurred_at >= {from_time:DateTime64(3, 'UTC')}
+  AND c.work_unit_id NOT IN (
+      SELECT l.work_unit_id FROM {db}.work_units_by_day AS l
+      WHERE l.day >= toDate({from_time:DateTime64(3, 'UTC')}))
+GROUP BY c.work_unit_id
+HAVING last_event_at <= {to_time:DateTime64(3, 'UTC')};
+
+-- v_cycle_time (migration 0009) for the days from from_time's on.
+CREATE OR REPLACE VIEW {db}.v_cycle_time_since AS
+SELECT
+    toDate(decided_at) AS day,
+    team,
+    workflow,
+    count() AS units,
+    quantileExact(0.5)(toFloat64(cycle_seconds)) AS p50_seconds,
+    quantileExact(0.95)(toFloat64(cycle_seconds)) AS p95_seconds,
+    max(toFloat64(cycle_seconds)) AS max_seconds
+FROM {db}.work_units_by_day FINAL
+WHERE day >= toDate({from_time:DateTime64(3, 'UTC')})
+  AND decided_at IS NOT NULL AND cycle_seconds IS NOT NULL
+  AND toDate(decided_at) >= toDate({from_time:DateTime64(3, 'UTC')})
+GROUP BY day, team, workflow;
+
+-- v_conversion_funnel (migration 0009) for the days from from_time's on.
+CREATE OR REPLACE VIEW {db}.v_conversion_funnel_since AS
+WITH units AS (
+    SELECT toDate(first_event_at) AS day, team, workflow, calls, fully_loaded_cost, currency,
+           if(accepted = 1, greatest(indexOf(['output_accepted', 'action_taken',
+                                              'outcome_realised', 'value_captured'], stage), 1),
+              0) AS reached
+    FROM {db}.work_units_by_day FINAL
+    WHERE day >= toDate({from_time:DateTime64(3, 'UTC')})
+      AND toDate(first_event_at) >= toDate({from_time:DateTime64(3, 'UTC')})
+)
+SELECT
+    day, team, workflow,
+    any(currency) AS currency,
+    sum(calls) AS calls,
+    count() AS work_units,
+    countIf(reached >= 1) AS output_accepted,
+    countIf(reached >= 2) AS action_taken,
+    countIf(reached >= 3) AS outcome_realised,
+    countIf(reached >= 4) AS value_captured
+FROM units
+GROUP BY day, team, workflow;
+
+-- v_unit_cost_spread (migration 0009) for the days from from_time's on.
+CREATE OR REPLACE VIEW {db}.v_unit_cost_spread_since AS
+SELECT
+    toDate(first_event_at) AS day,
+    team,
+    workflow,
+    any(currency) AS currency,
+    count() AS units,
+    quantileExact(0.5)(fully_loaded_cost) AS p50_cost,
+    quantileExact(0.9)(fully_loaded_cost) AS p90_cost,
+    quantileExact(0.99)(fully_loaded_cost) AS p99_cost,
+    max(fully_loaded_cost) AS max_cost,
+    toFloat64(max_cost) / nullIf(toFloat64(p50_cost), 0) AS max_over_p50
+FROM {db}.work_units_by_day FINAL
+WHERE day >= toDate({from_time:DateTime64(3, 'UTC')})
+  AND fully_loaded_cost > 0
+  AND toDate(first_event_at) >= toDate({from_time:DateTime64(3, 'UTC')})
+GROUP BY day, team, workflow;
+
+-- v_acceptance_by_cost_decile (migration 0009) for the weeks that start on or after
+-- from_time's day (the panel's date filter keeps those): each such week's units are all
+-- decided on or after it, so all of them are read.
+CREATE OR REPLACE VIEW {db}.v_acceptance_by_cost_decile_since AS
+SELECT week, team, workflow, decile,
+       count() AS units,
+       sum(accepted) AS accepted_units,
+       accepted_units / units AS acceptance_rate,
+       min(fully_loaded_cost) AS min_cost,
+       max(fully_loaded_cost) AS max_cost,
+       sum(fully_loaded_cost) / units AS mean_cost
+FROM (
+    SELECT toMonday(decided_at) AS week, team, workflow, accepted, fully_loaded_cost,
+           ntile(10) OVER (PARTITION BY toMonday(decided_at), team, workflow
+                           ORDER BY fully_loaded_cost, work_unit_id) AS decile
+    FROM {db}.work_units_by_day FINAL
+    WHERE day >= toDate({from_time:DateTime64(3, 'UTC')})
+      AND decided_at IS NOT NULL
+      AND toMonday(decided_at) >= toDate({from_time:DateTime64(3, 'UTC')})
+)
+GROUP BY week, team, workflow, decile;
+
+-- v_business_case (migration 0009) for the days from from_time's on: the windows and the
+-- outcomes read from that day's start, not from the beginning of the tables.
+CREATE OR REPLACE VIEW {db}.v_business_case_since AS
+WITH
+    toDateTime64(toDate({from_time:DateTime64(3, 'UTC')}), 3, 'UTC') AS first_moment,
+    cases AS (
+        SELECT team, workflow, owner, baseline_minutes_per_unit, started_on,
+               target_cost_per_accepted_outcome, expected_value_per_unit,
+               coalesce(baseline_cost_per_unit,
+                        toDecimal128(baseline_minutes_per_unit * baseline_rate_per_hour / 60, 18))
+                   AS baseline_unit_cost
+        FROM {db}.workflows FINAL
+        WHERE is_deleted = 0
+    ),
+    days AS (
+        SELECT toDate(window_start) AS day, team, workflow, any(currency) AS currency,
+               sum(input_tokens) + sum(output_tokens) AS tokens,
+               sum(fully_loaded_cost) AS fully_loaded_cost,
+               sum(accepted_outcomes) AS accepted_units,
+               sum(accepted_value) AS value_captured
+        FROM {db}.v_window_totals
+        WHERE window_seconds = 3600 AND scope = 'total' AND window_start >= first_moment
+        GROUP BY day, team, workflow
+    ),
+    reviews AS (
+        SELECT toDate(occurred_at) AS day, team, workflow,
+               sum(human_review_minutes) AS review_minutes
+        FROM {db}.outcomes FINAL
+        WHERE occurred_at >= first_moment
+        GROUP BY day, team, workflow
+    )
+SELECT
+    d.day AS day,
+    d.team AS team,
+    d.workflow AS workflow,
+    c.owner AS owner,
+    c.started_on AS started_on,
+    d.currency AS currency,
+    d.accepted_units AS accepted_units,
+    d.fully_loaded_cost AS fully_loaded_cost,
+    d.value_captured AS value_captured,
+    d.tokens AS tokens,
+    c.expected_value_per_unit * d.accepted_units AS expected_value,
+    d.value_captured - expected_value AS value_against_case,
+    d.fully_loaded_cost / nullIf(d.accepted_units, 0) AS cost_per_accepted_outcome,
+    c.target_cost_per_accepted_outcome AS target_cost_per_accepted_outcome,
+    cost_per_accepted_outcome - c.target_cost_per_accepted_outcome AS cost_against_target,
+    c.baseline_unit_cost * d.accepted_units AS baseline_cost,
+    toFloat64(baseline_cost - d.fully_loaded_cost) / nullIf(toFloat64(d.fully_loaded_cost), 0)
+        AS roi_against_baseline,
+    c.baseline_minutes_per_unit * d.accepted_units AS baseline_minutes,
+    coalesce(r.review_minutes, toDecimal64(0, 6)) AS review_minutes,
+    baseline_minutes - review_minutes AS time_saved_minutes,
+    toFloat64(time_saved_minutes) / nullIf(d.tokens / 1e6, 0) AS time_saved_minutes_per_mtok
+FROM days AS d
+LEFT JOIN cases AS c ON c.team = d.team AND c.workflow = d.workflow
+LEFT JOIN reviews AS r ON r.day = d.day AND r.team = d.team AND r.workflow = d.workflow;
+
+-- v_portfolio (migration 0009) with the evidence of the last 30 days' units read by day.
+CREATE OR REPLACE VIEW {db}.v_portfolio_by_day AS
+WITH
+    recent AS (
+        SELECT team, workflow, any(currency) AS currency,
+               sum(spend) AS spend, sum(fully_loaded_cost) AS fully_loaded_cost,
+               sum(accepted_outcomes) AS accepted_units, sum(decided_units) AS decided_units,
+               sum(accepted_value) AS value_captured,
+               sum(linked_spend) AS linked_spend, sum(unlinked_spend) AS unlinked_spend
+        FROM {db}.v_window_totals
+        WHERE window_seconds = 3600 AND scope = 'total'
+          AND window_start >= now64(3, 'UTC') - INTERVAL 30 DAY
+        GROUP BY team, workflow
+    ),
+    confidence AS (
+        SELECT team, workflow, avg(evidence_confidence) AS mean_confidence
+        FROM {db}.work_units_by_day FINAL
+        WHERE day >= toDate(now64(3, 'UTC') - INTERVAL 30 DAY)
+          AND evidence_confidence IS NOT NULL
+          AND last_event_at >= now64(3, 'UTC') - INTERVAL 30 DAY
+        GROUP BY team, workflow
+    ),
+    cases AS (
+        SELECT team, workflow, owner, target_cost_per_accepted_outcome
+        FROM {db}.workflows FINAL WHERE is_deleted = 0
+    )
+SELECT
+    r.team AS team,
+    r.workflow AS workflow,
+    c.owner AS owner,
+    r.currency AS currency,
+    r.fully_loaded_cost AS fully_loaded_cost,
+    r.accepted_units AS accepted_units,
+    r.value_captured AS value_captured,
+    toFloat64(r.value_captured) / nullIf(toFloat64(r.fully_loaded_cost), 0) AS yield_ratio,
+    r.fully_loaded_cost / nullIf(r.accepted_units, 0) AS cost_per_accepted_outcome,
+    c.target_cost_per_accepted_outcome AS target_cost_per_accepted_outcome,
+    toFloat64(r.linked_spend) / nullIf(toFloat64(r.linked_spend + r.unlinked_spend), 0)
+        AS attribution_coverage,
+    f.mean_confidence AS evidence_confidence,
+    multiIf(
+        r.fully_loaded_cost > 0 AND r.accepted_units = 0, 'retire',
+        attribution_coverage < 0.5 OR evidence_confidence < 0.5, 'intervene',
+        yield_ratio < 1 OR cost_per_accepted_outcome > c.target_cost_per_accepted_outcome,
+            'optimise',
+        yield_ratio > 1 AND (c.target_cost_per_accepted_outcome IS NULL
+                             OR cost_per_accepted_outcome <= c.target_cost_per_accepted_outcome)
+            AND coalesce(evidence_confidence, 1) >= 0.7, 'expand',
+        'maintain') AS action,
+    multiIf(
+        action = 'retire', concat(toString(round(toFloat64(r.fully_loaded_cost), 2)), ' ',
+                                  r.currency, ' spent in 30 days and no accepted outcome'),
+        action = 'intervene' AND attribution_coverage < 0.5,
+            concat('only ', toString(round(attribution_coverage * 100)),
+                   '% of decided spend is linked to an outcome'),
+        action = 'intervene', concat('evidence confidence ',
+                                     toString(round(evidence_confidence, 2)), ' is low'),
+        action = 'optimise' AND yield_ratio < 1,
+            concat('value is ', toString(round(yield_ratio, 2)), ' of the fully loaded cost'),
+        action = 'optimise', concat('cost per accepted outcome ',
+                                    toString(round(toFloat64(cost_per_accepted_outcome), 2)),
+                                    ' is above the target ',
+                                    toString(round(toFloat64(c.target_cost_per_accepted_outcome), 2))),
+        action = 'expand', concat('yield ', toString(round(yield_ratio, 2)),
+                                  ', on target, with confident evidence'),
+        yield_ratio IS NULL, 'no cost yet',
+        concat('yield ', toString(round(yield_ratio, 2)))) AS reason
+FROM recent AS r
+LEFT JOIN cases AS c ON c.team = r.team AND c.workflow = r.workflow
+LEFT JOIN confidence AS f ON f.team = r.team AND f.workflow = r.workflow;
