@@ -52,10 +52,14 @@ PARTITIONS = 4
 DAYS = 30
 SEED_CALLS = 400_000
 CHECKPOINT_EVENTS = 50_000
-COPIED_TABLES = ("model_calls", "outcomes", "attributions")
+COPIED_TABLES = ("model_calls", "outcomes", "attributions", "work_units_by_day")
 ID_COLUMNS = {"model_calls": ("event_id", "work_unit_id"),
               "outcomes": ("event_id", "work_unit_id"),
-              "attributions": ("attribution_id", "work_unit_id")}
+              "attributions": ("attribution_id", "work_unit_id"),
+              "work_units_by_day": ("work_unit_id",)}
+# The pending units' rows, which the engine writes; the decided units' rows come from the
+# copied attributions through their materialized view.
+COPY_FILTERS = {"work_units_by_day": " AND state = 'pending'"}
 
 Say = Callable[[str], None]
 
@@ -97,7 +101,8 @@ def _multiply(client: Client, seed_calls: int, target_calls: int, say: Say) -> i
             # so beside ``... AS work_unit_id`` it would test the copy's id, never the seed's.
             client.command(
                 f"INSERT INTO {DATABASE}.{table} SELECT * REPLACE ({replaced}) FROM "
-                f"(SELECT * FROM {DATABASE}.{table} WHERE position(work_unit_id, '~') = 0)")
+                f"(SELECT * FROM {DATABASE}.{table} WHERE position(work_unit_id, '~') = 0"
+                f"{COPY_FILTERS.get(table, '')})")
         loaded = int(client.command(f"SELECT count() FROM {DATABASE}.model_calls"))
         say(f"dashboards: {loaded:,} of ~{target_calls:,} calls loaded")
         if loaded < (copy + 1) * seed_calls:

@@ -5,10 +5,13 @@ figures from the exact views (calls joined to their units' attributions at query
 traffic with late events and replays; ``loadtest.dashboard_bench`` times both in the same
 run (the exact forms are the "before" of docs/BENCHMARKS.md). Two changes from the panels
 of migration 0003: the day's zone is spelled out (``toDateTime(day, 'UTC')``), so that
-the comparison does not depend on the server's zone; and the agents' table reads
-``v_work_units`` (a pending unit with all its calls) instead of ``v_work_units_between``
-(a pending unit with its calls since the range's start), which is what units by their
-last event are.
+the comparison does not depend on the server's zone; and the agents' table and the top
+spenders read ``v_work_units`` (a pending unit with all its calls) instead of
+``v_work_units_between`` (a pending unit with its calls since the range's start), which
+is what units by their last event are. The unit panels of migration 0012 (the top
+spenders, cycle time, the conversion chain, the spread, the deciles, the business case,
+the portfolio) are compared with their panels before it, which read every unit of
+``attributions_latest FINAL`` and every outcome of ``outcomes FINAL``.
 """
 
 from __future__ import annotations
@@ -61,7 +64,10 @@ WHERE last_event_at >= $__fromTime AND last_event_at <= $__toTime
 GROUP BY agent_name
 ORDER BY spend_without_outcome DESC""",
     # The unit panels, over attributions_latest FINAL (every unit of the table) instead of
-    # work_units_by_day from the range's first day on (migration 0012).
+    # work_units_by_day from the range's first day on (migration 0012). The top spenders
+    # as v_work_units counts them (a pending unit with all its calls, like panel 16):
+    # v_work_units_between, which the panel read, counts a pending unit's calls since the
+    # range's start only.
     (15, 0): """SELECT
   work_unit_id,
   team,
@@ -71,8 +77,9 @@ ORDER BY spend_without_outcome DESC""",
   calls,
   toFloat64(spend) AS spend_total,
   last_event_at
-FROM ${db}.v_work_units_between(from_time = $__fromTime, to_time = $__toTime)
-WHERE outcomes = 0 AND (spend > 0 OR unpriced_calls > 0) AND
+FROM ${db}.v_work_units
+WHERE last_event_at >= $__fromTime AND last_event_at <= $__toTime
+  AND outcomes = 0 AND (spend > 0 OR unpriced_calls > 0) AND
   $__conditionalAll(team IN (${team:singlequote}), $team)
   AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
 ORDER BY spend DESC, work_unit_id

@@ -11,6 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.partitioner import partition_for
+from streams.core.checkpoint import Checkpointer
+from streams.core.engine import PartitionEngine, Source
+from streams.core.engine_config import EngineConfig
+from streams.core.money import to_atto
 from tests.core_harness import BOOK, T0, Harness, call, comparable, outcome
 
 T0_MS = int(T0.timestamp() * 1000)
@@ -315,3 +319,47 @@ def test_a_crash_and_restore_at_any_checkpoint_changes_no_result(
     got = {k: comparable(v) for k, v in harness.finish().attributions.items()}
     assert got == want
     assert harness.run.window_totals() == want_windows
+
+
+def test_a_checkpoint_takes_the_rows_of_the_pending_units_it_changed() -> None:
+    """engine.pending_units(): a row for each unit changed since the last checkpoint that
+    has calls and no decision, with its figures so far and a version its decision
+    outranks; none for decided units, a unit without calls or a shared cost bucket."""
+    now_ms = int(T0.timestamp() * 1000) + 86_400_000
+    engine = PartitionEngine(0, EngineConfig(partitions=1, deadline_seconds=3600,
+                                             retention_seconds=3600,
+                                             allowed_lateness_seconds=120),
+                             lambda: BOOK, lambda: now_ms, store={})
+    offsets = iter(range(1000))
+
+    def send(kind: str, *events: dict[str, object]) -> None:
+        engine.process(kind, orjson.dumps(list(events)),  # type: ignore[arg-type]
+                       Source(kind, 0, next(offsets)))
+
+    send("calls", call("c1", "u1", 0), call("c2", "u1", 30, attempt=2),
+         call("c3", "u2", 5), call("c4", "~shared:support", 6))
+    send("outcomes", outcome("o2", "u2", 60), outcome("o3", "u3", 61))
+    rows = {row.unit_id: row for row in engine.pending_units()}
+    assert set(rows) == {"u1"}
+    u1 = rows["u1"]
+    assert (u1.calls, u1.retries, u1.unpriced) == (2, 1, 0)
+    assert u1.cost_atto > 0 and u1.loaded_atto == u1.cost_atto
+    assert u1.last_ms - u1.first_ms == 30_000
+
+    Checkpointer(engine).plan()
+    assert engine.pending_units() == []  # nothing changed since
+    send("calls", call("c5", "u1", 90, reported_cost="0.5", currency="USD"))
+    again = engine.pending_units()
+    assert [row.unit_id for row in again] == ["u1"]
+    assert again[0].version > u1.version
+    assert again[0].cost_atto == u1.cost_atto + to_atto(Decimal("0.5"))
+
+    # Past its deadline the unit is decided (unattributed): its attribution, at the
+    # same last event, outranks the pending row, and it has the same spend.
+    engine.max_event_ms = now_ms + 10 * 86_400_000
+    decided = [a for a in engine.tick().attributions if a.work_unit_id == "u1"]
+    assert decided and decided[-1].state == "unattributed"
+    stored_version = (int(decided[-1].last_event_at.timestamp()) << 32) | decided[-1].revision
+    assert stored_version > again[0].version  # as the sink versions attributions
+    assert to_atto(decided[-1].model_cost) == again[0].cost_atto
+    assert "u1" not in {row.unit_id for row in engine.pending_units()}

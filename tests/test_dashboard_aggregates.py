@@ -39,9 +39,10 @@ from loadtest.grafana_sql import Selection, TimeRange, load_dashboard, panels, r
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook
 from streams.clickhouse.client import MIGRATIONS_DIR, migrate, split_statements
+from streams.clickhouse.sink import merge_batches, unit_days
 from streams.core.engine import EventKind, PartitionEngine
 from streams.core.engine_config import EngineConfig
-from streams.core.records import Outputs
+from streams.core.records import Outputs, PendingUnit
 from streams.runtime.partition_runtime import PartitionRuntime
 from tests.clickhouse_fixtures import generate_events, loaded_database
 from tests.core_harness import key_of, kind_of
@@ -352,6 +353,47 @@ def test_units_by_day_are_the_latest_attributions_from_any_day_on(
     assert hidden > 0
     assert _scalar(f"SELECT count() - uniqExact(work_unit_id, version, day) "
                    f"FROM {DB}.work_units_by_day") > 0, "no replayed rows"
+
+
+def test_a_pending_row_goes_with_a_tombstone_on_every_earlier_day_and_batches_keep_the_latest(
+        ) -> None:
+    day = 86_400_000
+    first = PendingUnit("u1", 5, "t", "w", "", "m", 3 * day - 1, 3 * day + 10, 2, 0, 0,
+                        10, 10, "USD")
+    later = PendingUnit("u1", 9, "t", "w", "", "m", 2 * day + 7, 5 * day, 3, 0, 0, 20, 20,
+                        "USD")
+    assert [(d, deleted) for _, d, deleted in unit_days([first, later])] == [
+        (2, 1), (3, 0), (2, 1), (3, 1), (4, 1), (5, 0)]
+    batches = [Outputs(pending_units=[first]), Outputs(pending_units=[later]),
+               Outputs(pending_units=[first])]  # a replay of the first, after
+    assert merge_batches(batches).pending_units == [later]
+
+
+def test_every_unit_by_day_is_the_unit_v_work_units_lists(
+        aggregates_db: dict[str, Any]) -> None:
+    """Decided units from their attributions and pending ones from the engine's rows:
+    work_units_by_day over all days is v_work_units (calls joined to attributions at
+    query time), unit for unit, pending ones included."""
+    columns = ("work_unit_id", "state", "team", "workflow", "calls", "retries",
+               "unpriced_calls", "spend", "first_event_at", "last_event_at", "outcomes")
+    names = ", ".join(columns)
+    epoch = "toDateTime64('1970-01-02 00:00:00', 3, 'UTC')"
+    far = "toDateTime64('2100-01-01 00:00:00', 3, 'UTC')"
+    by_day = loaded_database().client.query(
+        f"SELECT {names} FROM {DB}.v_work_units_between_by_day(from_time = {epoch}, "
+        f"to_time = {far}) ORDER BY work_unit_id").result_rows
+    exact = loaded_database().client.query(
+        f"SELECT {names} FROM {DB}.v_work_units WHERE position(work_unit_id, '~shared:') != 1 "
+        f"ORDER BY work_unit_id").result_rows
+    assert by_day == exact
+    states = {row[1] for row in by_day}
+    assert states == {"pending", "attributed", "unattributed"}
+    # Pending rows the engine wrote and then replaced by the unit's decision: still in
+    # the table, outranked.
+    assert _scalar(f"""
+        SELECT count() FROM {DB}.work_units_by_day AS p
+        WHERE p.state = 'pending' AND p.work_unit_id IN (
+            SELECT work_unit_id FROM {DB}.attributions_latest FINAL)""") > 0
 
 
 def test_the_migration_books_the_classes_of_windows_written_before_it(

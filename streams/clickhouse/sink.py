@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -57,7 +57,8 @@ from schemas.pricing import PriceEntry
 from streams.clickhouse.arrow_rows import ArrowBodies
 from streams.core.alerts.alert_config import BudgetRow
 from streams.core.alerts.forecast import SpendForecast
-from streams.core.records import CallRecord, CostRecord, OutcomeRecord, Outputs
+from streams.core.money import from_atto
+from streams.core.records import CallRecord, CostRecord, OutcomeRecord, Outputs, PendingUnit
 from streams.core.workflows import WorkflowRow
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,47 @@ FORECAST_COLUMNS: list[tuple[str, Callable[[tuple[SpendForecast, str]], Any]]] =
     ("history_days", lambda f: f[0].projection.history_days),
 ]
 
+DAY_MS = 86_400_000
+_EPOCH = date(1970, 1, 1)
+UnitDay = tuple[PendingUnit, int, int]  # the unit, a day (days since 1970), is_deleted
+
+
+def unit_days(units: Sequence[PendingUnit]) -> list[UnitDay]:
+    """Each pending unit's row on the UTC day of its last event, and a tombstone on every
+    earlier day since its first event: the rows migration 0012's materialized view
+    writes for an attribution, so that a row left on a day the unit's last event has
+    since left stops counting, whichever of them is read first."""
+    rows: list[UnitDay] = []
+    for unit in units:
+        last_day = unit.last_ms // DAY_MS
+        rows.extend((unit, day, 1) for day in range(unit.first_ms // DAY_MS, last_day))
+        rows.append((unit, last_day, 0))
+    return rows
+
+
+UNIT_DAY_COLUMNS: list[tuple[str, Callable[[UnitDay], Any]]] = [
+    ("day", lambda r: _EPOCH + timedelta(days=r[1])),
+    ("work_unit_id", lambda r: r[0].unit_id),
+    ("version", lambda r: r[0].version),
+    ("is_deleted", lambda r: r[2]),
+    ("state", lambda r: "pending"),
+    ("team", lambda r: r[0].team),
+    ("workflow", lambda r: r[0].workflow),
+    ("agent", lambda r: r[0].agent),
+    ("primary_model", lambda r: r[0].primary_model),
+    ("first_event_at", lambda r: _ms(r[0].first_ms)),
+    ("last_event_at", lambda r: _ms(r[0].last_ms)),
+    ("calls", lambda r: r[0].calls),
+    ("retries", lambda r: r[0].retries),
+    ("unpriced_calls", lambda r: r[0].unpriced),
+    ("currency", lambda r: r[0].currency),
+    ("model_cost", lambda r: from_atto(r[0].cost_atto)),
+    ("fully_loaded_cost", lambda r: from_atto(r[0].loaded_atto)),
+]
+
+#: Batch lists written as more rows than they hold.
+EXPANDED: dict[str, Callable[[Sequence[Any]], list[Any]]] = {"pending_units": unit_days}
+
 TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
     ("calls", "model_calls", CALL_COLUMNS),
     ("outcomes", "outcomes", OUTCOME_COLUMNS),
@@ -375,6 +417,7 @@ TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
     ("budgets", "budgets", BUDGET_COLUMNS),
     ("workflows", "workflows", WORKFLOW_COLUMNS),
     ("forecasts", "spend_forecasts", FORECAST_COLUMNS),
+    ("pending_units", "work_units_by_day", UNIT_DAY_COLUMNS),
 ]
 
 
@@ -404,6 +447,14 @@ def merge_batches(batches: list[Outputs]) -> Outputs:
                 latest[attribution.attribution_id] = attribution
         if len(latest) < len(merged.attributions):
             merged.attributions = list(latest.values())
+    if len(merged.pending_units) > 1:
+        pending: dict[str, PendingUnit] = {}
+        for unit in merged.pending_units:
+            held = pending.get(unit.unit_id)
+            if held is None or unit.version >= held.version:
+                pending[unit.unit_id] = unit
+        if len(pending) < len(merged.pending_units):
+            merged.pending_units = list(pending.values())
     return merged
 
 
@@ -543,6 +594,8 @@ class ClickHouseSink:
             rows = getattr(batch, attribute)
             if not rows:
                 continue
+            if attribute in EXPANDED:
+                rows = EXPANDED[attribute](rows)
             started = time.perf_counter()
             self.table = table
             settings = {"insert_deduplication_token": batch.token(table)}

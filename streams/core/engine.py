@@ -43,7 +43,7 @@ from schemas.events import SHARED_PREFIX, CostItem, ModelCall, Outcome
 from schemas.outputs import Alert, DeadLetter, LateEvent
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook, scaled_price
-from streams.core.attribution import attribution_of
+from streams.core.attribution import attribution_of, revision_of
 from streams.core.engine_config import EngineConfig
 from streams.core.horizon import HorizonSweeper
 from streams.core.money import ATTO, convert, divide_half_even, from_atto, to_atto
@@ -56,6 +56,7 @@ from streams.core.records import (
     Ledger,
     OutcomeRecord,
     Outputs,
+    PendingUnit,
     Source,
     event_hash,
 )
@@ -720,6 +721,30 @@ class PartitionEngine:
             self.postings.settle(unit)
 
     # -- attributions -------------------------------------------------------------------
+    def pending_units(self) -> list[PendingUnit]:
+        """The rows of the units changed since the last checkpoint that are pending with
+        calls (the units ``v_work_units`` lists as pending), for ``work_units_by_day``.
+        Taken at a checkpoint, before its plan clears the changed set: a unit's later
+        changes make it changed again, and its decision comes as an attribution."""
+        units = self.units
+        currency = self.config.currency
+        rows = []
+        for uid in self.dirty_units:
+            unit = units.hot.get(uid)
+            if unit is None:
+                data = units.parked.get(uid)
+                if data is None:
+                    continue
+                unit = units.decode(uid, data)  # read only: it stays parked
+            if unit.state != "pending" or not unit.calls or uid.startswith(SHARED_PREFIX):
+                continue
+            rows.append(PendingUnit(
+                uid, (unit.last_ms // 1000 << 32) | min(revision_of(unit), 0xFFFFFFFF),
+                unit.team, unit.workflow, unit.agent, unit.primary_model(), unit.first_ms,
+                unit.last_ms, unit.calls, unit.retries, unit.unpriced, unit.cost,
+                unit.cost + unit.human_cost + unit.other_cost, currency))
+        return rows
+
     def _emit_attributions(self, touched: dict[str, UnitState], out: Outputs) -> None:
         if not touched:
             return

@@ -103,6 +103,30 @@ class CostRecord:
         return from_atto(self.amount_atto)
 
 
+@dataclass(frozen=True, slots=True)
+class PendingUnit:
+    """A work unit with calls and no decision yet, as ``work_units_by_day`` holds it (a
+    decided unit is there from its attribution). Taken at each checkpoint from the units
+    it changed; ``version`` orders it with the unit's attributions (the same formula:
+    last event second, then ``revision_of``), so the decision, later, replaces it.
+    Money in atto, in the reporting currency."""
+
+    unit_id: str
+    version: int
+    team: str
+    workflow: str
+    agent: str
+    primary_model: str
+    first_ms: int
+    last_ms: int
+    calls: int
+    retries: int
+    unpriced: int
+    cost_atto: int
+    loaded_atto: int  # model spend, cost items and human review so far
+    currency: str
+
+
 @dataclass(slots=True)
 class Outputs:
     """Everything a step produced, in order: what goes to Kafka and the rows for
@@ -122,6 +146,7 @@ class Outputs:
     budgets: list[BudgetRow] = field(default_factory=list)
     workflows: list[WorkflowRow] = field(default_factory=list)
     forecasts: list[tuple[SpendForecast, str]] = field(default_factory=list)  # , currency
+    pending_units: list[PendingUnit] = field(default_factory=list)  # at checkpoints
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Batches not read from Kafka (prices, budgets) have no offsets: a tag of their own
     # keeps ClickHouse from deduplicating a later, different write as a replay.
@@ -147,7 +172,8 @@ class Outputs:
 
 
 _LISTS = ("attributions", "alerts", "dead_letters", "late", "reroute", "calls", "outcomes",
-          "cost_items", "windows", "prices", "budgets", "workflows", "forecasts")
+          "cost_items", "windows", "prices", "budgets", "workflows", "forecasts",
+          "pending_units")
 
 
 @dataclass(slots=True)

@@ -198,6 +198,9 @@ class PartitionRuntime:
             self.unsent = None
         await flush_producer()
         batch, self.batch = self.batch, Outputs()
+        # The pending units' rows as of this checkpoint (before the plan clears the set
+        # of changed units), inserted with its rows.
+        batch.pending_units = self.engine.pending_units()
         plan = self.checkpointer.plan()
         self.planned.hold(plan)
         held, self.held = self.held, []

@@ -1,4 +1,4 @@
--- Decided work units by the UTC day of their last event, for the unit panels (issue 15).
+-- Work units by the UTC day of their last event, for the unit panels (issue 15).
 --
 -- The unit panels (cycle time, the conversion chain, cost spread, acceptance by cost
 -- decile, the portfolio's evidence, top spenders) read attributions_latest FINAL: one
@@ -17,6 +17,16 @@
 -- replaces, and FINAL leaves out the (day, unit) whose latest row is a tombstone. No
 -- state is read at insert time and nothing depends on which revisions were written (the
 -- sink writes only each checkpoint's latest).
+--
+-- Pending units (calls, no decision yet) have no attribution: the engine writes their
+-- rows itself at each checkpoint, for the units it changed (state 'pending', the same
+-- version formula and the same tombstones: streams.clickhouse.sink.unit_days), and the
+-- unit's attribution replaces its pending row when it is decided (a higher version). So
+-- the top spenders without outcomes read no model_calls either.
+--
+-- (The views below filter the table's day in a subquery: beside an output column named
+-- `day`, ClickHouse would resolve `day` in the WHERE to that alias, not to the table's
+-- column, and read every day.)
 --
 -- Where a panel's figure is by another day of the unit (its first event, its deciding
 -- outcome), that day lies between the unit's first and last event: a range's units are
@@ -88,7 +98,9 @@ AS SELECT
 FROM {db}.attributions AS a;
 
 -- The units decided before this migration: their latest rows (no earlier revision is in
--- the table, so no tombstone is needed).
+-- the table, so no tombstone is needed). Then the ones pending then, from their calls as
+-- v_work_units counts them, at revision 0: any row the engine writes for the unit later
+-- outranks it (its last event is not earlier, its revision higher).
 INSERT INTO {db}.work_units_by_day
 SELECT
     toDate(a.last_event_at) AS day, a.work_unit_id, a.version, toUInt8(0), a.state, a.team,
@@ -97,61 +109,65 @@ SELECT
     a.fully_loaded_cost, a.outcomes, a.accepted, a.stage, a.value, a.evidence_confidence
 FROM {db}.attributions_latest AS a FINAL;
 
--- Every decided unit whose last event is on or after from_time's UTC day: the latest row
--- of each, tombstones left out.
-CREATE OR REPLACE VIEW {db}.v_units_since AS
-SELECT *
-FROM {db}.work_units_by_day FINAL
-WHERE day >= toDate({from_time:DateTime64(3, 'UTC')});
-
--- v_work_units_between (migration 0003) with its decided units read by day.
-CREATE OR REPLACE VIEW {db}.v_work_units_between_by_day AS
+INSERT INTO {db}.work_units_by_day
+    (day, work_unit_id, version, is_deleted, state, team, workflow, agent, primary_model,
+     first_event_at, last_event_at, calls, retries, unpriced_calls, currency, model_cost,
+     fully_loaded_cost)
 SELECT
-    a.work_unit_id AS work_unit_id,
-    a.team AS team,
-    a.workflow AS workflow,
-    a.agent AS agent,
-    a.primary_model AS primary_model,
-    if(a.outcomes > 0, 'attributed', 'unattributed') AS state,
-    a.outcomes AS outcomes,
-    a.accepted AS accepted,
-    a.first_event_at AS first_event_at,
-    a.last_event_at AS last_event_at,
-    a.calls AS calls,
-    a.retries AS retries,
-    a.unpriced_calls AS unpriced_calls,
-    a.model_cost AS spend,
-    a.fully_loaded_cost AS fully_loaded_cost,
-    a.value AS value
-FROM {db}.work_units_by_day AS a FINAL
-WHERE a.day >= toDate({from_time:DateTime64(3, 'UTC')})
-  AND a.last_event_at >= {from_time:DateTime64(3, 'UTC')}
-  AND a.last_event_at <= {to_time:DateTime64(3, 'UTC')}
-UNION ALL
-SELECT
+    toDate(last_event_at) AS day,
     c.work_unit_id AS work_unit_id,
+    toUInt64(toUnixTimestamp(last_event_at)) * 4294967296 AS version,
+    toUInt8(0) AS is_deleted,
+    'pending' AS state,
     any(c.team) AS team,
     any(c.workflow) AS workflow,
     any(c.agent) AS agent,
     topK(1)(c.model)[1] AS primary_model,
-    'pending' AS state,
-    toUInt32(0) AS outcomes,
-    toUInt8(0) AS accepted,
     min(c.occurred_at) AS first_event_at,
     max(c.occurred_at) AS last_event_at,
     toUInt32(count()) AS calls,
     toUInt32(countIf(c.attempt > 1)) AS retries,
     toUInt32(countIf(c.cost IS NULL)) AS unpriced_calls,
-    sum(coalesce(c.cost, toDecimal128(0, 18))) AS spend,
-    sum(coalesce(c.cost, toDecimal128(0, 18))) AS fully_loaded_cost,
-    CAST(NULL AS Nullable(Decimal(38, 18))) AS value
+    any(c.currency) AS currency,
+    sum(coalesce(c.cost, toDecimal128(0, 18))) AS model_cost,
+    sum(coalesce(c.cost, toDecimal128(0, 18))) AS fully_loaded_cost
 FROM {db}.model_calls AS c FINAL
-WHERE c.occurred_at >= {from_time:DateTime64(3, 'UTC')}
-  AND c.work_unit_id NOT IN (
-      SELECT l.work_unit_id FROM {db}.work_units_by_day AS l
-      WHERE l.day >= toDate({from_time:DateTime64(3, 'UTC')}))
-GROUP BY c.work_unit_id
-HAVING last_event_at <= {to_time:DateTime64(3, 'UTC')};
+WHERE c.work_unit_id NOT IN (SELECT l.work_unit_id FROM {db}.attributions_latest AS l)
+  AND position(c.work_unit_id, '~shared:') != 1
+GROUP BY c.work_unit_id;
+
+-- Every decided unit whose last event is on or after from_time's UTC day: the latest row
+-- of each, tombstones and pending units left out.
+CREATE OR REPLACE VIEW {db}.v_units_since AS
+SELECT *
+FROM {db}.work_units_by_day FINAL
+WHERE day >= toDate({from_time:DateTime64(3, 'UTC')}) AND state != 'pending';
+
+-- v_work_units (migration 0002) for the units whose last event is in a range: decided
+-- and pending ones, all read by day. (v_work_units_between counts a pending unit's calls
+-- since the range's start only; this, like v_work_units, all of them.)
+CREATE OR REPLACE VIEW {db}.v_work_units_between_by_day AS
+SELECT
+    work_unit_id,
+    team,
+    workflow,
+    agent,
+    primary_model,
+    multiIf(outcomes > 0, 'attributed', state = 'pending', 'pending', 'unattributed') AS state,
+    outcomes,
+    accepted,
+    first_event_at,
+    last_event_at,
+    calls,
+    retries,
+    unpriced_calls,
+    model_cost AS spend,
+    fully_loaded_cost,
+    value
+FROM {db}.work_units_by_day FINAL
+WHERE day >= toDate({from_time:DateTime64(3, 'UTC')})
+  AND last_event_at >= {from_time:DateTime64(3, 'UTC')}
+  AND last_event_at <= {to_time:DateTime64(3, 'UTC')};
 
 -- v_cycle_time (migration 0009) for the days from from_time's on.
 CREATE OR REPLACE VIEW {db}.v_cycle_time_since AS
@@ -163,9 +179,10 @@ SELECT
     quantileExact(0.5)(toFloat64(cycle_seconds)) AS p50_seconds,
     quantileExact(0.95)(toFloat64(cycle_seconds)) AS p95_seconds,
     max(toFloat64(cycle_seconds)) AS max_seconds
-FROM {db}.work_units_by_day FINAL
-WHERE day >= toDate({from_time:DateTime64(3, 'UTC')})
-  AND decided_at IS NOT NULL AND cycle_seconds IS NOT NULL
+FROM (
+    SELECT * FROM {db}.work_units_by_day FINAL
+    WHERE day >= toDate({from_time:DateTime64(3, 'UTC')}))
+WHERE decided_at IS NOT NULL AND cycle_seconds IS NOT NULL
   AND toDate(decided_at) >= toDate({from_time:DateTime64(3, 'UTC')})
 GROUP BY day, team, workflow;
 
@@ -176,8 +193,10 @@ WITH units AS (
            if(accepted = 1, greatest(indexOf(['output_accepted', 'action_taken',
                                               'outcome_realised', 'value_captured'], stage), 1),
               0) AS reached
-    FROM {db}.work_units_by_day FINAL
-    WHERE day >= toDate({from_time:DateTime64(3, 'UTC')})
+    FROM (
+        SELECT * FROM {db}.work_units_by_day FINAL
+        WHERE day >= toDate({from_time:DateTime64(3, 'UTC')}))
+    WHERE state != 'pending'
       AND toDate(first_event_at) >= toDate({from_time:DateTime64(3, 'UTC')})
 )
 SELECT
@@ -205,9 +224,10 @@ SELECT
     quantileExact(0.99)(fully_loaded_cost) AS p99_cost,
     max(fully_loaded_cost) AS max_cost,
     toFloat64(max_cost) / nullIf(toFloat64(p50_cost), 0) AS max_over_p50
-FROM {db}.work_units_by_day FINAL
-WHERE day >= toDate({from_time:DateTime64(3, 'UTC')})
-  AND fully_loaded_cost > 0
+FROM (
+    SELECT * FROM {db}.work_units_by_day FINAL
+    WHERE day >= toDate({from_time:DateTime64(3, 'UTC')}))
+WHERE state != 'pending' AND fully_loaded_cost > 0
   AND toDate(first_event_at) >= toDate({from_time:DateTime64(3, 'UTC')})
 GROUP BY day, team, workflow;
 
