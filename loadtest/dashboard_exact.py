@@ -9,8 +9,8 @@ the comparison does not depend on the server's zone; and the agents' table and t
 spenders read ``v_work_units`` (a pending unit with all its calls) instead of
 ``v_work_units_between`` (a pending unit with its calls since the range's start), which
 is what units by their last event are. The unit panels of migration 0012 (the top
-spenders, cycle time, the conversion chain, the spread, the deciles, the business case,
-the portfolio) are compared with their panels before it, which read every unit of
+spenders, cycle time, the conversion chain, the spread, the deciles, the business case)
+are compared with their panels before it, which read every unit of
 ``attributions_latest FINAL`` and every outcome of ``outcomes FINAL``.
 """
 
@@ -153,16 +153,4 @@ WHERE $__dateFilter(day) AND
   AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
 GROUP BY series
 ORDER BY value_total DESC""",  # Business case by workflow
-    (40, 0): """SELECT
-  concat(team, ' / ', workflow) AS series,
-  owner AS owner_name,
-  action,
-  reason,
-  yield_ratio,
-  toFloat64(fully_loaded_cost) AS cost_total
-FROM ${db}.v_portfolio
-WHERE
-  $__conditionalAll(team IN (${team:singlequote}), $team)
-  AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
-ORDER BY cost_total DESC""",  # Portfolio: what to do
 }
