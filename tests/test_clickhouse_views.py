@@ -474,7 +474,12 @@ def test_budget_burn_of_past_periods(loaded_clickhouse: LoadedClickHouse) -> Non
         assert row["period_end"] - row["period_start"] == timedelta(days=1)
         assert row["elapsed_seconds"] == row["period_seconds"] == 86400
         assert close(row["projected_spend"], row["spend"])
-    exceeded = [r for r in rows if r["team"] == "support" and r["workflow"] == "triage"]
+    # support/triage spends over its daily budget on every day the traffic covers whole
+    # (48 hours always hold yesterday whole); the first day holds only the traffic's
+    # tail, which stays under the budget late in the day (this failed at 18:30 UTC).
+    start = db.start.replace(tzinfo=None)
+    exceeded = [r for r in rows if r["team"] == "support" and r["workflow"] == "triage"
+                and r["period_start"] >= start]
     assert exceeded and all(r["status"] == "exceeded" for r in exceeded)
 
 

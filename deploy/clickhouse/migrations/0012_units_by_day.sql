@@ -310,3 +310,9 @@ SELECT
 FROM days AS d
 LEFT JOIN cases AS c ON c.team = d.team AND c.workflow = d.workflow
 LEFT JOIN reviews AS r ON r.day = d.day AND r.team = d.team AND r.workflow = d.workflow;
+
+-- v_business_case is the same view from the beginning of time (one definition of the
+-- business case).
+CREATE OR REPLACE VIEW {db}.v_business_case AS
+SELECT *
+FROM {db}.v_business_case_since(from_time = toDateTime64('1970-01-01 00:00:00', 3, 'UTC'));
