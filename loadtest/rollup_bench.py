@@ -46,8 +46,10 @@ def outboxes(events: int, per_checkpoint: int) -> list[bytes]:
     return found
 
 
-def run(events: int, per_checkpoint: int) -> dict[str, float]:
-    bodies = outboxes(events, per_checkpoint)
+def run(events: int, per_checkpoint: int, bodies: list[bytes] | None = None
+        ) -> dict[str, float]:
+    """Time the rollup over ``bodies`` (by default, new outboxes of ``events`` events)."""
+    bodies = outboxes(events, per_checkpoint) if bodies is None else bodies
     cells = sum(len(Outbox.decode(body).cells) for body in bodies)
     rollup = WindowRollup("USD", partitions=PARTITIONS)
     started = time.perf_counter()
