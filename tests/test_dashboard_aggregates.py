@@ -208,6 +208,10 @@ def _rows(sql: str) -> list[dict[str, Any]]:
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
 
+def _tuples(sql: str) -> list[tuple[Any, ...]]:
+    return loaded_database().client.query(sql).result_rows
+
+
 def _scalar(sql: str) -> Any:
     return loaded_database().client.query(sql).result_rows[0][0]
 
@@ -336,12 +340,10 @@ def test_units_by_day_are_the_latest_attributions_from_any_day_on(
     assert len(days) >= 2
     for day in days:
         since = f"toDateTime64('{day} 00:00:00', 3, 'UTC')"
-        by_day = loaded_database().client.query(
-            f"SELECT {columns} FROM {DB}.v_units_since(from_time = {since}) "
-            f"ORDER BY work_unit_id").result_rows
-        exact = loaded_database().client.query(
-            f"SELECT {columns} FROM {DB}.attributions_latest FINAL "
-            f"WHERE toDate(last_event_at) >= '{day}' ORDER BY work_unit_id").result_rows
+        by_day = _tuples(f"SELECT {columns} FROM {DB}.v_units_since(from_time = {since}) "
+                         f"ORDER BY work_unit_id")
+        exact = _tuples(f"SELECT {columns} FROM {DB}.attributions_latest FINAL "
+                        f"WHERE toDate(last_event_at) >= '{day}' ORDER BY work_unit_id")
         assert by_day == exact, day
     # What the tombstones are for: units whose last event moved to a later day after an
     # attribution of theirs was stored (here: verdicts after midnight), and replays.
@@ -379,12 +381,10 @@ def test_every_unit_by_day_is_the_unit_v_work_units_lists(
     names = ", ".join(columns)
     epoch = "toDateTime64('1970-01-02 00:00:00', 3, 'UTC')"
     far = "toDateTime64('2100-01-01 00:00:00', 3, 'UTC')"
-    by_day = loaded_database().client.query(
-        f"SELECT {names} FROM {DB}.v_work_units_between_by_day(from_time = {epoch}, "
-        f"to_time = {far}) ORDER BY work_unit_id").result_rows
-    exact = loaded_database().client.query(
-        f"SELECT {names} FROM {DB}.v_work_units WHERE position(work_unit_id, '~shared:') != 1 "
-        f"ORDER BY work_unit_id").result_rows
+    by_day = _tuples(f"SELECT {names} FROM {DB}.v_work_units_between_by_day("
+                     f"from_time = {epoch}, to_time = {far}) ORDER BY work_unit_id")
+    exact = _tuples(f"SELECT {names} FROM {DB}.v_work_units "
+                    f"WHERE position(work_unit_id, '~shared:') != 1 ORDER BY work_unit_id")
     assert by_day == exact
     states = {row[1] for row in by_day}
     assert states == {"pending", "attributed", "unattributed"}

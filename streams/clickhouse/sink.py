@@ -12,8 +12,12 @@ fix.
 
 Nothing is counted twice either: every table is a ReplacingMergeTree keyed by the row's
 identity (event id, attribution id and revision, ...), and each insert carries a
-deduplication token built from the topic, partition and offset range it covers, so
-an identical retry of a batch is discarded by ClickHouse itself.
+deduplication token built from the topic, partition and offset range it covers and a
+digest of the rows themselves, so an identical retry of a batch is discarded by
+ClickHouse itself, and nothing else is. (The ranges alone were not enough: a checkpoint
+that read no message, only the clock moving, say to expire units, has no range, so
+every such batch had the same token and ClickHouse dropped all but the first; and a
+replay of the same messages can tick at other moments and produce other rows.)
 
 clickhouse-connect is synchronous and chdb runs in-process, so inserts run on one
 dedicated thread: the event loop (and Kafka heartbeats) keep going meanwhile.
@@ -31,13 +35,14 @@ the ``attributions`` topic, and ``attributions_latest`` keeps the latest anyway.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from clickhouse_connect.driver.client import Client
@@ -64,6 +69,7 @@ from streams.core.workflows import WorkflowRow
 log = logging.getLogger(__name__)
 
 FINAL_BIT = 1 << 62
+R = TypeVar("R")
 
 
 def _ts(moment: datetime) -> datetime:
@@ -423,9 +429,10 @@ TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
 
 def merge_batches(batches: list[Outputs]) -> Outputs:
     """Batches as one: their rows, the union of their offset ranges and their tags; of
-    each attribution only the latest revision (the unit's state when the batch closed:
-    the intermediate ones of a checkpoint are on the ``attributions`` topic, and
-    ``attributions_latest`` would keep only the latest anyway)."""
+    each attribution only the latest revision, and of each pending unit only its latest
+    row (the unit's state when the batch closed: the intermediate ones of a checkpoint
+    are on the ``attributions`` topic, and ``attributions_latest`` and
+    ``work_units_by_day`` would keep only the latest anyway)."""
     if len(batches) == 1:
         merged = batches[0]
     else:
@@ -439,23 +446,31 @@ def merge_batches(batches: list[Outputs]) -> Outputs:
             if batch.tag:
                 tags.append(batch.tag)
         merged.tag = "+".join(tags)
-    if len(merged.attributions) > 1:
-        latest: dict[str, WorkUnitAttribution] = {}
-        for attribution in merged.attributions:
-            kept = latest.get(attribution.attribution_id)
-            if kept is None or attribution.revision >= kept.revision:
-                latest[attribution.attribution_id] = attribution
-        if len(latest) < len(merged.attributions):
-            merged.attributions = list(latest.values())
-    if len(merged.pending_units) > 1:
-        pending: dict[str, PendingUnit] = {}
-        for unit in merged.pending_units:
-            held = pending.get(unit.unit_id)
-            if held is None or unit.version >= held.version:
-                pending[unit.unit_id] = unit
-        if len(pending) < len(merged.pending_units):
-            merged.pending_units = list(pending.values())
+    merged.attributions = _latest(merged.attributions, lambda a: a.attribution_id,
+                                  lambda a: a.revision)
+    merged.pending_units = _latest(merged.pending_units, lambda u: u.unit_id,
+                                   lambda u: u.version)
     return merged
+
+
+def dedup_token(batch: Outputs, table: str, body: bytes) -> str:
+    """The insert's deduplication token: what it covers (``Outputs.token``) and a digest
+    of its encoded rows. An identical retry has the same token and is dropped; rows that
+    differ, even for the same offsets or for none, are another insert."""
+    return f"{batch.token(table)}|{hashlib.blake2b(body, digest_size=12).hexdigest()}"
+
+
+def _latest(rows: list[R], identity: Callable[[R], str], rank: Callable[[R], int]) -> list[R]:
+    """Of the rows of each identity, the one of the highest rank (of equal ranks, the
+    later): the unit's state when the batch closed."""
+    if len(rows) < 2:
+        return rows
+    kept: dict[str, R] = {}
+    for row in rows:
+        held = kept.get(identity(row))
+        if held is None or rank(row) >= rank(held):
+            kept[identity(row)] = row
+    return rows if len(kept) == len(rows) else list(kept.values())
 
 
 def is_storage_failure(exc: BaseException) -> bool:
@@ -598,16 +613,18 @@ class ClickHouseSink:
                 rows = EXPANDED[attribute](rows)
             started = time.perf_counter()
             self.table = table
-            settings = {"insert_deduplication_token": batch.token(table)}
             built = (self._arrow(client).body(table, spec, rows)
                      if self.arrow and table in ARROW_TABLES else None)
             if built is not None:
                 names, body = built
+                settings = {"insert_deduplication_token": dedup_token(batch, table, body)}
                 with self._lock:
                     client.raw_insert(f"{self.database}.{table}", names, body,
                                       settings=settings, fmt="ArrowStream")
             else:
                 names, data = _columns(rows, spec)
+                settings = {"insert_deduplication_token": dedup_token(
+                    batch, table, orjson.dumps(data, default=str))}
                 with self._lock:
                     client.insert(f"{self.database}.{table}", data, column_names=names,
                                   column_oriented=True, settings=settings)

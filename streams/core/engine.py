@@ -729,7 +729,7 @@ class PartitionEngine:
         units = self.units
         currency = self.config.currency
         rows = []
-        for uid in self.dirty_units:
+        for uid in sorted(self.dirty_units):  # in order: a replay's insert is the same
             unit = units.hot.get(uid)
             if unit is None:
                 data = units.parked.get(uid)
