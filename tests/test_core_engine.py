@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.partitioner import partition_for
+from streams.core.attribution import version_of
 from streams.core.checkpoint import Checkpointer
 from streams.core.engine import PartitionEngine, Source
 from streams.core.engine_config import EngineConfig
@@ -359,7 +360,8 @@ def test_a_checkpoint_takes_the_rows_of_the_pending_units_it_changed() -> None:
     engine.max_event_ms = now_ms + 10 * 86_400_000
     decided = [a for a in engine.tick().attributions if a.work_unit_id == "u1"]
     assert decided and decided[-1].state == "unattributed"
-    stored_version = (int(decided[-1].last_event_at.timestamp()) << 32) | decided[-1].revision
-    assert stored_version > again[0].version  # as the sink versions attributions
+    stored_version = version_of(int(decided[-1].last_event_at.timestamp()),
+                                decided[-1].revision)  # as the sink versions attributions
+    assert stored_version > again[0].version
     assert to_atto(decided[-1].model_cost) == again[0].cost_atto
     assert "u1" not in {row.unit_id for row in engine.pending_units()}

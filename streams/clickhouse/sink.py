@@ -62,6 +62,7 @@ from schemas.pricing import PriceEntry
 from streams.clickhouse.arrow_rows import ArrowBodies
 from streams.core.alerts.alert_config import BudgetRow
 from streams.core.alerts.forecast import SpendForecast
+from streams.core.attribution import version_of
 from streams.core.money import from_atto
 from streams.core.records import CallRecord, CostRecord, OutcomeRecord, Outputs, PendingUnit
 from streams.core.workflows import WorkflowRow
@@ -77,8 +78,8 @@ def _ts(moment: datetime) -> datetime:
 
 
 def attribution_version(a: WorkUnitAttribution) -> int:
-    """Later events outrank earlier ones, then the revision breaks ties."""
-    return (int(a.last_event_at.timestamp()) << 32) | min(a.revision, 0xFFFFFFFF)
+    """Later events outrank earlier ones, then the revision breaks ties (``version_of``)."""
+    return version_of(int(a.last_event_at.timestamp()), a.revision)
 
 
 def window_version(w: CostPerOutcomeWindow) -> int:

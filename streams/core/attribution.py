@@ -19,6 +19,13 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+def version_of(last_event_second: int, revision: int) -> int:
+    """The version that orders a unit's rows in ClickHouse (attributions, and its pending
+    rows in work_units_by_day): later events outrank earlier ones, then the revision
+    breaks ties."""
+    return (last_event_second << 32) | min(revision, 0xFFFFFFFF)
+
+
 def revision_of(unit: UnitState) -> int:
     """Grows with every event applied, every call that gets a price and with expiry;
     a function of content (which events, which of its calls are priced), not of
@@ -48,7 +55,7 @@ def attribution_of(unit: UnitState, partition: int, price_book_version: str,
         label = "unattributed"
     else:
         label = "revised" if unit.emitted else "attributed"
-    loaded_atto = unit.cost + unit.human_cost + unit.other_cost
+    loaded_atto = unit.loaded_cost
     loaded = from_atto(loaded_atto)
     decider = unit.decider
     accepted = is_accepted(unit)

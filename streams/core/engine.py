@@ -43,7 +43,7 @@ from schemas.events import SHARED_PREFIX, CostItem, ModelCall, Outcome
 from schemas.outputs import Alert, DeadLetter, LateEvent
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook, scaled_price
-from streams.core.attribution import attribution_of, revision_of
+from streams.core.attribution import attribution_of, revision_of, version_of
 from streams.core.engine_config import EngineConfig
 from streams.core.horizon import HorizonSweeper
 from streams.core.money import ATTO, convert, divide_half_even, from_atto, to_atto
@@ -730,19 +730,15 @@ class PartitionEngine:
         currency = self.config.currency
         rows = []
         for uid in sorted(self.dirty_units):  # in order: a replay's insert is the same
-            unit = units.hot.get(uid)
-            if unit is None:
-                data = units.parked.get(uid)
-                if data is None:
-                    continue
-                unit = units.decode(uid, data)  # read only: it stays parked
-            if unit.state != "pending" or not unit.calls or uid.startswith(SHARED_PREFIX):
+            unit = units.load_any(uid)  # a parked one stays parked
+            if unit is None or unit.state != "pending" or not unit.calls \
+                    or uid.startswith(SHARED_PREFIX):
                 continue
             rows.append(PendingUnit(
-                uid, (unit.last_ms // 1000 << 32) | min(revision_of(unit), 0xFFFFFFFF),
-                unit.team, unit.workflow, unit.agent, unit.primary_model(), unit.first_ms,
+                uid, version_of(unit.last_ms // 1000, revision_of(unit)), unit.team,
+                unit.workflow, unit.agent, unit.primary_model(), unit.first_ms,
                 unit.last_ms, unit.calls, unit.retries, unit.unpriced, unit.cost,
-                unit.cost + unit.human_cost + unit.other_cost, currency))
+                unit.loaded_cost, currency))
         return rows
 
     def _emit_attributions(self, touched: dict[str, UnitState], out: Outputs) -> None:

@@ -242,7 +242,7 @@ class Postings:
             int(strategic is not None and confidence is not None),
         )
         return (decider.occurred_ms, unit.outcome_team, unit.outcome_workflow, figures,
-                self.unit_dimensions(unit), unit.cost + unit.human_cost + unit.other_cost)
+                self.unit_dimensions(unit), unit.loaded_cost)
 
     def settle(self, unit: UnitState) -> None:
         """Keep the decision's booking equal to what the unit's state books now: take

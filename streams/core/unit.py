@@ -196,6 +196,11 @@ class UnitState:
         return self.outcomes > 0
 
     @property
+    def loaded_cost(self) -> int:
+        """Fully loaded cost so far, atto: model spend, human review and cost items."""
+        return self.cost + self.human_cost + self.other_cost
+
+    @property
     def state(self) -> str:
         """attributed (has an outcome), unattributed (past its deadline without one) or
         pending."""
@@ -284,7 +289,7 @@ class UnitState:
                       None if b_team == self.outcome_team else ref(b_team),
                       None if b_workflow == self.outcome_workflow else ref(b_workflow),
                       packed, [ref(x) for x in b_dims],
-                      None if b_cost == self.cost + self.human_cost + self.other_cost
+                      None if b_cost == self.loaded_cost
                       else _money(b_cost)]
         added = None
         if (self.cost_items or self.max_latency_ms or verdict or booked or self.user
@@ -403,7 +408,7 @@ def _booking(unit: UnitState, unit_id: str, t0: int, booked: list[Any],
             unit.outcome_workflow if b_workflow is None else text(b_workflow),
             tuple((_atto(x) or 0) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)),
             tuple(text(x) for x in b_dims),
-            unit.cost + unit.human_cost + unit.other_cost if b_cost is None
+            unit.loaded_cost if b_cost is None
             else _atto(b_cost) or 0)
 
 
