@@ -24,9 +24,10 @@
 -- unit's attribution replaces its pending row when it is decided (a higher version). So
 -- the top spenders without outcomes read no model_calls either.
 --
--- (The views below filter the table's day in a subquery: beside an output column named
--- `day`, ClickHouse would resolve `day` in the WHERE to that alias, not to the table's
--- column, and read every day.)
+-- (The views below read the units through v_units_since, whose filter is on the
+-- table's own `day`: beside an output column named `day`, ClickHouse would resolve
+-- `day` in the same SELECT's WHERE to that alias, not to the table's column, and read
+-- every day.)
 --
 -- Where a panel's figure is by another day of the unit (its first event, its deciding
 -- outcome), that day lies between the unit's first and last event: a range's units are
@@ -179,9 +180,7 @@ SELECT
     quantileExact(0.5)(toFloat64(cycle_seconds)) AS p50_seconds,
     quantileExact(0.95)(toFloat64(cycle_seconds)) AS p95_seconds,
     max(toFloat64(cycle_seconds)) AS max_seconds
-FROM (
-    SELECT * FROM {db}.work_units_by_day FINAL
-    WHERE day >= toDate({from_time:DateTime64(3, 'UTC')}))
+FROM {db}.v_units_since(from_time = {from_time:DateTime64(3, 'UTC')})
 WHERE decided_at IS NOT NULL AND cycle_seconds IS NOT NULL
   AND toDate(decided_at) >= toDate({from_time:DateTime64(3, 'UTC')})
 GROUP BY day, team, workflow;
@@ -193,11 +192,8 @@ WITH units AS (
            if(accepted = 1, greatest(indexOf(['output_accepted', 'action_taken',
                                               'outcome_realised', 'value_captured'], stage), 1),
               0) AS reached
-    FROM (
-        SELECT * FROM {db}.work_units_by_day FINAL
-        WHERE day >= toDate({from_time:DateTime64(3, 'UTC')}))
-    WHERE state != 'pending'
-      AND toDate(first_event_at) >= toDate({from_time:DateTime64(3, 'UTC')})
+    FROM {db}.v_units_since(from_time = {from_time:DateTime64(3, 'UTC')})
+    WHERE toDate(first_event_at) >= toDate({from_time:DateTime64(3, 'UTC')})
 )
 SELECT
     day, team, workflow,
@@ -224,10 +220,8 @@ SELECT
     quantileExact(0.99)(fully_loaded_cost) AS p99_cost,
     max(fully_loaded_cost) AS max_cost,
     toFloat64(max_cost) / nullIf(toFloat64(p50_cost), 0) AS max_over_p50
-FROM (
-    SELECT * FROM {db}.work_units_by_day FINAL
-    WHERE day >= toDate({from_time:DateTime64(3, 'UTC')}))
-WHERE state != 'pending' AND fully_loaded_cost > 0
+FROM {db}.v_units_since(from_time = {from_time:DateTime64(3, 'UTC')})
+WHERE fully_loaded_cost > 0
   AND toDate(first_event_at) >= toDate({from_time:DateTime64(3, 'UTC')})
 GROUP BY day, team, workflow;
 
@@ -246,9 +240,8 @@ FROM (
     SELECT toMonday(decided_at) AS week, team, workflow, accepted, fully_loaded_cost,
            ntile(10) OVER (PARTITION BY toMonday(decided_at), team, workflow
                            ORDER BY fully_loaded_cost, work_unit_id) AS decile
-    FROM {db}.work_units_by_day FINAL
-    WHERE day >= toDate({from_time:DateTime64(3, 'UTC')})
-      AND decided_at IS NOT NULL
+    FROM {db}.v_units_since(from_time = {from_time:DateTime64(3, 'UTC')})
+    WHERE decided_at IS NOT NULL
       AND toMonday(decided_at) >= toDate({from_time:DateTime64(3, 'UTC')})
 )
 GROUP BY week, team, workflow, decile;
