@@ -135,22 +135,31 @@ WHERE $__dateFilter(day) AND
   $__conditionalAll(team IN (${team:singlequote}), $team)
   AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
 ORDER BY day DESC, units DESC""",  # Cost per unit spread
+    # Business case by workflow: the time saved with the review minutes of the day's
+    # outcome events counted from outcomes FINAL, as before migration 0013.
     (33, 0): """SELECT
-  concat(team, ' / ', workflow) AS series,
-  any(owner) AS owner_name,
-  sum(accepted_units) AS accepted,
-  toFloat64(sum(value_captured)) AS value_total,
-  toFloat64(sum(expected_value)) AS expected_total,
-  toFloat64(sum(fully_loaded_cost)) / nullIf(sum(accepted_units), 0) AS cost_per_accepted,
-  toFloat64(any(target_cost_per_accepted_outcome)) AS target_cost,
-  toFloat64(sum(baseline_cost) - sum(fully_loaded_cost))
-    / nullIf(toFloat64(sum(fully_loaded_cost)), 0) AS roi_baseline,
-  toFloat64(sum(time_saved_minutes)) / 60 AS hours_saved,
-  toFloat64(sum(time_saved_minutes)) / nullIf(sum(tokens) / 1e6, 0) AS minutes_per_mtok
-FROM ${db}.v_business_case
-WHERE $__dateFilter(day) AND
-  $__conditionalAll(team IN (${team:singlequote}), $team)
-  AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
+  concat(b.team, ' / ', b.workflow) AS series,
+  any(b.owner) AS owner_name,
+  sum(b.accepted_units) AS accepted,
+  toFloat64(sum(b.value_captured)) AS value_total,
+  toFloat64(sum(b.expected_value)) AS expected_total,
+  toFloat64(sum(b.fully_loaded_cost)) / nullIf(sum(b.accepted_units), 0) AS cost_per_accepted,
+  toFloat64(any(b.target_cost_per_accepted_outcome)) AS target_cost,
+  toFloat64(sum(b.baseline_cost) - sum(b.fully_loaded_cost))
+    / nullIf(toFloat64(sum(b.fully_loaded_cost)), 0) AS roi_baseline,
+  toFloat64(sum(b.baseline_minutes - coalesce(r.minutes, toDecimal64(0, 6)))) / 60
+    AS hours_saved,
+  toFloat64(sum(b.baseline_minutes - coalesce(r.minutes, toDecimal64(0, 6))))
+    / nullIf(sum(b.tokens) / 1e6, 0) AS minutes_per_mtok
+FROM ${db}.v_business_case AS b
+LEFT JOIN (
+  SELECT toDate(occurred_at) AS day, team, workflow, sum(human_review_minutes) AS minutes
+  FROM ${db}.outcomes FINAL
+  GROUP BY day, team, workflow
+) AS r ON r.day = b.day AND r.team = b.team AND r.workflow = b.workflow
+WHERE $__dateFilter(b.day) AND
+  $__conditionalAll(b.team IN (${team:singlequote}), $team)
+  AND $__conditionalAll(b.workflow IN (${workflow:singlequote}), $workflow)
 GROUP BY series
-ORDER BY value_total DESC""",  # Business case by workflow
+ORDER BY value_total DESC""",
 }

@@ -219,6 +219,8 @@ class CostPerOutcomeWindow(_Output):
     reviewed_outcomes: int = Field(0, description="Outcome events, verdicts included, with "
                                                   "human review minutes (total rows).")
     verdicts: int = Field(0, description="Verdict events (later reviews; not in outcomes).")
+    review_minutes: Decimal = Field(
+        Decimal(0), description="Review minutes of those events (total rows).")
     units_without_outcome: int = Field(
         0, description="Unit rows: the units whose last event is in the window (work_units, "
                        "spend) that have no outcome.")
@@ -234,6 +236,10 @@ class CostPerOutcomeWindow(_Output):
     strategic_score_sum: Decimal = Decimal(0)
     strategic_confidence_sum: Decimal = Decimal(0)
     strategic_confident_units: int = 0
+    evidence_confidence_sum: Decimal = Field(
+        Decimal(0), description="Total rows: the evidence confidence (0-1 each) of the units "
+                                "decided in the window whose deciding outcome gave one.")
+    evidence_confident_units: int = Field(0, description="... and those units.")
     cost_per_accepted_outcome: Decimal | None = Field(
         None, description="fully_loaded_cost / accepted_outcomes (total rows)")
     acceptance_rate: Decimal | None = Field(

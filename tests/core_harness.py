@@ -75,7 +75,9 @@ ADDITIVE = ("calls", "retries", "failed_calls", "input_tokens", "output_tokens",
             "other_cost", "shared_cost", "cost_items", "quality_failed_units",
             "latency_failed_units", "integrity_failed_units", "accepted_value",
             "value_at_risk", "strategic_units", "strategic_score_sum",
-            "strategic_confidence_sum", "strategic_confident_units")
+            "strategic_confidence_sum", "strategic_confident_units",
+            "evidence_confidence_sum", "evidence_confident_units", "review_minutes",
+            "reviewed_outcomes", "verdicts")
 
 
 @dataclass

@@ -13,7 +13,15 @@ import ormsgpack
 import pytest
 
 from schemas.events import CostItem
-from streams.core.unit import FORMAT, FORMAT_4, PREVIOUS_FORMAT, UnitState, Vocabulary, _money
+from streams.core.unit import (
+    BOOKED_FIELDS,
+    FORMAT,
+    FORMAT_4,
+    PREVIOUS_FORMAT,
+    UnitState,
+    Vocabulary,
+    _money,
+)
 from streams.core.workflows import WorkflowRegistry, WorkflowRule
 from tests.core_harness import Harness, call, cost, outcome
 
@@ -253,6 +261,49 @@ def test_strategic_value_is_reported_apart_from_money() -> None:
     assert figures["value"] == 0 and figures["accepted_value"] == 0
 
 
+
+def test_review_minutes_are_booked_in_each_events_window_verdicts_included() -> None:
+    """The review minutes of every outcome event, verdicts too, exactly (six places), on
+    the total rows of the event's own window: what the business case's time saved reads.
+    A duplicate books nothing."""
+    harness = Harness()
+    harness.send([
+        call("c1", "U", 0), outcome("o1", "U", 10, human_review_minutes="2.000001"),
+        outcome("o1", "U", 10, human_review_minutes="2.000001"),  # the same event again
+        call("c2", "V", 0), outcome("o2", "V", 20),
+        verdict("v1", "U", 4000, human_review_minutes="0.5")])
+    run = harness.finish()
+    by_hour = {window_id.split(":")[1]: figures
+               for window_id, figures in run.window_totals().items()
+               if window_id.startswith(f"{HOUR}:") and ":total:" in window_id}
+    assert sorted((f["review_minutes"], f["reviewed_outcomes"]) for f in by_hour.values()) \
+        == [(Decimal("0.5"), 1), (Decimal("2.000001"), 1)]
+
+def test_each_decisions_evidence_confidence_is_booked_with_it_and_moves_with_it() -> None:
+    """Every decided unit whose deciding outcome gave an evidence confidence books it in
+    the deciding outcome's window (strategic or not: what the portfolio reads); a later
+    outcome that outranks the decider takes it back from there and books its own."""
+    harness = Harness()
+    harness.send([
+        call("ca", "A", 0), outcome("oa", "A", 10, is_final=False, evidence_confidence=0.4),
+        call("cb", "B", 0), outcome("ob", "B", 20, evidence_confidence=0.95),
+        call("cc", "C", 0), outcome("oc", "C", 30)])
+    harness.collect_windows()
+    first = hourly_total(harness)
+    assert (first["decided_units"], first["evidence_confidence_sum"],
+            first["evidence_confident_units"]) == (3, Decimal("1.35"), 2)
+    assert first["strategic_confident_units"] == 0  # none of them strategic
+    # A's final outcome, an hour later, outranks its first: the confidence moves with it.
+    harness.send([outcome("oa2", "A", 4000, evidence_confidence=0.8)])
+    run = harness.finish()
+    assert run.attributions["A"].evidence_confidence == 0.8
+    by_hour = {window_id.split(":")[1]: figures
+               for window_id, figures in run.window_totals().items()
+               if window_id.startswith(f"{HOUR}:") and ":total:" in window_id}
+    assert sorted((f["evidence_confidence_sum"], f["evidence_confident_units"])
+                  for f in by_hour.values()) == [(Decimal("0.8"), 1), (Decimal("0.95"), 1)]
+
+
 # -- state -------------------------------------------------------------------------------
 
 def test_a_units_new_state_survives_its_summary_and_old_summaries_still_load() -> None:
@@ -276,7 +327,7 @@ def test_a_units_new_state_survives_its_summary_and_old_summaries_still_load() -
     loaded = UnitState.load("U", ormsgpack.packb(old[:-1]), vocabulary)
     assert loaded.cost_items == 0 and loaded.verdict is None
     assert loaded.booked == (unit.decider.occurred_ms, "support", "triage",
-                             (1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0), (), -1)
+                             (1, 1, *[0] * (len(BOOKED_FIELDS) - 2)), (), -1)
 
 
 def _format_4(unit: UnitState, vocabulary: Vocabulary) -> bytes:

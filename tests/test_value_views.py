@@ -338,3 +338,30 @@ def test_the_portfolio_recommends_an_action_with_its_reason(value_db: ValueDb) -
     # Human review makes both cost more than they bring (and far above triage's target).
     triage = rows[("support", "triage")]
     assert triage["action"] == "optimise" and "of the fully loaded cost" in triage["reason"]
+
+
+def test_the_portfolios_evidence_confidence_is_the_mean_of_its_decisions(
+        value_db: ValueDb) -> None:
+    """The portfolio reads its evidence confidence from the window rows, not from the
+    attributions: the mean of the confidence given by the deciding outcomes of the units
+    decided in its 30 days, per workflow; a workflow with none has none (NULL, unknown)."""
+    given: dict[tuple[str, str], list[float]] = {}
+    for unit in value_db.units.values():
+        if unit.decided_at is not None and unit.evidence_confidence is not None:
+            given.setdefault((unit.team, unit.workflow), []).append(unit.evidence_confidence)
+    assert given and len({x for xs in given.values() for x in xs}) > 1
+    rows = {(r["team"], r["workflow"]): r["evidence_confidence"] for r in value_db.rows(
+        f"SELECT team, workflow, evidence_confidence FROM {DB}.v_portfolio")}
+    for key, confidence in rows.items():
+        if key in given:
+            assert confidence == pytest.approx(sum(given[key]) / len(given[key]), abs=1e-9)
+        else:
+            assert confidence is None, key
+    # The same mean as the attributions' (the exact view analysts would write).
+    exact = {(r["team"], r["workflow"]): r["mean"] for r in value_db.rows(
+        f"SELECT team, workflow, avg(evidence_confidence) AS mean "
+        f"FROM {DB}.attributions_latest FINAL WHERE decided_at IS NOT NULL "
+        f"AND evidence_confidence IS NOT NULL GROUP BY team, workflow")}
+    assert exact.keys() == given.keys()
+    for key, mean in exact.items():
+        assert rows[key] == pytest.approx(mean, abs=1e-6)

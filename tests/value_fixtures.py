@@ -88,8 +88,8 @@ def generate(now: datetime, seed: int = 16) -> list[dict[str, Any]]:
                 "human_review_minutes": str(rng.choice([0, 2, 5]))}
             if index % 4:  # further down the chain (or, without a stage, by its status)
                 outcome["stage"] = STAGES[index % 4]
-            if index % 6 == 0:
-                outcome["evidence_confidence"] = 0.9
+            if index % 6 == 0:  # 0.55 to 0.95: the portfolio's mean of them is checked
+                outcome["evidence_confidence"] = 0.55 + (index // 6 % 5) / 10
             if status == "accepted":
                 outcome.update(value=str(rng.choice([3, 5, 12])), currency="USD")
             events.append(outcome)

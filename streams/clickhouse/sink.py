@@ -259,7 +259,8 @@ _WINDOW_FIELDS = [
     "strategic_score_sum", "strategic_confidence_sum", "strategic_confident_units",
     "error_adjusted_yield", "integrity_failure_rate", "dimension", "dimension_value",
     "attributed_spend", "unattributed_spend", "reviewed_outcomes", "verdicts",
-    "units_without_outcome", "spend_without_outcome",
+    "units_without_outcome", "spend_without_outcome", "evidence_confidence_sum",
+    "evidence_confident_units", "review_minutes",
 ]
 WINDOW_COLUMNS: list[tuple[str, Callable[[CostPerOutcomeWindow], Any]]] = [
     *((name, _attr(name)) for name in _WINDOW_FIELDS),

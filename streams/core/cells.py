@@ -86,7 +86,15 @@ VERDICTS = 37  # verdict events (a later review; not in OUTCOMES)
 # their model spend there, and these the ones without an outcome.
 UNITS_WITHOUT_OUTCOME = 38
 SPEND_WITHOUT_OUTCOME = 39  # atto
-CELL_FIELDS = 40
+# The evidence confidence of the decisions (total rows, with the decision, in its deciding
+# outcome's window): what the portfolio judges its workflows' evidence by, so that it reads
+# no attribution. Any decided unit whose deciding outcome gave one, strategic or not.
+EVIDENCE_CONFIDENCE = 40  # millionths (0-1 each)
+EVIDENCE_CONFIDENT = 41  # decided units whose deciding outcome gave an evidence confidence
+# Review minutes of each outcome event, verdicts included (outcome side, total rows, in the
+# event's window): what the business case's time saved reads, instead of outcomes FINAL.
+REVIEW_MINUTES = 42  # millionths of a minute (the contract allows six places: exact)
+CELL_FIELDS = 43
 
 FIELD_NAMES = (
     "calls", "retries", "failed_calls", "input_tokens", "output_tokens",
@@ -98,7 +106,8 @@ FIELD_NAMES = (
     "accepted_value", "value_at_risk", "strategic_units", "strategic_score_micros",
     "strategic_confidence_micros", "strategic_confident_units", "attributed_spend",
     "unattributed_spend", "reviewed_outcomes", "verdicts", "units_without_outcome",
-    "spend_without_outcome",
+    "spend_without_outcome", "evidence_confidence_micros", "evidence_confident_units",
+    "review_minutes_micros",
 )
 MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN, OTHER_COST, SHARED_COST,
                           ACCEPTED_VALUE, AT_RISK, ATTRIBUTED_AT_CALL, UNATTRIBUTED_AT_CALL,
@@ -106,7 +115,8 @@ MONEY_FIELDS = frozenset({SPEND, LINKED, UNLINKED, VALUE, HUMAN, OTHER_COST, SHA
 #: What a decided unit books in its deciding outcome's window (``Postings.settle``).
 DECISION_FIELDS = (DECIDED, ACCEPTED, QUALITY_FAILED, LATENCY_FAILED, INTEGRITY_FAILED,
                    ACCEPTED_VALUE, AT_RISK, STRATEGIC_UNITS, STRATEGIC_SCORE,
-                   STRATEGIC_CONFIDENCE, STRATEGIC_CONFIDENT)
+                   STRATEGIC_CONFIDENCE, STRATEGIC_CONFIDENT, EVIDENCE_CONFIDENCE,
+                   EVIDENCE_CONFIDENT)
 MICROS = 1_000_000
 
 #: Fields a total row takes from its model rows (the rest are booked on the total itself).

@@ -25,6 +25,11 @@ from streams.core.workflows import Judgement, WorkflowRegistry, judge
 AT_CALL = {cf.LINKED: cf.ATTRIBUTED_AT_CALL, cf.UNLINKED: cf.UNATTRIBUTED_AT_CALL}
 
 
+
+def review_micros(outcome: Outcome) -> int:
+    """The outcome's review minutes in millionths: exact, as the contract allows six
+    places (schemas.events.MINUTE_PLACES)."""
+    return int(outcome.human_review_minutes.scaleb(6))
 class Postings:
     """The bookings of one partition's units into its window book."""
 
@@ -179,28 +184,33 @@ class Postings:
 
     # -- outcomes ------------------------------------------------------------------------
     def outcome(self, t_ms: int, team: str, workflow: str, value: int, human: int,
-                dimensions: tuple[str, ...] = (), reviewed: bool = False) -> None:
+                dimensions: tuple[str, ...] = (), review_micros: int = 0) -> None:
+        """An outcome event: its value and review cost; and, when it was reviewed
+        (``review_micros``: its review minutes in millionths), the intervention and
+        its minutes (total rows only)."""
         for series in (cf.TOTAL, *dimensions):
             for v in self.book.cells_at(t_ms, team, workflow, series):
                 v[cf.OUTCOMES] += 1
                 v[cf.VALUE] += value
                 v[cf.HUMAN] += human
-        if reviewed:  # the intervention counts: total rows only
+        if review_micros:
             for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
                 v[cf.REVIEWED] += 1
+                v[cf.REVIEW_MINUTES] += review_micros
 
     def review(self, t_ms: int, team: str, workflow: str, human: int,
-               dimensions: tuple[str, ...] = (), reviewed: bool = False) -> None:
+               dimensions: tuple[str, ...] = (), review_micros: int = 0) -> None:
         """A verdict: its review cost, and the verdict counted apart on the total rows
-        (it is not an outcome: it counts in no outcome figure)."""
+        (it is not an outcome: it counts in no outcome figure), with its review minutes."""
         if human:
             for series in (cf.TOTAL, *dimensions):
                 for v in self.book.cells_at(t_ms, team, workflow, series):
                     v[cf.HUMAN] += human
         for v in self.book.cells_at(t_ms, team, workflow, cf.TOTAL):
             v[cf.VERDICTS] += 1
-            if reviewed:
+            if review_micros:
                 v[cf.REVIEWED] += 1
+                v[cf.REVIEW_MINUTES] += review_micros
 
     def cost_item(self, item: CostItem, t_ms: int, team: str, workflow: str,
                   amount: int) -> None:
@@ -240,6 +250,8 @@ class Postings:
             round(Decimal(str(confidence)) * cf.MICROS)
             if strategic is not None and confidence is not None else 0,
             int(strategic is not None and confidence is not None),
+            round(Decimal(str(confidence)) * cf.MICROS) if confidence is not None else 0,
+            int(confidence is not None),
         )
         return (decider.occurred_ms, unit.outcome_team, unit.outcome_workflow, figures,
                 self.unit_dimensions(unit), unit.loaded_cost)

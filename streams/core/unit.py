@@ -415,7 +415,8 @@ def _booking(unit: UnitState, unit_id: str, t0: int, booked: list[Any],
 #: The booked figures' fields (cells.DECISION_FIELDS, in order); which of them are money.
 BOOKED_FIELDS = ("decided", "accepted", "quality_failed", "latency_failed", "integrity_failed",
                  "accepted_value", "at_risk", "strategic_units", "strategic_score",
-                 "strategic_confidence", "strategic_confident")
+                 "strategic_confidence", "strategic_confident", "evidence_confidence",
+                 "evidence_confident")
 _BOOKED_MONEY = frozenset({5, 6})
 #: Format 5's ``added`` fields when left out: max latency, booking, stage, user,
 #: customer, other cost, other cost by kind, cost items, verdict, promoted dimensions.
