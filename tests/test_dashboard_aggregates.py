@@ -26,6 +26,7 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -428,3 +429,53 @@ def test_the_migration_books_the_classes_of_windows_written_before_it(
     assert _rows(f"SELECT * FROM {DB}.v_intervention_hourly ORDER BY hour, team, workflow"
                  ) == reviews
     assert _rows(by_unit) == units
+
+
+def test_the_deciles_without_a_window_rank_as_ntile_does_ties_and_small_weeks_included(
+) -> None:
+    """v_acceptance_by_cost_decile_since (migration 0014) ranks each week's units from
+    one sorted array instead of ntile(10) over a window: the same deciles, figure for
+    figure, as the ntile view, where costs tie across decile boundaries (broken by unit
+    id), where a week has fewer than ten units or a multiple of ten or one more, and
+    where a unit's later revision changed its cost."""
+    database = "tokenyield_deciles"
+    client = loaded_database().client
+    client.command(f"DROP DATABASE IF EXISTS {database}")
+    migrate(client, database)
+    rng = random.Random(14)
+    monday = datetime(2026, 11, 2, tzinfo=UTC)
+    rows = []
+    sizes = [1, 3, 9, 10, 11, 19, 20, 23, 57, 101, 240]
+    for week, size in enumerate(sizes):
+        for index in range(size):
+            unit = f"u{rng.randrange(10**6):06d}-{week}-{index}"  # ids not in cost order
+            decided = monday + timedelta(days=7 * (week % 4), hours=rng.randrange(150))
+            for revision in (1, 2) if index % 7 == 0 else (1,):
+                # Four costs only: ties across every decile boundary.
+                cost = Decimal(rng.choice(["0", "0.25", "0.25", "1.5", "7"]))
+                rows.append([f"{unit}#{revision}", unit, revision, revision,
+                             "attributed", "support", f"flow-{week // 4}",
+                             decided - timedelta(minutes=5), decided, decided, cost,
+                             rng.randrange(2), "USD", 1])
+    client.insert(f"{database}.attributions", rows, column_names=[
+        "attribution_id", "work_unit_id", "revision", "version", "state", "team",
+        "workflow", "first_event_at", "last_event_at", "decided_at", "fully_loaded_cost",
+        "accepted", "currency", "outcomes"])
+    since = monday.strftime("%Y-%m-%d %H:%M:%S")
+    columns = "week, team, workflow, decile, units, accepted_units, min_cost, max_cost, " \
+              "mean_cost"
+    fast = client.query(
+        f"SELECT {columns} FROM {database}.v_acceptance_by_cost_decile_since(from_time = "
+        f"toDateTime64('{since}', 3, 'UTC')) ORDER BY ALL").result_rows
+    ntile = client.query(
+        f"SELECT {columns} FROM {database}.v_acceptance_by_cost_decile "
+        f"WHERE week >= '{since[:10]}' ORDER BY ALL").result_rows
+    assert fast == ntile
+    by_group: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for row in ntile:
+        by_group.setdefault(row[:3], []).append(row)
+    assert {len(deciles) for deciles in by_group.values()} >= {1, 3, 9, 10}
+    # Ties cross boundaries: some cost is the max of one decile and the min of the next.
+    assert any(a[7] == b[6] for deciles in by_group.values()
+               for a, b in pairwise(deciles))
+    client.command(f"DROP DATABASE {database}")
