@@ -47,7 +47,7 @@ from streams.core.attribution import attribution_of, revision_of, version_of
 from streams.core.engine_config import EngineConfig
 from streams.core.horizon import HorizonSweeper
 from streams.core.money import ATTO, convert, divide_half_even, from_atto, to_atto
-from streams.core.postings import Postings, review_micros
+from streams.core.postings import Postings, review_micros_of
 from streams.core.records import (
     EVENT_KINDS,
     CallRecord,
@@ -349,7 +349,7 @@ class PartitionEngine:
         else:
             self.postings.outcome(t_ms, team, workflow, value or 0, human,
                                   self.postings.event_dimensions(outcome),
-                                  review_micros(outcome))
+                                  review_micros_of(outcome))
             assert outcome.status is not None  # only a verdict has none
             decider = Decider(1 if outcome.is_final else 0, t_ms, h, outcome.status,
                               outcome.quality_score, outcome.evidence_confidence,
@@ -381,7 +381,7 @@ class PartitionEngine:
         assert outcome.verdict is not None
         self.postings.review(t_ms, team, workflow, human,
                              self.postings.event_dimensions(outcome),
-                             review_micros(outcome))
+                             review_micros_of(outcome))
         at_risk = (convert(to_atto(outcome.value_at_risk), rate)
                    if outcome.value_at_risk is not None else None)
         verdict = Verdict(t_ms, h, outcome.verdict, at_risk)

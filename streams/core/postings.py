@@ -25,11 +25,12 @@ from streams.core.workflows import Judgement, WorkflowRegistry, judge
 AT_CALL = {cf.LINKED: cf.ATTRIBUTED_AT_CALL, cf.UNLINKED: cf.UNATTRIBUTED_AT_CALL}
 
 
-
-def review_micros(outcome: Outcome) -> int:
+def review_micros_of(outcome: Outcome) -> int:
     """The outcome's review minutes in millionths: exact, as the contract allows six
     places (schemas.events.MINUTE_PLACES)."""
-    return int(outcome.human_review_minutes.scaleb(6))
+    return int(outcome.human_review_minutes * cf.MICROS)
+
+
 class Postings:
     """The bookings of one partition's units into its window book."""
 
@@ -242,15 +243,16 @@ class Postings:
         at_risk = (verdict.value_at_risk or 0) if judged.integrity_failed and verdict else 0
         strategic = decider.strategic_score
         confidence = decider.evidence_confidence
+        confidence_micros = (round(Decimal(str(confidence)) * cf.MICROS)
+                             if confidence is not None else 0)
         figures = (
             1, int(judged.success), int(judged.quality_failed), int(judged.latency_failed),
             int(judged.integrity_failed), (unit.value or 0) if judged.success else 0, at_risk,
             int(strategic is not None),
             int(strategic * cf.MICROS) if strategic is not None else 0,
-            round(Decimal(str(confidence)) * cf.MICROS)
-            if strategic is not None and confidence is not None else 0,
+            confidence_micros if strategic is not None else 0,
             int(strategic is not None and confidence is not None),
-            round(Decimal(str(confidence)) * cf.MICROS) if confidence is not None else 0,
+            confidence_micros,
             int(confidence is not None),
         )
         return (decider.occurred_ms, unit.outcome_team, unit.outcome_workflow, figures,
