@@ -463,6 +463,9 @@ def summary(results: dict[str, Any]) -> str:
                 "latency_sustainable_clickhouse_row_p99_seconds",
                 "dashboard_calls", "dashboard_median_ms_worst_panel_2d_merged",
                 "dashboard_median_ms_worst_panel_30d_merged",
+                "dashboard_median_ms_worst_unit_panel_2d_unsettled",
+                "dashboard_median_ms_worst_unit_panel_30d_unsettled",
+                "dashboard_settle_seconds",
                 "memory_bytes_per_open_unit_hot", "checkpoint_bytes_per_open_unit",
                 "closed_unit_summary_bytes", "closed_unit_memory_bytes"):
         if key in results:

@@ -8,6 +8,11 @@ calls table holds the asked number of rows (the hourly rollup and ``attributions
 fill from their materialized views, as in production). Window and alert rows come from
 the seed only: their count depends on time and dimensions, not on call volume.
 
+The worker settles quiet days every few minutes (migration 0015,
+``streams.clickhouse.settled_days``); the bench times the unit panels before any day is
+settled (the state right after changes on every day), then settles the days before
+today, as the worker's next run would, and times every panel.
+
 Each panel's queries (every target, not only the first) are expanded as Grafana would
 (``loadtest.grafana_sql``), with every variable at All, and timed ``runs`` times over the
 dashboard's default range (2 days) and over the whole 30 days; the figure is the median.
@@ -44,6 +49,7 @@ from loadtest.grafana_sql import (
 )
 from schemas.partitioner import partition_for
 from streams.clickhouse.client import connect, migrate
+from streams.clickhouse.settled_days import settle_days
 from streams.core.engine import EventKind
 from streams.core.engine_config import EngineConfig
 from streams.traffic.scenarios import Scenario, encoded_events
@@ -60,6 +66,9 @@ ID_COLUMNS = {"model_calls": ("event_id", "work_unit_id"),
 # The pending units' rows, which the engine writes; the decided units' rows come from the
 # copied attributions through their materialized view.
 COPY_FILTERS = {"work_units_by_day": " AND state = 'pending'"}
+# The panels that read work_units_by_day (through v_unit_rows_since, migration 0015):
+# top spenders, cycle time, the conversion chain, the deciles, the cost spread.
+UNIT_PANEL_IDS = frozenset({15, 34, 37, 38, 39})
 
 Say = Callable[[str], None]
 
@@ -133,15 +142,19 @@ def _median_ms(client: Client, sql: str, runs: int) -> float:
     return round(statistics.median(times), 1)
 
 
-def _time_panels(client: Client, time_range: TimeRange, runs: int
+def _time_panels(client: Client, time_range: TimeRange, runs: int,
+                 only: frozenset[int] | None = None
                  ) -> tuple[dict[str, float], dict[str, float]]:
-    """Median ms of every panel's queries, and of the exact forms of the panels that
-    read pre-aggregates (what they cost before, measured in the same run)."""
+    """Median ms of every panel's queries (or of the panels ``only`` names), and of the
+    exact forms of the panels that read pre-aggregates (what they cost before, measured
+    in the same run)."""
     options = _options(client, time_range)
     selection = Selection(None, None, None)
     medians: dict[str, float] = {}
     exact: dict[str, float] = {}
     for panel in panels(load_dashboard()):
+        if only is not None and panel["id"] not in only:
+            continue
         title = f"{panel['title']} (panel {panel['id']})"
         for index, target in enumerate(panel["targets"]):
             # Every query of a panel is timed: its first as the panel, the others by refId.
@@ -175,12 +188,19 @@ def run_dashboards(calls: int, root: Path, say: Say, runs: int = 5,
         parts = _parts(client)
         say(f"dashboards: {total:,} calls in chdb ({load_seconds:.0f} s, {parts} parts); "
             f"timing {len(panels(load_dashboard()))} panels x {runs} runs")
+        # Before any day is settled (right after changes on every day): the unit panels.
+        live = _time_ranges(client, now, runs, say, "as loaded, no day settled",
+                            only=UNIT_PANEL_IDS)
+        settled = settle_days(client, DATABASE, today=now.date())
+        say(f"dashboards: {settled.summary()}")
         loaded = _time_ranges(client, now, runs, say, "as loaded")
         # Fresh inserts leave many parts, which FINAL merges at read time; ClickHouse's
-        # background merges shrink them over time. Time both ends of that.
+        # background merges shrink them over time. Time both ends of that. (A merge
+        # changes the days' raw rows: the worker's next settling run settles them again.)
         for table in (*COPIED_TABLES, "attributions_latest"):
             client.command(f"OPTIMIZE TABLE {DATABASE}.{table} FINAL")
         merged_parts = _parts(client)
+        resettled = settle_days(client, DATABASE, today=now.date())
         merged = _time_ranges(client, now, runs, say, "merged")
     finally:
         client.close()
@@ -188,7 +208,15 @@ def run_dashboards(calls: int, root: Path, say: Say, runs: int = 5,
                                "dashboard_model_calls_parts": parts,
                                "dashboard_model_calls_parts_merged": merged_parts,
                                "dashboard_panels": len(panels(load_dashboard())),
-                               "dashboard_queries": len(loaded["2d"])}
+                               "dashboard_queries": len(loaded["2d"]),
+                               "dashboard_settle_seconds": round(settled.seconds, 1),
+                               "dashboard_settled_days": len(settled.settled),
+                               "dashboard_settled_units": settled.units,
+                               "dashboard_resettle_seconds_merged": round(resettled.seconds, 1)}
+    for name in ("2d", "30d"):
+        figures[f"dashboard_median_ms_by_unit_panel_{name}_unsettled"] = live[name]
+        figures[f"dashboard_median_ms_worst_unit_panel_{name}_unsettled"] = max(
+            live[name].values())
     for suffix, by_range in (("", loaded), ("_merged", merged)):
         worst_2d, worst_30d = max(by_range["2d"].values()), max(by_range["30d"].values())
         figures |= {
@@ -210,12 +238,13 @@ def _parts(client: Client) -> int:
 
 
 def _time_ranges(client: Client, now: datetime, runs: int, say: Say,
-                 label: str) -> dict[str, dict[str, float]]:
+                 label: str, only: frozenset[int] | None = None
+                 ) -> dict[str, dict[str, float]]:
     by_range = {}
     for name, span, step in (("2d", timedelta(days=2), 60),
                              ("30d", timedelta(days=DAYS), 3600)):
         by_range[name], by_range[f"{name}_exact"] = _time_panels(
-            client, TimeRange(now - span, now, step), runs)
+            client, TimeRange(now - span, now, step), runs, only)
         worst = max(by_range[name].items(), key=lambda item: item[1])
         say(f"dashboards ({name}, {label}): median of the slowest panel {worst[1]} ms "
             f"({worst[0]})")

@@ -107,6 +107,12 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
         True, description="process the next messages while a checkpoint's ClickHouse "
                           "insert runs (acks and state still after it); false: wait for it")
     sink_retry_max_seconds: float = Field(30.0, gt=0)
+    dashboard_settle_interval_seconds: float = Field(
+        300.0, ge=0, description="How often the worker settles the quiet days of the unit "
+                                 "panels (migration 0015; the figures are exact either "
+                                 "way, settled days are only faster); 0 = never")
+    dashboard_settle_horizon_days: int = Field(
+        35, ge=1, le=400, description="How many days back a settling run looks")
 
     # -- alerts ------------------------------------------------------------------------
     webhook_url: SecretStr | None = None

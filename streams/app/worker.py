@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from schemas.webhook_mapping import WebhookMapping, load_mappings
 from streams.clickhouse.client import connect, migrate
 from streams.clickhouse.relay import RELAY_SCHEME, execute
 from streams.clickhouse.relay_server import RelayServer
+from streams.clickhouse.settled_days import SettleReport, days_to_settle, settle_day
 from streams.clickhouse.sink import ClickHouseSink
 from streams.core.alerts import AlertEngine, BudgetRule
 from streams.core.alerts.alert_config import BudgetRow
@@ -95,6 +97,43 @@ def make_sink(settings: Settings, metrics: Metrics | None = None) -> ClickHouseS
         on_written=(lambda table, n, _s: metrics.sink_rows.labels(table).inc(n))
         if metrics else None,
     )
+
+
+async def settle_periodically(sink: ClickHouseSink, settings: Settings) -> None:
+    """Settle the quiet days of the unit panels (streams.clickhouse.settled_days) every
+    interval, the first time soon after start. A failure is logged and the next interval
+    tries again: the panels are exact without settled days, only slower."""
+    interval = settings.dashboard_settle_interval_seconds
+    delay = min(interval, 30.0)
+    while True:
+        await asyncio.sleep(delay)
+        delay = interval
+        try:
+            report = await settle_once(sink, settings)
+        except Exception as exc:
+            log.warning("settling the dashboard's days failed (%s: %s); the panels read "
+                        "those days live until the next run", type(exc).__name__,
+                        str(exc)[:200])
+            continue
+        if report.failed:
+            log.warning("settling the dashboard's days: %s", report.summary())
+        elif report.settled:
+            log.info("settling the dashboard's days: %s", report.summary())
+
+
+async def settle_once(sink: ClickHouseSink, settings: Settings) -> SettleReport:
+    """One settling run through the sink's client, one day per use of it, so that
+    inserts wait for one day's copy at most."""
+    database, started = settings.clickhouse_database, time.monotonic()
+    today = datetime.now(UTC).date()
+    report = SettleReport()
+    pending, report.unchanged = await sink.call(lambda client: days_to_settle(
+        client, database, today=today, horizon_days=settings.dashboard_settle_horizon_days))
+    for day, sums in pending.items():
+        await sink.call(lambda client, day=day, sums=sums: settle_day(
+            client, database, day, sums, report, cluster=settings.clickhouse_cluster))
+    report.seconds = time.monotonic() - started
+    return report
 
 
 class WorkerProcess:
@@ -257,6 +296,13 @@ class WorkerProcess:
                 f"FINAL").result_rows)
             await sink.write(Outputs(workflows=workflows.sync_rows(stored),
                                      tag=str(time.time_ns())))
+
+        if settings.dashboard_settle_interval_seconds > 0 and \
+                not settings.clickhouse_target().startswith(RELAY_SCHEME):
+            # A relayed worker leaves it to its group's writer, which owns the chdb.
+            @app.task
+            async def settle_dashboard_days() -> None:
+                await settle_periodically(sink, settings)
 
         if webhook is not None:
             @app.on_before_shutdown.connect

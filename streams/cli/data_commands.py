@@ -22,6 +22,7 @@ from schemas.kafka_publisher import Publisher
 from streams.app.worker import running_worker
 from streams.cli.common import bootstrap_for, load_settings, parse_moment
 from streams.clickhouse.client import connect, migrate, use_database
+from streams.clickhouse.settled_days import settle_days
 from streams.ops.web import to_jsonable
 from streams.ops.worker_client import worker_sql
 from streams.settings import Settings
@@ -42,6 +43,17 @@ def register(sub: Any) -> None:
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     migrate_parser = db_commands.add_parser("migrate", help="apply pending migrations")
     migrate_parser.set_defaults(handler=migrate_command)
+    settle = db_commands.add_parser(
+        "settle", help="settle the unit panels' quiet days now (what the worker does every "
+                       "TOKENYIELD_DASHBOARD_SETTLE_INTERVAL_SECONDS)",
+        description="Copies what work_units_by_day FINAL keeps of each day before today "
+                    "whose rows changed since it was last settled, so the unit panels read "
+                    "it without FINAL until it changes again (migration 0015). The figures "
+                    "are the same either way.")
+    settle.add_argument("--days", type=int, default=None,
+                        help="how many days back (default "
+                             "TOKENYIELD_DASHBOARD_SETTLE_HORIZON_DAYS)")
+    settle.set_defaults(handler=settle_command)
 
     sql = sub.add_parser("sql", help="run a read-only query against the configured ClickHouse")
     sql.add_argument("query", help='for example "SELECT count() FROM attributions_latest": '
@@ -148,6 +160,25 @@ def migrate_command(args: argparse.Namespace) -> int:
           f"({settings.clickhouse_display()}, database {settings.clickhouse_database}"
           f"{cluster})")
     return 0
+
+
+def settle_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if running_worker(settings.data_dir) and settings.clickhouse_target().startswith("chdb://"):
+        interval = settings.dashboard_settle_interval_seconds
+        print("a worker owns this data dir's chdb: " + (
+            f"it settles the days every {interval:g} s" if interval > 0 else
+            "it does not settle days (TOKENYIELD_DASHBOARD_SETTLE_INTERVAL_SECONDS=0); "
+            "stop it to settle them from here"))
+        return 0
+    client = connect(settings.clickhouse_target(), username=settings.clickhouse_username,
+                     password=_password(settings))
+    report = settle_days(client, settings.clickhouse_database,
+                         horizon_days=args.days or settings.dashboard_settle_horizon_days,
+                         cluster=settings.clickhouse_cluster,
+                         progress=lambda line: print(line, file=sys.stderr))
+    print(report.summary())
+    return 1 if report.failed else 0
 
 
 def _password(settings: Settings) -> str | None:

@@ -70,6 +70,8 @@ SHARDING_KEYS: dict[str, tuple[str, ...] | None] = {
     "budgets": ("team", "workflow", "period"),
     "workflows": ("team", "workflow"),
     "spend_forecasts": ("team", "workflow", "budget"),
+    # Migration 0015: a day's settling records on one shard, so FINAL keeps its latest.
+    "settled_days": ("day",),
     "schema_migrations": ("version",),
     # Migration 0002's rollup, fed by an MV on model_calls: each shard aggregates its own
     # calls, so a (team, workflow, model, provider, hour) has a partial row per shard.
