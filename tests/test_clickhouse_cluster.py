@@ -55,6 +55,10 @@ EXPECTED_KEYS = {
     "cost_items": "cityHash64(work_unit_id)",
     "workflows": "cityHash64(team, workflow)",
     "spend_forecasts": "cityHash64(team, workflow, budget)",
+    "settled_units": "cityHash64(work_unit_id)",
+    "settled_days": "cityHash64(day)",
+    "settled_weeks": "cityHash64(week)",
+    "settled_deciles": "cityHash64(week)",
     "model_usage_hourly": "rand()",
 }
 BOOTSTRAP = [

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
@@ -40,6 +40,7 @@ from loadtest.grafana_sql import Selection, TimeRange, load_dashboard, panels, r
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook
 from streams.clickhouse.client import MIGRATIONS_DIR, migrate, split_statements
+from streams.clickhouse.settled_days import settle_days
 from streams.clickhouse.sink import merge_batches, unit_days
 from streams.core.engine import EventKind, PartitionEngine
 from streams.core.engine_config import EngineConfig
@@ -464,13 +465,35 @@ def test_the_deciles_without_a_window_rank_as_ntile_does_ties_and_small_weeks_in
     since = monday.strftime("%Y-%m-%d %H:%M:%S")
     columns = "week, team, workflow, decile, units, accepted_units, min_cost, max_cost, " \
               "mean_cost"
-    fast = client.query(
-        f"SELECT {columns} FROM {database}.v_acceptance_by_cost_decile_since(from_time = "
-        f"toDateTime64('{since}', 3, 'UTC')) ORDER BY ALL").result_rows
-    ntile = client.query(
-        f"SELECT {columns} FROM {database}.v_acceptance_by_cost_decile "
-        f"WHERE week >= '{since[:10]}' ORDER BY ALL").result_rows
+
+    def fast_and_ntile() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        return client.query(
+            f"SELECT {columns} FROM {database}.v_acceptance_by_cost_decile_since(from_time "
+            f"= toDateTime64('{since}', 3, 'UTC')) ORDER BY ALL").result_rows, client.query(
+            f"SELECT {columns} FROM {database}.v_acceptance_by_cost_decile "
+            f"WHERE week >= '{since[:10]}' ORDER BY ALL").result_rows
+
+    fast, ntile = fast_and_ntile()
     assert fast == ntile
+    # Settled weeks (migration 0016) give the same figures, and a week whose unit is
+    # revised after it was settled is ranked live again until settled anew.
+    later = date(2027, 1, 4)  # every week of the data is complete by then
+    report = settle_days(client, database, today=later, horizon_days=400)
+    decided_weeks = {monday.date() + timedelta(days=7 * k) for k in range(4)}
+    assert decided_weeks <= set(report.weeks) and not report.failed, report.summary()
+    assert fast_and_ntile() == (ntile, ntile)
+    revised = rows[0][:]
+    revised[0], revised[2], revised[3] = f"{revised[1]}#9", 9, 9
+    revised[10] = Decimal("1000")  # the most expensive unit of its week now
+    client.insert(f"{database}.attributions", [revised], column_names=[
+        "attribution_id", "work_unit_id", "revision", "version", "state", "team",
+        "workflow", "first_event_at", "last_event_at", "decided_at", "fully_loaded_cost",
+        "accepted", "currency", "outcomes"])
+    fast, changed = fast_and_ntile()
+    assert changed != ntile and fast == changed
+    again = settle_days(client, database, today=later, horizon_days=400)
+    assert len(again.weeks) == 1, again.summary()
+    assert fast_and_ntile() == (changed, changed)
     by_group: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
     for row in ntile:
         by_group.setdefault(row[:3], []).append(row)

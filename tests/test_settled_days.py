@@ -273,3 +273,5 @@ for unit, days in (("u-old", 2), ("u-today", 0)):
     assert "1 day(s) settled (1 units), 0 already settled" in first.stdout
     second = cli("db", "settle")
     assert "0 day(s) settled (0 units), 1 already settled" in second.stdout, second.stdout
+    forced = cli("db", "settle", "--again")
+    assert "1 day(s) settled (1 units)" in forced.stdout, forced.stdout

@@ -25,7 +25,13 @@ from schemas.webhook_mapping import WebhookMapping, load_mappings
 from streams.clickhouse.client import connect, migrate
 from streams.clickhouse.relay import RELAY_SCHEME, execute
 from streams.clickhouse.relay_server import RelayServer
-from streams.clickhouse.settled_days import SettleReport, days_to_settle, settle_day
+from streams.clickhouse.settled_days import (
+    SettleReport,
+    days_to_settle,
+    settle_day,
+    settle_week,
+    weeks_to_settle,
+)
 from streams.clickhouse.sink import ClickHouseSink
 from streams.core.alerts import AlertEngine, BudgetRule
 from streams.core.alerts.alert_config import BudgetRow
@@ -117,7 +123,7 @@ async def settle_periodically(sink: ClickHouseSink, settings: Settings) -> None:
             continue
         if report.failed:
             log.warning("settling the dashboard's days: %s", report.summary())
-        elif report.settled:
+        elif report.settled or report.weeks:
             log.info("settling the dashboard's days: %s", report.summary())
 
 
@@ -132,6 +138,11 @@ async def settle_once(sink: ClickHouseSink, settings: Settings) -> SettleReport:
     for day, sums in pending.items():
         await sink.call(lambda client, day=day, sums=sums: settle_day(
             client, database, day, sums, report, cluster=settings.clickhouse_cluster))
+    weeks = await sink.call(lambda client: weeks_to_settle(
+        client, database, today=today, horizon_days=settings.dashboard_settle_horizon_days))
+    for week, sums in weeks.items():
+        await sink.call(lambda client, week=week, sums=sums: settle_week(
+            client, database, week, sums, report, cluster=settings.clickhouse_cluster))
     report.seconds = time.monotonic() - started
     return report
 

@@ -48,11 +48,15 @@ def register(sub: Any) -> None:
                        "TOKENYIELD_DASHBOARD_SETTLE_INTERVAL_SECONDS)",
         description="Copies what work_units_by_day FINAL keeps of each day before today "
                     "whose rows changed since it was last settled, so the unit panels read "
-                    "it without FINAL until it changes again (migration 0015). The figures "
+                    "it without FINAL until it changes again (migration 0015), and computes "
+                    "the deciles of each complete week that changed (0016). The figures "
                     "are the same either way.")
     settle.add_argument("--days", type=int, default=None,
                         help="how many days back (default "
                              "TOKENYIELD_DASHBOARD_SETTLE_HORIZON_DAYS)")
+    settle.add_argument("--again", action="store_true",
+                        help="settle every day and week again, changed or not (after rows "
+                             "of work_units_by_day were deleted by hand)")
     settle.set_defaults(handler=settle_command)
 
     sql = sub.add_parser("sql", help="run a read-only query against the configured ClickHouse")
@@ -175,7 +179,7 @@ def settle_command(args: argparse.Namespace) -> int:
                      password=_password(settings))
     report = settle_days(client, settings.clickhouse_database,
                          horizon_days=args.days or settings.dashboard_settle_horizon_days,
-                         cluster=settings.clickhouse_cluster,
+                         cluster=settings.clickhouse_cluster, again=args.again,
                          progress=lambda line: print(line, file=sys.stderr))
     print(report.summary())
     return 1 if report.failed else 0

@@ -72,6 +72,9 @@ SHARDING_KEYS: dict[str, tuple[str, ...] | None] = {
     "spend_forecasts": ("team", "workflow", "budget"),
     # Migration 0015: a day's settling records on one shard, so FINAL keeps its latest.
     "settled_days": ("day",),
+    # Migration 0016: a week's decile records on one shard; its figures beside them.
+    "settled_weeks": ("week",),
+    "settled_deciles": ("week",),
     "schema_migrations": ("version",),
     # Migration 0002's rollup, fed by an MV on model_calls: each shard aggregates its own
     # calls, so a (team, workflow, model, provider, hour) has a partial row per shard.

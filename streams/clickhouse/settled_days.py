@@ -20,6 +20,10 @@ Per day, in this order:
 
 A crash between 2 and 4 leaves rows no record names: never read, deleted by the next
 run that settles that day.
+
+Then the complete weeks (Monday to Sunday, before today) whose rows changed get their
+deciles computed and recorded the same way (``settled_deciles``, ``settled_weeks``,
+migration 0016): a week's checksum is the sum of its seven days'.
 """
 
 from __future__ import annotations
@@ -55,11 +59,13 @@ class SettleReport:
     unchanged: int = 0
     failed: dict[date, str] = field(default_factory=dict)
     units: int = 0
+    weeks: list[date] = field(default_factory=list)  # weeks of deciles settled (0016)
     seconds: float = 0.0
 
     def summary(self) -> str:
         parts = [f"{len(self.settled)} day(s) settled ({self.units:,} units)",
-                 f"{self.unchanged} already settled"]
+                 f"{self.unchanged} already settled",
+                 f"{len(self.weeks)} week(s) of deciles settled"]
         if self.moved:
             parts.append(f"{len(self.moved)} changed while copied (left live)")
         if self.failed:
@@ -86,34 +92,104 @@ def _records(client: Client, database: str, first: date) -> dict[date, tuple[int
 
 
 def days_to_settle(client: Client, database: str, *, today: date,
-                   horizon_days: int = DEFAULT_HORIZON_DAYS
+                   horizon_days: int = DEFAULT_HORIZON_DAYS, again: bool = False
                    ) -> tuple[dict[date, tuple[int, int]], int]:
     """The days before ``today`` (and within the horizon) whose rows differ from their
-    record, with their current (rows, checksum); and how many others have rows."""
+    record (``again``: every one), with their current (rows, checksum); and how many
+    others have rows."""
     first, last = today - timedelta(days=horizon_days), today - timedelta(days=1)
     current = _checksums(client, database, first, last)
-    recorded = _records(client, database, first)
+    recorded = {} if again else _records(client, database, first)
     changed = {day: sums for day, sums in sorted(current.items()) if recorded.get(day) != sums}
     return changed, len(current) - len(changed)
 
 
 def settle_days(client: Client, database: str, *, today: date | None = None,
                 horizon_days: int = DEFAULT_HORIZON_DAYS, cluster: str = "",
+                again: bool = False,
                 clock_ns: Callable[[], int] = time.time_ns,
                 progress: Callable[[str], None] | None = None) -> SettleReport:
-    """Settle every day before ``today`` (UTC) whose rows changed since its record.
-    ``cluster``: the migrations' cluster, if any (the clean-up runs on its shards)."""
+    """Settle every day before ``today`` (UTC) whose rows changed since its record, then
+    every complete week whose deciles did. ``cluster``: the migrations' cluster, if any
+    (the clean-up runs on its shards). ``again``: every day and week, changed or not
+    (after rows were deleted by hand, which a week's checksum cannot see)."""
     started = time.monotonic()
     today = today or datetime.now(UTC).date()
     report = SettleReport()
     pending, report.unchanged = days_to_settle(client, database, today=today,
-                                               horizon_days=horizon_days)
+                                               horizon_days=horizon_days, again=again)
     for index, (day, sums) in enumerate(pending.items(), 1):
         settle_day(client, database, day, sums, report, generation=clock_ns(), cluster=cluster)
         if progress is not None:
             progress(f"settled {index}/{len(pending)} days ({day})")
+    for week, sums in weeks_to_settle(client, database, today=today,
+                                      horizon_days=horizon_days, again=again).items():
+        settle_week(client, database, week, sums, report, generation=clock_ns(),
+                    cluster=cluster)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _week_sums(client: Client, database: str, first: date, last: date
+               ) -> dict[date, tuple[int, int]]:
+    rows = client.query(
+        f"SELECT toMonday(day) AS week, sum(rows), sum(checksum) "
+        f"FROM {database}.v_unit_day_checksums_since("
+        f"from_time = {{first:DateTime64(3, 'UTC')}}) WHERE day <= {{last:Date}} "
+        f"GROUP BY week",
+        parameters={"first": datetime(first.year, first.month, first.day, tzinfo=UTC),
+                    "last": last}).result_rows
+    return {week: (int(count), int(checksum)) for week, count, checksum in rows}
+
+
+def weeks_to_settle(client: Client, database: str, *, today: date,
+                    horizon_days: int = DEFAULT_HORIZON_DAYS, again: bool = False
+                    ) -> dict[date, tuple[int, int]]:
+    """The complete weeks (Monday to Sunday, before ``today``) within the horizon whose
+    rows differ from their deciles' record, with their current (rows, checksum)."""
+    start = today - timedelta(days=horizon_days)
+    first = start + timedelta(days=(7 - start.weekday()) % 7)  # the first whole week
+    last = today - timedelta(days=today.weekday() + 1)  # the Sunday before this week
+    if last < first:
+        return {}
+    current = _week_sums(client, database, first, last)
+    recorded = {} if again else {
+        week: (int(count), int(checksum)) for week, count, checksum in client.query(
+            f"SELECT week, rows, checksum FROM {database}.settled_weeks FINAL "
+            f"WHERE week >= {{first:Date}}", parameters={"first": first}).result_rows}
+    return {week: sums for week, sums in sorted(current.items()) if recorded.get(week) != sums}
+
+
+def settle_week(client: Client, database: str, week: date, sums: tuple[int, int],
+                report: SettleReport, *, generation: int | None = None,
+                cluster: str = "") -> None:
+    """Compute and record one complete week's deciles (migration 0016), as settle_day
+    does a day's units: recorded only if the week's rows did not change meanwhile."""
+    generation = generation or time.time_ns()
+    parameters = {"week": week, "generation": generation,
+                  "start": datetime(week.year, week.month, week.day, tzinfo=UTC)}
+    try:
+        client.command(
+            f"INSERT INTO {database}.settled_deciles (week, generation, team, workflow, "
+            f"decile, units, accepted_units, min_cost, max_cost, mean_cost) "
+            f"SELECT week, {{generation:UInt64}}, team, workflow, decile, units, "
+            f"accepted_units, min_cost, max_cost, mean_cost "
+            f"FROM {database}.v_deciles_of_live_weeks_since("
+            f"from_time = {{start:DateTime64(3, 'UTC')}}) WHERE week = {{week:Date}}",
+            parameters=parameters)
+        if _week_sums(client, database, week, week + timedelta(days=6)).get(week) != sums:
+            report.moved.append(week)
+            return
+        client.command(
+            f"INSERT INTO {database}.settled_weeks (week, generation, rows, checksum, "
+            f"settled_at) SELECT {{week:Date}}, {{generation:UInt64}}, {{rows:UInt64}}, "
+            f"{{checksum:UInt64}}, now64(3)",
+            parameters=parameters | {"rows": sums[0], "checksum": sums[1]})
+        report.weeks.append(week)
+        _delete_other_generations(client, database, "settled_deciles", "week", parameters,
+                                  cluster)
+    except Exception as exc:
+        report.failed[week] = f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def settle_day(client: Client, database: str, day: date, sums: tuple[int, int],
@@ -154,16 +230,22 @@ def _settle_one(client: Client, database: str, day: date, sums: tuple[int, int],
         parameters=parameters | {"rows": sums[0], "checksum": sums[1], "copied": copied})
     report.settled.append(day)
     report.units += copied
-    # Space only: rows of older generations (and of runs that crashed or saw the day
-    # move) are never read once this record is the day's latest. Asynchronous: the
+    _delete_other_generations(client, database, "settled_units", "day", parameters,
+                              cluster)
+
+
+def _delete_other_generations(client: Client, database: str, table: str, period: str,
+                              parameters: dict[str, object], cluster: str) -> None:
+    # Space only: rows of older generations (and of runs that crashed or saw the period
+    # change) are never read once this record is the period's latest. Asynchronous: the
     # delete is a mutation, which waits for the table's merges (a synchronous one would
     # hang while merges are stopped). On a cluster the shards' local tables are cleaned
     # (a Distributed table takes no DELETE).
-    where = "day = {day:Date} AND generation != {generation:UInt64}"
+    where = f"{period} = {{{period}:Date}} AND generation != {{generation:UInt64}}"
     if cluster:
-        client.command(f"ALTER TABLE {database}.settled_units_local ON CLUSTER '{cluster}' "
+        client.command(f"ALTER TABLE {database}.{table}_local ON CLUSTER '{cluster}' "
                        f"DELETE WHERE {where} SETTINGS mutations_sync = 0",
                        parameters=parameters)
     else:
-        client.command(f"DELETE FROM {database}.settled_units WHERE {where} "
+        client.command(f"DELETE FROM {database}.{table} WHERE {where} "
                        f"SETTINGS lightweight_deletes_sync = 0", parameters=parameters)
