@@ -28,15 +28,12 @@ migration 0016): a week's checksum is the sum of its seven days'.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
-
-log = logging.getLogger(__name__)
 
 # work_units_by_day's columns as settled_units holds them (is_deleted and row_hash left
 # out; generation added in front).
@@ -84,11 +81,13 @@ def _checksums(client: Client, database: str, first: date, last: date
     return {day: (int(count), int(checksum)) for day, count, checksum in rows}
 
 
-def _records(client: Client, database: str, first: date) -> dict[date, tuple[int, int]]:
+def _records(client: Client, database: str, table: str, period: str, first: date
+             ) -> dict[date, tuple[int, int]]:
+    """The latest record of each day (settled_days) or week (settled_weeks) from first."""
     rows = client.query(
-        f"SELECT day, rows, checksum FROM {database}.settled_days FINAL "
-        f"WHERE day >= {{first:Date}}", parameters={"first": first}).result_rows
-    return {day: (int(count), int(checksum)) for day, count, checksum in rows}
+        f"SELECT {period}, rows, checksum FROM {database}.{table} FINAL "
+        f"WHERE {period} >= {{first:Date}}", parameters={"first": first}).result_rows
+    return {when: (int(count), int(checksum)) for when, count, checksum in rows}
 
 
 def days_to_settle(client: Client, database: str, *, today: date,
@@ -99,7 +98,7 @@ def days_to_settle(client: Client, database: str, *, today: date,
     others have rows."""
     first, last = today - timedelta(days=horizon_days), today - timedelta(days=1)
     current = _checksums(client, database, first, last)
-    recorded = {} if again else _records(client, database, first)
+    recorded = {} if again else _records(client, database, "settled_days", "day", first)
     changed = {day: sums for day, sums in sorted(current.items()) if recorded.get(day) != sums}
     return changed, len(current) - len(changed)
 
@@ -132,14 +131,14 @@ def settle_days(client: Client, database: str, *, today: date | None = None,
 
 def _week_sums(client: Client, database: str, first: date, last: date
                ) -> dict[date, tuple[int, int]]:
-    rows = client.query(
-        f"SELECT toMonday(day) AS week, sum(rows), sum(checksum) "
-        f"FROM {database}.v_unit_day_checksums_since("
-        f"from_time = {{first:DateTime64(3, 'UTC')}}) WHERE day <= {{last:Date}} "
-        f"GROUP BY week",
-        parameters={"first": datetime(first.year, first.month, first.day, tzinfo=UTC),
-                    "last": last}).result_rows
-    return {week: (int(count), int(checksum)) for week, count, checksum in rows}
+    """Each week's (rows, checksum): the sums of its days', as v_decile_weeks_since
+    adds them (a UInt64 sum, which wraps)."""
+    weeks: dict[date, tuple[int, int]] = {}
+    for day, (count, checksum) in _checksums(client, database, first, last).items():
+        week = day - timedelta(days=day.weekday())
+        rows, total = weeks.get(week, (0, 0))
+        weeks[week] = (rows + count, (total + checksum) % 2**64)
+    return weeks
 
 
 def weeks_to_settle(client: Client, database: str, *, today: date,
@@ -153,10 +152,7 @@ def weeks_to_settle(client: Client, database: str, *, today: date,
     if last < first:
         return {}
     current = _week_sums(client, database, first, last)
-    recorded = {} if again else {
-        week: (int(count), int(checksum)) for week, count, checksum in client.query(
-            f"SELECT week, rows, checksum FROM {database}.settled_weeks FINAL "
-            f"WHERE week >= {{first:Date}}", parameters={"first": first}).result_rows}
+    recorded = {} if again else _records(client, database, "settled_weeks", "week", first)
     return {week: sums for week, sums in sorted(current.items()) if recorded.get(week) != sums}
 
 
@@ -198,40 +194,33 @@ def settle_day(client: Client, database: str, day: date, sums: tuple[int, int],
     """Settle one day whose raw rows had ``sums`` (rows, checksum) when chosen; the
     outcome goes into ``report`` (a failure as its reason: never raised, since the
     panels stay exact without the copy)."""
+    columns = ", ".join(UNIT_COLUMNS)
+    parameters = {"day": day, "generation": generation or time.time_ns()}
     try:
-        _settle_one(client, database, day, sums, generation or time.time_ns(), report,
-                    cluster)
+        client.command(
+            f"INSERT INTO {database}.settled_units (day, generation, {columns}) "
+            f"SELECT day, {{generation:UInt64}}, {columns} "
+            f"FROM {database}.work_units_by_day FINAL WHERE day = {{day:Date}}",
+            parameters=parameters)
+        if _checksums(client, database, day, day).get(day) != sums:
+            report.moved.append(day)  # the copy is never recorded, so never read
+            return
+        copied = int(client.command(
+            f"SELECT count() FROM {database}.settled_units "
+            f"WHERE day = {{day:Date}} AND generation = {{generation:UInt64}}",
+            parameters=parameters))
+        client.command(
+            f"INSERT INTO {database}.settled_days "
+            f"(day, generation, rows, checksum, settled_units, settled_at) "
+            f"SELECT {{day:Date}}, {{generation:UInt64}}, {{rows:UInt64}}, "
+            f"{{checksum:UInt64}}, {{copied:UInt64}}, now64(3)",
+            parameters=parameters | {"rows": sums[0], "checksum": sums[1], "copied": copied})
+        report.settled.append(day)
+        report.units += copied
+        _delete_other_generations(client, database, "settled_units", "day", parameters,
+                                  cluster)
     except Exception as exc:
         report.failed[day] = f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
-def _settle_one(client: Client, database: str, day: date, sums: tuple[int, int],
-                generation: int, report: SettleReport, cluster: str) -> None:
-    columns = ", ".join(UNIT_COLUMNS)
-    parameters = {"day": day, "generation": generation}
-    client.command(
-        f"INSERT INTO {database}.settled_units (day, generation, {columns}) "
-        f"SELECT day, {{generation:UInt64}}, {columns} "
-        f"FROM {database}.work_units_by_day FINAL WHERE day = {{day:Date}}",
-        parameters=parameters)
-    after = _checksums(client, database, day, day).get(day)
-    if after != sums:
-        report.moved.append(day)  # the copy is never recorded, so never read
-        return
-    copied = int(client.command(
-        f"SELECT count() FROM {database}.settled_units "
-        f"WHERE day = {{day:Date}} AND generation = {{generation:UInt64}}",
-        parameters=parameters))
-    client.command(
-        f"INSERT INTO {database}.settled_days "
-        f"(day, generation, rows, checksum, settled_units, settled_at) "
-        f"SELECT {{day:Date}}, {{generation:UInt64}}, {{rows:UInt64}}, {{checksum:UInt64}}, "
-        f"{{copied:UInt64}}, now64(3)",
-        parameters=parameters | {"rows": sums[0], "checksum": sums[1], "copied": copied})
-    report.settled.append(day)
-    report.units += copied
-    _delete_other_generations(client, database, "settled_units", "day", parameters,
-                              cluster)
 
 
 def _delete_other_generations(client: Client, database: str, table: str, period: str,
