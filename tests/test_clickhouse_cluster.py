@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from schemas.errors import ConfigurationError, StorageError
-from streams.clickhouse.client import MIGRATIONS_DIR, migrate, migrations, split_statements
+from streams.clickhouse.client import MIGRATIONS_DIR, migrate, migration_statements, migrations
 from streams.clickhouse.cluster import SHARDING_KEYS, ClusterSchema, clustered
 from streams.settings import Settings
 from tests.clickhouse_fixtures import LoadedClickHouse, loaded_clickhouse  # noqa: F401
@@ -74,8 +74,9 @@ def _transform_all(cluster: str = CLUSTER) -> list[tuple[str, str, list[str]]]:
     statements and every shipped migration, through one schema, as the runner does."""
     schema = ClusterSchema(cluster)
     out = [("bootstrap", s, clustered(s, cluster, schema)) for s in BOOTSTRAP]
-    for _, path in migrations():
-        for statement in split_statements(path.read_text()):
+    statements = migration_statements()  # INLINE VIEWS expanded, as the runner does
+    for version, path in migrations():
+        for statement in statements[version]:
             out.append((path.name, statement, clustered(statement, cluster, schema)))
     return out
 
@@ -110,7 +111,7 @@ def _format(client: Any, statement: str) -> str:
 # -- every statement parses ----------------------------------------------------------------
 
 def test_every_shipped_statement_is_transformed() -> None:
-    originals = sum(len(split_statements(p.read_text())) for _, p in migrations())
+    originals = sum(len(statements) for statements in migration_statements().values())
     assert len(TRANSFORMED) == originals + len(BOOTSTRAP)
     # Every MergeTree table became two statements, a rename four, an ALTER two.
     assert len(OUTPUTS) > len(TRANSFORMED)
@@ -316,8 +317,8 @@ def _schema_after_shipped() -> ClusterSchema:
     schema = ClusterSchema(CLUSTER)
     for s in BOOTSTRAP:
         clustered(s, CLUSTER, schema)
-    for _, path in migrations():
-        for statement in split_statements(path.read_text()):
+    for statements in migration_statements().values():
+        for statement in statements:
             clustered(statement, CLUSTER, schema)
     return schema
 
@@ -452,7 +453,8 @@ class RecordingClient:
 
 def _before_the_variant(database: str) -> tuple[list[str], list[Any]]:
     """What ``migrate`` executed before the clustered variant existed: its two statements
-    as they were written, then every file's statements with {db} replaced."""
+    as they were written, then every file's statements (INLINE VIEWS expanded, as
+    streams.clickhouse.inline_views writes them) with {db} replaced."""
     commands = [
         f"CREATE DATABASE IF NOT EXISTS {database}",
         f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
@@ -460,8 +462,9 @@ def _before_the_variant(database: str) -> tuple[list[str], list[Any]]:
         "ENGINE = ReplacingMergeTree ORDER BY version",
     ]
     inserts = []
+    statements = migration_statements()
     for version, path in migrations():
-        commands += [s.replace("{db}", database) for s in split_statements(path.read_text())]
+        commands += [s.replace("{db}", database) for s in statements[version]]
         inserts.append((f"{database}.schema_migrations", [[version, path.stem]],
                         {"column_names": ["version", "name"]}))
     return commands, inserts

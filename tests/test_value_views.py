@@ -251,9 +251,14 @@ def test_acceptance_by_decile_of_cost(value_db: ValueDb) -> None:
         if a.decided_at is not None:
             week = _day(a.decided_at) - timedelta(days=_day(a.decided_at).weekday())
             groups[(week, a.team, a.workflow)].append(a)
+    # Ties in cost are broken by ClickHouse's cityHash64 of the unit id (migration 0017).
+    ids = ", ".join(f"'{a}'" for a in value_db.units)
+    hashes = {r["id"]: r["h"] for r in value_db.rows(
+        f"SELECT arrayJoin([{ids}]) AS id, cityHash64(id) AS h")}
     want: dict[tuple[Any, ...], list[Any]] = {}
     for key, units in groups.items():
-        ordered = sorted(units, key=lambda a: (a.fully_loaded_cost, a.work_unit_id))
+        ordered = sorted(units, key=lambda a: (
+            a.fully_loaded_cost, hashes[a.work_unit_id], a.accepted))
         for a, decile in zip(ordered, ntile(len(ordered)), strict=True):
             cell = want.setdefault((*key, decile), [0, 0, Decimal(0)])
             cell[0] += 1

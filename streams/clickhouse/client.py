@@ -24,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.errors import StorageError
 from streams.clickhouse.cluster import ClusterSchema, clustered
+from streams.clickhouse.inline_views import ViewCatalog
 from streams.clickhouse.relay import RELAY_SCHEME, RelayClient
 from streams.settings import mask_dsn
 
@@ -109,6 +110,17 @@ def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
     return found
 
 
+def migration_statements(directory: Path = MIGRATIONS_DIR) -> dict[str, list[str]]:
+    """Each migration's statements, by version, as the runner executes them on one node:
+    ``INLINE VIEWS`` expanded (``streams.clickhouse.inline_views``), after checking that
+    no inlined copy of a view went stale."""
+    catalog = ViewCatalog()
+    statements = {version: catalog.statements(split_statements(path.read_text()), path.name)
+                  for version, path in migrations(directory)}
+    catalog.check()
+    return statements
+
+
 # The runner's own statements, written like a migration ({db}): on one node they are
 # exactly the statements it always ran; on a cluster they are transformed like the rest.
 _BOOTSTRAP = (
@@ -130,10 +142,10 @@ def migrate(client: Client, database: str, directory: Path = MIGRATIONS_DIR, *,
     """
     schema = ClusterSchema(cluster) if cluster else None
     bootstrap = list(_BOOTSTRAP)
-    plans: dict[str, list[str]] = {}
+    plans = migration_statements(directory)
     if schema is not None:
         bootstrap = _clustered(bootstrap, schema, "the runner's schema_migrations")
-        plans = {version: _clustered(split_statements(path.read_text()), schema, path.name)
+        plans = {version: _clustered(plans[version], schema, path.name)
                  for version, path in migrations(directory)}
     for statement in bootstrap:
         client.command(statement.replace("{db}", database))
@@ -143,8 +155,7 @@ def migrate(client: Client, database: str, directory: Path = MIGRATIONS_DIR, *,
     for version, path in migrations(directory):
         if version in done:
             continue
-        statements = split_statements(path.read_text()) if schema is None else plans[version]
-        for statement in statements:
+        for statement in plans[version]:
             try:
                 client.command(statement.replace("{db}", database))
             except Exception as exc:

@@ -123,7 +123,7 @@ _SYSTEM_SERVER = {("FLUSH", "LOGS"), ("RELOAD", "DICTIONARIES"), ("RELOAD", "CON
 
 _CLAUSES = {"PARTITION", "ORDER", "PRIMARY", "SAMPLE", "TTL", "SETTINGS", "COMMENT"}
 
-_TOKEN = re.compile(r"""
+SQL_TOKEN = re.compile(r"""
     (?P<ws>\s+)
   | (?P<comment>--[^\n]*|/\*.*?\*/)
   | (?P<string>'(?:[^'\\]|\\.|'')*')
@@ -240,7 +240,7 @@ class _Statement:
     def __init__(self, text: str) -> None:
         tokens: list[Token] = []
         depth = 0
-        for match in _TOKEN.finditer(text):
+        for match in SQL_TOKEN.finditer(text):
             kind = match.lastgroup or "punct"
             if kind in ("ws", "comment"):
                 continue
