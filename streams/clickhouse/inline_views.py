@@ -36,7 +36,8 @@ from streams.clickhouse.cluster import SQL_TOKEN
 _INLINE = re.compile(r"^\s*INLINE\s+VIEWS\s+(?P<names>.*?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _VIEW_NAME = re.compile(r"^\{db\}\.([A-Za-z_][A-Za-z0-9_]*)$")
 _CREATE_VIEW = re.compile(
-    r"^\s*CREATE\s+OR\s+REPLACE\s+VIEW\s+\{db\}\.([A-Za-z_][A-Za-z0-9_]*)\s+AS\s+(?P<body>.*?)\s*;?\s*$",
+    r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"\{db\}\.([A-Za-z_][A-Za-z0-9_]*)\s+AS\s+(?P<body>.*?)\s*;?\s*$",
     re.IGNORECASE | re.DOTALL)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^{}]*\}")
 
