@@ -43,7 +43,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def fill(disk: Path) -> Path:
     filler = disk / "filler"
-    with open(filler, "wb") as out, contextlib.suppress(OSError):
+    try:
+        out = open(filler, "wb")  # noqa: SIM115 (closed below, after the disk is full)
+    except OSError as exc:
+        # Seen once in a full CI run (not reproduced alone): say what filled the disk.
+        sizes = sorted(((f.stat().st_size, str(f.relative_to(disk))) for f in
+                        disk.rglob("*") if f.is_file()), reverse=True)[:15]
+        pytest.fail(f"the disk was full before the filler ({exc}); largest files: {sizes}")
+    with out, contextlib.suppress(OSError):
         while True:
             out.write(b"\0" * (1 << 20))
     return filler
