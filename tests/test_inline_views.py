@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from schemas.errors import StorageError
 from streams.clickhouse.client import migrate, migration_statements
@@ -48,8 +49,8 @@ def _write(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
-def _definition(client: object, database: str, view: str) -> str:
-    return client.query(  # type: ignore[attr-defined]
+def _definition(client: Client, database: str, view: str) -> str:
+    return client.query(
         "SELECT create_table_query FROM system.tables WHERE database = %(d)s "
         "AND name = %(v)s", parameters={"d": database, "v": view}).result_rows[0][0]
 

@@ -64,9 +64,10 @@ class ViewCatalog:
         for number, statement in enumerate(statements, start=1):
             self.seen += 1
             where = f"{source}, statement {number}"
-            inline = _INLINE.match(_without_comments(statement))
+            text = _without_comments(statement)
+            inline = _INLINE.match(text)
             if inline is None:
-                created = _CREATE_VIEW.match(_without_comments(statement))
+                created = _CREATE_VIEW.match(text)
                 if created is not None:
                     self.views[created.group(1)] = _View(created.group("body"), where,
                                                          self.seen)

@@ -9,7 +9,7 @@
 -- settled_units holds, for a day, the rows that work_units_by_day FINAL keeps for that
 -- day (tombstones and superseded revisions left out), copied by a settling run
 -- (streams.clickhouse.settled_days: the worker runs one every
--- TOKENYIELD_DASHBOARD_SETTLE_INTERVAL_SECONDS, `tokenyield dashboards settle` on
+-- TOKENYIELD_DASHBOARD_SETTLE_INTERVAL_SECONDS, `tokenyield db settle` on
 -- demand). settled_days records, per day, the run's generation with the row count and
 -- the checksum of the raw rows it copied from: count() and the sum of cityHash64(unit,
 -- version, is_deleted) (row_hash), over every stored row of the day, without FINAL.
