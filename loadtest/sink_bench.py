@@ -2,7 +2,8 @@
 
 - **decode**: the bench's envelopes through ``call_codec``/``outcome_codec`` (msgspec,
   ``schemas/fast_codec.py``) against the authoritative pydantic path (``decode_slow``);
-- **engine**: the same messages through ``PartitionEngine.process`` (no Kafka, no sink);
+- **engine**: the same messages through ``PartitionEngine.process`` (no Kafka, no sink),
+  with the worker's collector tuning against Python's default collector;
 - **insert**: the rows they produced written into chdb by ``ClickHouseSink`` as Arrow
   bodies (``streams/clickhouse/arrow_rows.py``) against clickhouse-connect's columns,
   into two fresh databases, a few checkpoints' worth per insert as the worker does.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import tempfile
 import time
@@ -27,11 +29,13 @@ from loadtest.engine_into_clickhouse import UnclosableClient
 from schemas.codec import call_codec, outcome_codec
 from schemas.partitioner import partition_for
 from schemas.pricing import PriceBook
+from streams.app.worker import tune_garbage_collector
 from streams.clickhouse.client import connect, migrate
 from streams.clickhouse.sink import ClickHouseSink
 from streams.core.engine import PartitionEngine, Source
 from streams.core.engine_config import EngineConfig
 from streams.core.records import Outputs
+from streams.settings import Settings
 from streams.traffic.scenarios import Scenario, raw_events
 
 PARTITIONS = 4
@@ -71,19 +75,22 @@ def run(events: int) -> dict[str, Any]:
     results["decode_pydantic_events_per_second"] = round(total / slow)
     results["decode_speedup"] = round(slow / fast, 2)
 
-    book = PriceBook.load()
-    engines = {p: PartitionEngine(p, EngineConfig(partitions=PARTITIONS), lambda: book,
-                                  lambda: 2**50, store={}) for p in range(PARTITIONS)}
-    offsets: dict[tuple[str, int], int] = defaultdict(int)
-    out = Outputs()
-    started = time.perf_counter()
-    for kind, partition, value, _ in found:
-        offset = offsets[(kind, partition)]
-        offsets[(kind, partition)] += 1
-        step = engines[partition].process(kind, value, Source(kind, partition, offset))  # type: ignore[arg-type]
-        out.extend(step)
-        out.cover(kind, partition, offset)
-    results["engine_events_per_second"] = round(total / (time.perf_counter() - started))
+    # The engine as the worker runs it (its collector tuned, tune_garbage_collector) and
+    # under Python's default collector, alternated: A B A B, the best of each.
+    defaults = gc.get_threshold()
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for tuned in (False, True, False, True):
+        gc.unfreeze()
+        gc.set_threshold(*defaults)
+        if tuned:
+            tune_garbage_collector(Settings().gc_young_threshold)
+        elapsed, out = _engine_pass(found)
+        rates[tuned].append(total / elapsed)
+    gc.unfreeze()
+    gc.set_threshold(*defaults)
+    results["engine_events_per_second"] = round(max(rates[True]))
+    results["engine_default_gc_events_per_second"] = round(max(rates[False]))
+    results["engine_gc_speedup"] = round(max(rates[True]) / max(rates[False]), 2)
 
     client = connect(f"chdb://{tempfile.mkdtemp(prefix='tokenyield-sinkbench-')}")
     rows = len(out.calls) + len(out.outcomes) + len(out.attributions)
@@ -105,6 +112,23 @@ def run(events: int) -> dict[str, Any]:
     results["insert_speedup"] = round(results["insert_arrow_rows_per_second"]
                                       / results["insert_columns_rows_per_second"], 2)
     return results
+
+
+def _engine_pass(found: list[tuple[str, int, bytes, int]]) -> tuple[float, Outputs]:
+    """Every message through fresh engines: (seconds, the outputs)."""
+    book = PriceBook.load()
+    engines = {p: PartitionEngine(p, EngineConfig(partitions=PARTITIONS), lambda: book,
+                                  lambda: 2**50, store={}) for p in range(PARTITIONS)}
+    offsets: dict[tuple[str, int], int] = defaultdict(int)
+    out = Outputs()
+    started = time.perf_counter()
+    for kind, partition, value, _ in found:
+        offset = offsets[(kind, partition)]
+        offsets[(kind, partition)] += 1
+        step = engines[partition].process(kind, value, Source(kind, partition, offset))  # type: ignore[arg-type]
+        out.extend(step)
+        out.cover(kind, partition, offset)
+    return time.perf_counter() - started, out
 
 
 def split(out: Outputs, parts: int) -> list[Outputs]:

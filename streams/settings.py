@@ -107,6 +107,11 @@ class Settings(BaseSettings, EngineSettings, AlertSettings):
         True, description="process the next messages while a checkpoint's ClickHouse "
                           "insert runs (acks and state still after it); false: wait for it")
     sink_retry_max_seconds: float = Field(30.0, gt=0)
+    gc_young_threshold: int = Field(
+        50_000, ge=0, description="Allocations between collections of Python's youngest "
+                                  "generation in a worker (Python's default is 700, which "
+                                  "spends a third of the engine's time collecting); 0 = "
+                                  "Python's defaults")
     dashboard_settle_interval_seconds: float = Field(
         300.0, ge=0, description="How often the worker settles the quiet days of the unit "
                                  "panels (migration 0015; the figures are exact either "
