@@ -78,16 +78,19 @@ def run(events: int) -> dict[str, Any]:
     # The engine as the worker runs it (its collector tuned, tune_garbage_collector) and
     # under Python's default collector, alternated: A B A B, the best of each.
     defaults = gc.get_threshold()
+    young_threshold = Settings().gc_young_threshold
     rates: dict[bool, list[float]] = {False: [], True: []}
-    for tuned in (False, True, False, True):
+    try:
+        for tuned in (False, True, False, True):
+            gc.unfreeze()
+            gc.set_threshold(*defaults)
+            if tuned:
+                tune_garbage_collector(young_threshold)
+            elapsed, out = _engine_pass(found)
+            rates[tuned].append(total / elapsed)
+    finally:  # the inserts below run under Python's collector, as before
         gc.unfreeze()
         gc.set_threshold(*defaults)
-        if tuned:
-            tune_garbage_collector(Settings().gc_young_threshold)
-        elapsed, out = _engine_pass(found)
-        rates[tuned].append(total / elapsed)
-    gc.unfreeze()
-    gc.set_threshold(*defaults)
     results["engine_events_per_second"] = round(max(rates[True]))
     results["engine_default_gc_events_per_second"] = round(max(rates[False]))
     results["engine_gc_speedup"] = round(max(rates[True]) / max(rates[False]), 2)
