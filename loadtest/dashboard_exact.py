@@ -117,7 +117,7 @@ ORDER BY stage""",  # Conversion chain
   concat('decile ', toString(decile)) AS decile_name,
   sum(accepted_units) / sum(units) AS acceptance_rate
 FROM ${db}.v_acceptance_by_cost_decile
-WHERE $__dateFilter(week) AND
+WHERE week >= toMonday(toDate($__fromTime, 'UTC')) AND week <= toDate($__toTime, 'UTC') AND
   $__conditionalAll(team IN (${team:singlequote}), $team)
   AND $__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)
 GROUP BY decile, decile_name

@@ -299,6 +299,34 @@ def test_the_rewritten_panels_equal_the_panels_they_replace(
     assert answered == set(EXACT_PANELS)
 
 
+def test_the_deciles_panel_ranks_every_week_the_range_touches(
+        aggregates_db: dict[str, Any]) -> None:
+    """A range that starts after a Monday shows the week it starts in, ranked whole
+    (deciles are per week): the panel showed only the weeks that start inside the
+    range, so over two days it was empty from Thursday to Sunday."""
+    now: datetime = aggregates_db["now"]
+    weeks_with_units = {week for (week,) in _tuples(
+        f"SELECT DISTINCT toMonday(decided_at) FROM {DB}.attributions_latest FINAL "
+        f"WHERE decided_at IS NOT NULL")}
+    hour = now.replace(minute=0, second=0)
+    start = next(s for s in (hour - timedelta(hours=h) for h in range(1, 48))
+                 if s.weekday() != 0
+                 and s.date() - timedelta(days=s.weekday()) in weeks_with_units)
+    first_week = start.date() - timedelta(days=start.weekday())
+    weeks = [first_week + timedelta(days=7 * k) for k in range(3)
+             if first_week + timedelta(days=7 * k) <= now.date()]
+    week_list = ", ".join(f"toDate('{week}')" for week in weeks)
+    expected = _tuples(f"""
+        SELECT concat('decile ', toString(decile)) AS decile_name,
+               sum(accepted_units) / sum(units) AS acceptance_rate
+        FROM {DB}.v_acceptance_by_cost_decile WHERE week IN ({week_list})
+        GROUP BY decile, decile_name ORDER BY decile""")
+    sql = {p["id"]: p for p in panels(load_dashboard())}[38]["targets"][0]["rawSql"]
+    shown = loaded_database().client.query(render(
+        sql, Selection(None, None, None), {}, TimeRange(start, now, 3600), DB)).result_rows
+    assert expected and shown == expected, (start, weeks)
+
+
 def test_hourly_reviews_equal_the_exact_view(aggregates_db: dict[str, Any]) -> None:
     exact = {(r["hour"], r["team"], r["workflow"]): (r["outcomes"], r["reviewed_outcomes"])
              for r in _rows(f"SELECT hour, team, workflow, outcomes, reviewed_outcomes "
