@@ -119,22 +119,24 @@ class Harness:
         self.now_ms = int(((now or T0) + timedelta(days=3)).timestamp() * 1000)
         self.book = BOOK
         self.stores: dict[int, dict[bytes, bytes]] = {p: {} for p in range(partitions)}
+        # Each partition's checkpointer, as its runtime holds one beside its engine.
+        self.checkpointers: dict[int, Checkpointer] = {}
         self.engines = {p: self._engine(p) for p in range(partitions)}
         self.offsets: dict[tuple[str, int], int] = {}
         self.rollup = WindowRollup(self.config.currency, idle_seconds=10**9,
                                    dimension_cap=self.config.dimension_cap)
         self.run = Run()
-        for partition, engine in self.engines.items():
+        for partition in self.engines:
             # The rollup learns of every partition (as a worker's first checkpoint tells
             # it), so none of them finalises a window the others have not reached.
-            checkpointer = engine._checkpointer  # type: ignore[attr-defined]
+            checkpointer = self.checkpointers[partition]
             self.rollup.apply(Outbox(partition, checkpointer.epoch, 0, 0, {}), self.now_ms)
 
     def _engine(self, partition: int) -> PartitionEngine:
         engine = PartitionEngine(partition, self.config, lambda: self.book,
                                  lambda: self.now_ms, store=self.stores[partition],
                                  workflows=lambda: self.registry)
-        engine._checkpointer = Checkpointer(engine)  # type: ignore[attr-defined]
+        self.checkpointers[partition] = Checkpointer(engine)
         return engine
 
     def message(self, kind: str, events: list[dict[str, Any]] | bytes,
@@ -196,7 +198,7 @@ class Harness:
     def checkpoint(self, partition: int, *, send: bool = True) -> CheckpointPlan:
         """As the worker does: save the plan's records to the partition's store, then
         send its outbox to the rollup (``send=False``: crash before sending it)."""
-        checkpointer = self.engines[partition]._checkpointer  # type: ignore[attr-defined]
+        checkpointer = self.checkpointers[partition]
         plan = checkpointer.plan()
         write_plan(self.stores[partition], plan)
         if send and plan.outbox is not None:
@@ -221,7 +223,7 @@ class Harness:
         outbox = checkpointer.restore(
             meta, [store[k] for k in Checkpointer.segment_keys(partition, meta)],
             store.get(outbox_key(partition)))
-        engine._checkpointer = checkpointer  # type: ignore[attr-defined]
+        self.checkpointers[partition] = checkpointer
         self.engines[partition] = engine
         return outbox
 

@@ -139,7 +139,7 @@ def test_a_summary_from_an_unfinished_checkpoint_is_not_read() -> None:
     harness.checkpoint(0)
     harness.send([call("c1", "U", 10), outcome("o1", "U", 20)])
     harness.send([call("k1", "K", 2 * HOUR)])  # U is evicted
-    plan = harness.engines[0]._checkpointer.plan()  # type: ignore[attr-defined]
+    plan = harness.checkpointers[0].plan()
     for key, value in plan.batched:  # the summaries reached the store, the meta did not
         harness.stores[0][key] = value
     assert summary_key(0, "U") in harness.stores[0]

@@ -387,8 +387,7 @@ class Simulation:
         return True
 
     def checkpoint(self, partition: int, send: bool | None = None) -> None:
-        engine = self.h.engines[partition]
-        plan = engine._checkpointer.plan()  # type: ignore[attr-defined]
+        plan = self.h.checkpointers[partition].plan()
         write_plan(self.h.stores[partition], plan)
         self.checkpoints += 1
         self.balanced()
@@ -402,7 +401,7 @@ class Simulation:
     def crash(self, partition: int, mid_checkpoint: bool = False) -> None:
         store = self.h.stores[partition]
         if mid_checkpoint:  # the worker dies while writing: some records, no meta
-            plan = self.h.engines[partition]._checkpointer.plan()  # type: ignore[attr-defined]
+            plan = self.h.checkpointers[partition].plan()
             for key, value in plan.batched + plan.writes[: len(plan.writes) // 2]:
                 store[key] = value
         if meta_key(partition) not in store:  # never checkpointed: start from nothing
@@ -412,7 +411,7 @@ class Simulation:
             outbox = None
             applied: dict[str, int] = {}
             # The rollup saw this partition with the old epoch: a fresh one starts over.
-            self.to_rollup(Outbox(partition, engine._checkpointer.epoch,  # type: ignore[attr-defined]
+            self.to_rollup(Outbox(partition, self.h.checkpointers[partition].epoch,
                                   0, 0, {}))
         else:
             outbox = self.h.restore(partition)

@@ -620,7 +620,7 @@ class PartitionEngine:
 
     def _check_runaway(self, unit: UnitState, t_ms: int, out: Outputs) -> None:
         config = self.config
-        breaches = []
+        breaches: list[tuple[str, int | Decimal, int | Decimal]] = []
         if unit.calls > config.runaway_max_calls:
             breaches.append(("calls", unit.calls, config.runaway_max_calls))
         tokens = unit.input_tokens + unit.output_tokens

@@ -385,8 +385,9 @@ class Postings:
             unit.link_ms = t_ms
             self._all_spend(unit, cf.LINKED, t_ms, 1)
         elif unit.link_ms is None or t_ms < unit.link_ms:
-            moved = unit.link_ms is not None
-            if moved:
-                self._all_spend(unit, cf.LINKED, unit.link_ms, -1, reclassified=False)
+            earlier = unit.link_ms
+            moved = earlier is not None
+            if earlier is not None:
+                self._all_spend(unit, cf.LINKED, earlier, -1, reclassified=False)
             unit.link_ms = t_ms
             self._all_spend(unit, cf.LINKED, t_ms, 1, reclassified=not moved)

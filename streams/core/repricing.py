@@ -119,7 +119,7 @@ class Repricer:
             if priced is None or priced[0] is None:
                 remaining.append([offset, text])
                 continue
-            cost_atto, computed_atto, price_currency = priced
+            cost_atto, computed_atto, price_currency = priced[0], priced[1], priced[2]
             engine.book_price(unit, call, cost_atto, computed_atto)
             out.calls.append(engine.call_record(call, cost_atto, computed_atto, offset,
                                                 price_currency))

@@ -489,7 +489,9 @@ def _money(atto: int | None) -> str | None:
     return format(from_atto(atto).normalize(), "f") if atto else "0"
 
 
-def _atto(text: str | None) -> int | None:
+def _atto(text: str | int | None) -> int | None:
+    """Stored money back to atto: its text, or the int 0 a booking's trailing zero
+    figures are padded with when read."""
     return None if text is None else to_atto(Decimal(text))
 
 
