@@ -217,13 +217,11 @@ class Harness:
         """A new engine for ``partition`` from its store's last checkpoint (which must
         exist); returns the outbox that checkpoint had to send."""
         store = self.stores[partition]
-        engine = self._engine(partition)
-        checkpointer = Checkpointer(engine)
+        engine = self._engine(partition)  # with a fresh checkpointer beside it
         meta = store[meta_key(partition)]
-        outbox = checkpointer.restore(
+        outbox = self.checkpointers[partition].restore(
             meta, [store[k] for k in Checkpointer.segment_keys(partition, meta)],
             store.get(outbox_key(partition)))
-        self.checkpointers[partition] = checkpointer
         self.engines[partition] = engine
         return outbox
 

@@ -386,8 +386,7 @@ class Postings:
             self._all_spend(unit, cf.LINKED, t_ms, 1)
         elif unit.link_ms is None or t_ms < unit.link_ms:
             earlier = unit.link_ms
-            moved = earlier is not None
             if earlier is not None:
                 self._all_spend(unit, cf.LINKED, earlier, -1, reclassified=False)
             unit.link_ms = t_ms
-            self._all_spend(unit, cf.LINKED, t_ms, 1, reclassified=not moved)
+            self._all_spend(unit, cf.LINKED, t_ms, 1, reclassified=earlier is None)
