@@ -443,7 +443,7 @@ def test_outbox_messages_round_trip() -> None:
     plan = harness.checkpoint(0, send=False)
     assert plan.outbox is not None
     decoded = orjson.loads(plan.outbox_record[1])
-    assert decoded["seq"] == plan.seq and decoded["cells"]
+    assert decoded["seq"] == plan.seq and decoded["changes"]
 
 
 def test_a_price_for_the_past_reprices_as_a_counted_correction() -> None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
+import pytest
+
+from schemas.errors import StateError
 from streams.core import cells as cf
 from streams.core.money import ATTO
 from streams.core.rollup import WindowRollup
-from streams.core.windows import Outbox
+from streams.core.windows import OUTBOX_FORMAT, Outbox
 
 MINUTE = 60_000
 START = 1_795_168_800_000
@@ -133,3 +137,62 @@ def test_rollup_state_survives_a_dump_and_load() -> None:
         target.apply(box(1, 1, START + MINUTE, {key(MODEL): cell(calls=1)}), now_ms=0)
     assert [r.model_dump() for r in copy.take_ready()] == \
         [r.model_dump() for r in rollup.take_ready()]
+
+
+# Amounts a cell can hold: past 64 bits either way (atto-units of large spend), at the
+# edges of orjson's integers, negative corrections, and zeros between them.
+EDGES = [0, 1, -1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**30 + 7, -(10**25)]
+
+
+def edge_cells() -> dict:
+    wide = cf.zero()
+    for index, amount in enumerate(EDGES):
+        wide[index * 4] = amount  # spread over the fields, zeros left in between
+    return {key(MODEL): wide, key(cf.TOTAL): cf.zero(), key(MODEL, START + MINUTE): cell(calls=3)}
+
+
+def test_an_outbox_round_trips_every_amount_and_writes_only_changed_fields() -> None:
+    outbox = box(2, 7, START, edge_cells())
+    body = outbox.encode()
+    assert Outbox.decode(body) == outbox
+    message = orjson.loads(body)
+    assert message["format"] == OUTBOX_FORMAT and "cells" not in message
+    # Fields left at zero are not written; amounts past 64 bits go as strings.
+    written = {tuple(c[:5]): c[5] for c in message["changes"]}
+    assert written[key(cf.TOTAL)] == []
+    assert written[key(MODEL, START + MINUTE)] == [cf.CALLS, 3]
+    assert str(10**30 + 7) in written[key(MODEL)] and 2**63 - 1 in written[key(MODEL)]
+
+
+def test_an_outbox_written_before_sparse_cells_still_decodes() -> None:
+    # What a checkpoint saved by an earlier version holds, and resends after the upgrade.
+    cells = edge_cells()
+    dense = orjson.dumps({"partition": 1, "epoch": "e", "seq": 3, "clock_ms": START,
+                          "cells": [[*k, [str(x) for x in v]] for k, v in cells.items()]})
+    assert Outbox.decode(dense) == box(1, 3, START, cells)
+
+
+def test_an_outbox_of_an_unknown_format_is_refused_with_its_format() -> None:
+    body = orjson.dumps({"format": 9, "partition": 0, "epoch": "e", "seq": 1,
+                         "clock_ms": START, "changes": []})
+    with pytest.raises(StateError) as raised:
+        Outbox.decode(body)
+    assert raised.value.fields == {"format": 9}
+
+
+def test_rollup_state_of_every_amount_and_of_the_dense_format_loads() -> None:
+    rollup = WindowRollup("USD", idle_seconds=30)
+    rollup.apply(box(0, 1, START, edge_cells()), now_ms=0)
+    state = rollup.dump()
+    saved = orjson.loads(state)
+    assert "cells" not in saved and saved["sparse_cells"]
+    copy = WindowRollup("USD", idle_seconds=30)
+    copy.load(state)
+    assert copy.cells == rollup.cells and copy.mix_cells == rollup.mix_cells
+    # State saved by an earlier version: every field of every cell as a string.
+    for name in ("cells", "mix", "histograms"):
+        saved[name] = [[*c[:5], [str(x) for x in cf.from_changed_fields(c[5])]]
+                       for c in saved.pop(f"sparse_{name}")]
+    older = WindowRollup("USD", idle_seconds=30)
+    older.load(orjson.dumps(saved))
+    assert older.cells == rollup.cells and older.histogram_cells == rollup.histogram_cells

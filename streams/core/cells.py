@@ -217,6 +217,36 @@ def zero() -> list[int]:
     return [0] * CELL_FIELDS
 
 
+# orjson writes integers of up to 64 bits; larger amounts (atto-units past about 9.2
+# units of money) are written as decimal strings, which read back as the same int.
+_INT64_MIN, _INT64_END = -(1 << 63), 1 << 63
+_ZEROS = [0] * CELL_FIELDS
+
+
+def changed_fields(values: list[int]) -> list[int | str]:
+    """A cell's non-zero fields as a flat ``[index, value, ...]`` list, for JSON.
+
+    A cell changes about 5 of its 43 fields, and every outbox and rollup state is
+    written and read in full, so only those are written (docs/BENCHMARKS.md: under half
+    the time to encode and to decode, and 2.3 times fewer bytes).
+    """
+    changed: list[int | str] = []
+    for index, value in enumerate(values):
+        if value:
+            changed.append(index)
+            changed.append(value if _INT64_MIN <= value < _INT64_END else str(value))
+    return changed
+
+
+def from_changed_fields(changed: list[int | str]) -> list[int]:
+    """The cell ``changed_fields`` wrote (fields not listed are zero)."""
+    values = _ZEROS.copy()
+    for at in range(0, len(changed), 2):
+        value = changed[at + 1]
+        values[changed[at]] = value if type(value) is int else int(value)  # type: ignore[index]
+    return values
+
+
 def add_into(target: list[int], values: list[int]) -> None:
     for i, x in enumerate(values):
         if x:

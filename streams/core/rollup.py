@@ -370,9 +370,13 @@ class WindowRollup:
     def dump(self) -> bytes:
         """The state (call after ``take_ready``: rows not taken are not saved)."""
         return orjson.dumps({
-            "cells": [[*k, [str(x) for x in v]] for k, v in self.cells.items()],
-            "mix": [[*k, [str(x) for x in v]] for k, v in self.mix_cells.items()],
-            "histograms": [[*k, [str(x) for x in v]] for k, v in self.histogram_cells.items()],
+            # Sparse cells (cells.changed_fields), under names the dense format did not
+            # use: a version that predates them fails to load (KeyError) rather than
+            # read index and value pairs as fields.
+            "sparse_cells": [[*k, cf.changed_fields(v)] for k, v in self.cells.items()],
+            "sparse_mix": [[*k, cf.changed_fields(v)] for k, v in self.mix_cells.items()],
+            "sparse_histograms": [[*k, cf.changed_fields(v)]
+                                  for k, v in self.histogram_cells.items()],
             "finalized_ms": self.finalized_ms,
             "first_seen_ms": self.first_seen_ms,
             "clocks": {str(p): c for p, c in self.clocks.items()},
@@ -384,14 +388,26 @@ class WindowRollup:
 
     def load(self, data: bytes) -> None:
         decoded: dict[str, Any] = orjson.loads(data)
-        for item in decoded["cells"]:
-            self._add((item[0], item[1], item[2], item[3], item[4]), [int(x) for x in item[5]])
-        for item in decoded["mix"]:
-            self.mix_cells[(item[0], item[1], item[2], item[3], item[4])] = \
-                [int(x) for x in item[5]]
-        for item in decoded.get("histograms", []):
-            self.histogram_cells[(item[0], item[1], item[2], item[3], item[4])] = \
-                [int(x) for x in item[5]]
+        if "sparse_cells" in decoded:
+            for item in decoded["sparse_cells"]:
+                self._add((item[0], item[1], item[2], item[3], item[4]),
+                          cf.from_changed_fields(item[5]))
+            for item in decoded["sparse_mix"]:
+                self.mix_cells[(item[0], item[1], item[2], item[3], item[4])] = \
+                    cf.from_changed_fields(item[5])
+            for item in decoded["sparse_histograms"]:
+                self.histogram_cells[(item[0], item[1], item[2], item[3], item[4])] = \
+                    cf.from_changed_fields(item[5])
+        else:  # saved before sparse cells: every field as a decimal string
+            for item in decoded["cells"]:
+                self._add((item[0], item[1], item[2], item[3], item[4]),
+                          [int(x) for x in item[5]])
+            for item in decoded["mix"]:
+                self.mix_cells[(item[0], item[1], item[2], item[3], item[4])] = \
+                    [int(x) for x in item[5]]
+            for item in decoded.get("histograms", []):
+                self.histogram_cells[(item[0], item[1], item[2], item[3], item[4])] = \
+                    [int(x) for x in item[5]]
         self.finalized_ms = decoded["finalized_ms"]
         self.first_seen_ms = decoded["first_seen_ms"]
         self.clocks = {int(p): c for p, c in decoded["clocks"].items()}

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from streams.core.cells import CELL_FIELDS, CellKey
+from schemas.errors import StateError
+from streams.core.cells import CELL_FIELDS, CellKey, changed_fields, from_changed_fields
 
 
 class WindowBook:
@@ -59,6 +60,14 @@ class WindowBook:
         return bool(self.changes)
 
 
+#: Outbox encodings: 1 (no "format" key) lists all ``CELL_FIELDS`` values of each cell
+#: as decimal strings under "cells"; 2 lists only the fields that changed
+#: (``cells.changed_fields``) under "changes": a name a format 1 reader does not know, so
+#: a worker not yet upgraded stops on a new outbox (KeyError) instead of adding index
+#: and value pairs as if they were fields.
+OUTBOX_FORMAT = 2
+
+
 @dataclass(frozen=True, slots=True)
 class Outbox:
     """The window changes of one checkpoint, for the rollup stage."""
@@ -71,15 +80,25 @@ class Outbox:
 
     def encode(self) -> bytes:
         return orjson.dumps({
-            "partition": self.partition, "epoch": self.epoch, "seq": self.seq,
-            "clock_ms": self.clock_ms,
-            "cells": [[*key, [str(x) for x in values]] for key, values in self.cells.items()],
+            "format": OUTBOX_FORMAT, "partition": self.partition, "epoch": self.epoch,
+            "seq": self.seq, "clock_ms": self.clock_ms,
+            "changes": [[*key, changed_fields(values)] for key, values in self.cells.items()],
         })
 
     @classmethod
     def decode(cls, data: bytes) -> Outbox:
+        """An outbox of either format (a checkpoint written before an upgrade holds a
+        format 1 outbox, resent as it is); an unknown format raises ``StateError``."""
         message = orjson.loads(data)
-        cells = {(c[0], c[1], c[2], c[3], c[4]): [int(x) for x in c[5]]
-                 for c in message["cells"]}
+        found = message.get("format", 1)
+        if found == OUTBOX_FORMAT:
+            cells = {(c[0], c[1], c[2], c[3], c[4]): from_changed_fields(c[5])
+                     for c in message["changes"]}
+        elif found == 1:
+            cells = {(c[0], c[1], c[2], c[3], c[4]): [int(x) for x in c[5]]
+                     for c in message["cells"]}
+        else:
+            raise StateError(f"outbox format {found!r} is not one this version reads "
+                             f"(1 or {OUTBOX_FORMAT}): upgrade the worker", format=found)
         return cls(int(message["partition"]), str(message["epoch"]), int(message["seq"]),
                    int(message["clock_ms"]), cells)
