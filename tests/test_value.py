@@ -6,13 +6,14 @@ the order of the events or a change of rule."""
 from __future__ import annotations
 
 import itertools
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import ormsgpack
 import pytest
 
 from schemas.events import CostItem
+from streams.core.money import atto_of_text, atto_text
 from streams.core.unit import (
     BOOKED_FIELDS,
     FORMAT,
@@ -383,3 +384,33 @@ def test_summaries_leave_out_what_the_unit_says_and_format_4_still_loads() -> No
     assert plain is not None
     # Its booking's time, series and cost are left out, and its figures' trailing zeros.
     assert len(_format_4(plain, vocabulary)) - len(plain.dump(vocabulary)) >= 15
+
+
+def test_a_units_money_of_any_size_survives_its_summary_exactly() -> None:
+    # Decimal's normalize rounds to 28 digits: a summary once wrote 10^22 + 1 atto (ten
+    # thousand currency units and one atto) as 10^22, and a unit's cost shifted.
+    harness = Harness()
+    harness.send([call("c1", "U", 0), outcome("o1", "U", 10)])
+    unit = harness.engines[0].units.get("U")
+    assert unit is not None
+    amounts = (10**22 + 1, -(10**40 + 7), 10**18, 1, -1, 1234500000000000, 0)
+    vocabulary = Vocabulary()
+    for amount in amounts:
+        unit.cost = unit.value = unit.other_cost = amount
+        again = UnitState.load("U", unit.dump(vocabulary), vocabulary)
+        assert (again.cost, again.value, again.other_cost) == (amount, amount, amount)
+
+
+@pytest.mark.parametrize(("atto", "text"), [
+    (0, "0"), (1, "0.000000000000000001"), (-5 * 10**17, "-0.5"), (10**19, "10"),
+    (1212400000000000, "0.0012124"), (10**40 + 3, "1" + "0" * 22 + ".000000000000000003")])
+def test_money_text_is_the_shortest_exact_decimal_and_reads_back(atto: int, text: str) -> None:
+    assert atto_text(atto) == text
+    assert atto_of_text(text) == atto
+    assert Decimal(text).scaleb(18, context=Context(prec=100)) == atto
+
+
+def test_money_text_in_another_shape_still_reads() -> None:
+    assert atto_of_text("1E+1") == 10 * 10**18
+    assert atto_of_text("2.50") == 25 * 10**17
+    assert atto_of_text("-0.0000000000000000015") == -2  # half-even at 10^-18

@@ -29,6 +29,31 @@ def from_atto(atto: int) -> Decimal:
     return Decimal(atto).scaleb(-SCALE, context=_CONTEXT)
 
 
+def atto_text(atto: int) -> str:
+    """Atto money as its shortest exact decimal text ("0.0012124", "-3", "10"), in
+    integer arithmetic: Decimal's ``normalize`` rounds to 28 digits, and this is state
+    that must read back to the same integer whatever its size."""
+    if not atto:
+        return "0"
+    sign = "-" if atto < 0 else ""
+    whole, fraction = divmod(abs(atto), ATTO)
+    if not fraction:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{fraction:018d}".rstrip("0")
+
+
+def atto_of_text(text: str) -> int:
+    """:func:`atto_text`'s text (or any plain decimal text) back to atto, exactly; text
+    in another shape (an exponent, more than 18 places) goes through Decimal."""
+    negative = text[:1] == "-"
+    whole, _, fraction = (text[1:] if negative else text).partition(".")
+    if not (text.isascii() and whole.isdigit() and len(fraction) <= SCALE
+            and (not fraction or fraction.isdigit())):
+        return to_atto(Decimal(text))
+    atto = int(whole) * ATTO + (int(fraction.ljust(SCALE, "0")) if fraction else 0)
+    return -atto if negative else atto
+
+
 def ratio(numerator: int | Decimal, denominator: int | Decimal) -> Decimal | None:
     """numerator / denominator rounded to 9 places; None when the denominator is zero."""
     if not denominator:

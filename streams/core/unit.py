@@ -20,7 +20,7 @@ import ormsgpack
 
 from schemas.errors import StateError
 from schemas.events import ACCEPTING_STATUSES, SHARED_PREFIX
-from streams.core.money import from_atto, to_atto
+from streams.core.money import ATTO, atto_of_text, atto_text
 
 FORMAT = 5
 FORMAT_4 = 4  # still read: the value fields in their first layout (before 2026-12-02)
@@ -484,15 +484,15 @@ def _abs(value: int | None, t0: int) -> int | None:
 
 def _money(atto: int | None) -> str | None:
     """Atto money as its shortest exact decimal text ("0.0012124", not 19 digits)."""
-    if atto is None:
-        return None
-    return format(from_atto(atto).normalize(), "f") if atto else "0"
+    return None if atto is None else atto_text(atto)
 
 
 def _atto(text: str | int | None) -> int | None:
     """Stored money back to atto: its text, or the int 0 a booking's trailing zero
     figures are padded with when read."""
-    return None if text is None else to_atto(Decimal(text))
+    if text is None:
+        return None
+    return text * ATTO if isinstance(text, int) else atto_of_text(text)
 
 
 def _pack_hashes(hashes: list[int]) -> bytes:
