@@ -44,15 +44,18 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     filler = disk / "filler"
     try:
-        out = open(filler, "wb")  # noqa: SIM115 (closed below, after the disk is full)
+        # Unbuffered: a buffered file's close flushes its tail into the full disk and
+        # raises ENOSPC outside the suppress below (seen in a full CI run).
+        out = open(filler, "wb", buffering=0)  # noqa: SIM115 (closed below, when full)
     except OSError as exc:
         # Seen once in a full CI run (not reproduced alone): say what filled the disk.
         sizes = sorted(((f.stat().st_size, str(f.relative_to(disk))) for f in
                         disk.rglob("*") if f.is_file()), reverse=True)[:15]
         pytest.fail(f"the disk was full before the filler ({exc}); largest files: {sizes}")
+    chunk = b"\0" * (1 << 20)
     with out, contextlib.suppress(OSError):
         while True:
-            out.write(b"\0" * (1 << 20))
+            out.write(chunk)  # a short write near the end; the next one raises ENOSPC
     return filler
 
 
