@@ -45,6 +45,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from loadtest import closed_units
+from loadtest.cpu_meter import CoresUsed, CpuMeter
 from schemas.pricing import PriceBook
 from streams.app.demo import WorkerProcessHandle
 from streams.core.checkpoint import Checkpointer
@@ -80,6 +81,7 @@ class Bench:
         self.quick = quick
         self.broker = EmbeddedBroker(log_path=root / "broker.log")
         self.results: dict[str, Any] = {}
+        self.last_cores: CoresUsed | None = None  # of the last drain
 
     # -- plumbing ---------------------------------------------------------------------
     def worker(self, name: str, prefix: str, app_id: str | None = None,
@@ -114,6 +116,8 @@ class Bench:
             worker.wait_ready(timeout=180, say=lambda text: None)
         started = time.monotonic()
         before = sum(sink_rows(w) for w in workers)
+        meter = CpuMeter({"worker": [w.process.pid for w in workers if w.process],
+                          "broker": [self.broker.process.pid] if self.broker.process else []})
         last_report = 0.0
         while True:
             done = sum(sink_rows(w) for w in workers)
@@ -128,7 +132,19 @@ class Bench:
                 raise TimeoutError(f"{what}: only {done:,.0f} of {total:,} stored in 900 s")
             time.sleep(0.1)
         elapsed = time.monotonic() - started
+        self.last_cores = meter.stop()
         return (total - before) / elapsed
+
+    def record_cores(self, prefix: str, rate: float) -> None:
+        """The last drain's cores (workers, broker) and worker CPU per event, as
+        ``<prefix>_worker_cores`` etc. (left out where CPU time cannot be read)."""
+        used = self.last_cores
+        if used is None:
+            return
+        self.results[f"{prefix}_worker_cores"] = round(used.cores("worker"), 2)
+        self.results[f"{prefix}_broker_cores"] = round(used.cores("broker"), 2)
+        self.results[f"{prefix}_worker_cpu_us_per_event"] = round(
+            used.cores("worker") / rate * 1e6, 1)
 
     # -- stages -------------------------------------------------------------------------
     def stage_engine(self) -> None:
@@ -137,6 +153,16 @@ class Bench:
         try:
             rate = self.drain([worker], total, "engine")
             self.results["engine_events_per_second"] = round(rate)
+            self.record_cores("engine", rate)
+            if self.last_cores is not None:
+                # Two processes at one's CPU per event, on the cores this machine has.
+                one = self.last_cores.cores("worker") + self.last_cores.cores("broker")
+                self.results["speedup_ceiling_2_processes"] = round(
+                    min(2, os.cpu_count() or 1) / max(one, 1.0), 2)
+                say(f"engine: the worker used {self.last_cores.cores('worker'):.2f} cores and "
+                    f"the broker {self.last_cores.cores('broker'):.2f}: two processes can "
+                    f"reach {self.results['speedup_ceiling_2_processes']:.2f}x here at "
+                    f"the same CPU per event")
             say(f"engine: {rate:,.0f} events/s end to end (to rows in chdb)")
             # First at a rate this worker sustains (half its measured throughput), then at
             # the goal's 10,000 events/s, which is a backlog if that is more than it can do.
@@ -360,6 +386,7 @@ class Bench:
                 w.stop()
         one = self.results["engine_events_per_second"]
         self.results["two_workers_events_per_second"] = round(rate)
+        self.record_cores("two_workers", rate)
         self.results["speedup_two_workers"] = round(rate / one, 2)
         say(f"2 workers: {rate:,.0f} events/s, {rate / one:.2f}x one")
         # The embedded default with the cores: `tokenyield worker --processes N`, one
@@ -370,6 +397,7 @@ class Bench:
             try:
                 rate = self.drain([group], total, f"--processes {count}")
                 self.results[f"processes_{count}_events_per_second"] = round(rate)
+                self.record_cores(f"processes_{count}", rate)
                 self.results[f"speedup_processes_{count}"] = round(rate / one, 2)
                 say(f"--processes {count} (one chdb): {rate:,.0f} events/s, "
                     f"{rate / one:.2f}x one")
@@ -447,7 +475,9 @@ def summary(results: dict[str, Any]) -> str:
         lines.append(f"  {key:<38} {value:>12,} {unit:<34} goal {op} {goal:<8} "
                      f"{'met' if met else 'NOT met'}")
     for key in ("raw_events_per_second", "naive_events_per_second",
-                "two_workers_events_per_second",
+                "two_workers_events_per_second", "speedup_ceiling_2_processes",
+                *(f"{stage}_{figure}" for stage in ("engine", "two_workers", "processes_2")
+                  for figure in ("worker_cores", "broker_cores", "worker_cpu_us_per_event")),
                 *(key for n in range(2, PARTITIONS + 1) for key in (
                     f"processes_{n}_events_per_second", f"speedup_processes_{n}")),
                 "latency_rate_events_per_second", "latency_seconds",

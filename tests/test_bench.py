@@ -48,6 +48,15 @@ def test_bench_prints_and_writes_every_figure(tmp_path: Path) -> None:
             assert 0 < p50 <= p99
     assert figures["latency_attribution_p50_seconds"] <= \
         figures["latency_clickhouse_row_p50_seconds"]  # the row comes after the message
+    # The cores each drain used, and what they allow two processes on this machine.
+    for stage in ("engine", "two_workers", "processes_2"):
+        assert figures[f"{stage}_worker_cores"] > 0
+        assert figures[f"{stage}_worker_cpu_us_per_event"] > 0
+        assert f"{stage}_worker_cores" in result.stdout
+    one = figures["engine_worker_cores"] + figures["engine_broker_cores"]
+    assert figures["speedup_ceiling_2_processes"] == round(
+        min(2, os.cpu_count() or 1) / max(one, 1.0), 2)
+    assert "two processes can reach" in result.stderr
     assert figures["memory_bytes_per_open_unit"] > 0
     assert figures["checkpoint_bytes_per_open_unit"] > 0
     assert figures["dashboard_calls"] >= 6000
