@@ -283,7 +283,16 @@ class Bench:
                 self.results[f"{prefix}seconds"] = round(time.monotonic() - started)
                 say(f"latency: published {sent:,} events at {achieved:,.0f}/s")
 
+        # Where the cores go at this rate: the publisher (this process, its own threads
+        # only), the worker's tree and the broker; and what the worker stored meanwhile.
+        meter = CpuMeter({"worker": [worker.process.pid] if worker.process else [],
+                          "broker": [self.broker.process.pid] if self.broker.process else []})
+        stored_before, publisher_cpu = sink_rows(worker), time.process_time()
         asyncio.run(run())
+        publisher_cpu = time.process_time() - publisher_cpu
+        used, stored = meter.stop(), sink_rows(worker) - stored_before
+        if used is not None and used.seconds > 0:
+            self._record_latency_cores(prefix, used, publisher_cpu, stored)
         to_topic = asyncio.run(self._attribution_times(published, f"{topics}attributions"))
         deadline = time.monotonic() + 60
         rows: dict[str, float] = {}
@@ -307,6 +316,30 @@ class Bench:
             f"{r.get(f'{prefix}attribution_p99_seconds')} s; -> ClickHouse row p50 "
             f"{r.get(f'{prefix}clickhouse_row_p50_seconds')} s, p99 "
             f"{r.get(f'{prefix}clickhouse_row_p99_seconds')} s")
+
+    def _record_latency_cores(self, prefix: str, used: CoresUsed, publisher_cpu: float,
+                              stored: float) -> None:
+        """While publishing at a rate: each role's cores, the events the worker stored
+        per second, its CPU per stored event, and the CPU per event a worker could spend
+        at the published rate on the cores the publisher and the broker leave."""
+        r = self.results
+        publisher = publisher_cpu / used.seconds
+        kept = stored / used.seconds
+        r[f"{prefix}worker_cores"] = round(used.cores("worker"), 2)
+        r[f"{prefix}broker_cores"] = round(used.cores("broker"), 2)
+        r[f"{prefix}publisher_cores"] = round(publisher, 2)
+        r[f"{prefix}worker_stored_events_per_second"] = round(kept)
+        if kept > 0:
+            r[f"{prefix}worker_cpu_us_per_event"] = round(used.cores("worker") / kept * 1e6, 1)
+        rate = r.get(f"{prefix}rate_events_per_second", 0)
+        left = (os.cpu_count() or 1) - publisher - used.cores("broker")
+        if rate > 0:
+            r[f"{prefix}worker_cpu_us_per_event_affordable"] = round(max(left, 0) / rate * 1e6, 1)
+        say(f"latency: while publishing, the publisher used {publisher:.2f} cores, the "
+            f"broker {used.cores('broker'):.2f} and the worker {used.cores('worker'):.2f}, "
+            f"storing {kept:,.0f} events/s; at {rate:,} events/s a worker could spend "
+            f"{r.get(f'{prefix}worker_cpu_us_per_event_affordable', 0):,} µs of CPU per event "
+            f"on the {max(left, 0):.2f} cores left")
 
     async def _attribution_times(self, published: dict[str, float], topic: str
                                  ) -> list[float]:
@@ -481,6 +514,11 @@ def summary(results: dict[str, Any]) -> str:
                 *(key for n in range(2, PARTITIONS + 1) for key in (
                     f"processes_{n}_events_per_second", f"speedup_processes_{n}")),
                 "latency_rate_events_per_second", "latency_seconds",
+                *(f"{stage}{figure}" for stage in ("latency_", "processes_2_latency_")
+                  for figure in ("publisher_cores", "broker_cores", "worker_cores",
+                                 "worker_stored_events_per_second",
+                                 "worker_cpu_us_per_event",
+                                 "worker_cpu_us_per_event_affordable")),
                 "latency_attribution_p50_seconds", "latency_clickhouse_row_p50_seconds",
                 "processes_2_latency_rate_events_per_second", "processes_2_latency_seconds",
                 "processes_2_latency_attribution_p50_seconds",

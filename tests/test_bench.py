@@ -57,6 +57,18 @@ def test_bench_prints_and_writes_every_figure(tmp_path: Path) -> None:
     assert figures["speedup_ceiling_2_processes"] == round(
         min(2, os.cpu_count() or 1) / max(one, 1.0), 2)
     assert "two processes can reach" in result.stderr
+    # Where the cores go while publishing at the goal's rate, and what that leaves a worker.
+    for prefix in ("latency_", "processes_2_latency_"):
+        assert figures[f"{prefix}publisher_cores"] > 0
+        assert figures[f"{prefix}worker_cores"] > 0
+        assert figures[f"{prefix}worker_stored_events_per_second"] > 0
+        assert figures[f"{prefix}worker_cpu_us_per_event"] > 0
+        left = (os.cpu_count() or 1) - figures[f"{prefix}publisher_cores"] \
+            - figures[f"{prefix}broker_cores"]
+        affordable = left / figures[f"{prefix}rate_events_per_second"] * 1e6
+        assert abs(figures[f"{prefix}worker_cpu_us_per_event_affordable"] - affordable) \
+            <= 0.02 * affordable + 0.1
+    assert "a worker could spend" in result.stderr
     assert figures["memory_bytes_per_open_unit"] > 0
     assert figures["checkpoint_bytes_per_open_unit"] > 0
     assert figures["dashboard_calls"] >= 6000
