@@ -16,6 +16,7 @@ from streams.core.checkpoint import Checkpointer
 from streams.core.engine import PartitionEngine, Source
 from streams.core.engine_config import EngineConfig
 from streams.core.money import to_atto
+from streams.core.unit import UnitState
 from tests.core_harness import BOOK, T0, Harness, call, comparable, outcome
 
 T0_MS = int(T0.timestamp() * 1000)
@@ -365,3 +366,59 @@ def test_a_checkpoint_takes_the_rows_of_the_pending_units_it_changed() -> None:
     assert stored_version > again[0].version
     assert to_atto(decided[-1].model_cost) == again[0].cost_atto
     assert "u1" not in {row.unit_id for row in engine.pending_units()}
+
+
+def test_parking_reuses_the_bytes_of_a_unit_that_did_not_change() -> None:
+    """A unit written by one checkpoint and idle until the next is parked from the bytes
+    the first wrote, not serialized again; a unit that changed in between, or was read
+    back from its parked bytes and changed, is parked as it is now."""
+    now_ms = int(T0.timestamp() * 1000) + 86_400_000
+    engine = PartitionEngine(0, EngineConfig(partitions=1, deadline_seconds=3600,
+                                             retention_seconds=3600,
+                                             allowed_lateness_seconds=120),
+                             lambda: BOOK, lambda: now_ms, store={})
+    checkpointer, units = Checkpointer(engine), engine.units
+    offsets = iter(range(1000))
+    encoded: list[str] = []
+    encode = units.encode
+
+    def counting_encode(unit: UnitState) -> bytes:
+        encoded.append(unit.unit_id)
+        return encode(unit)
+
+    units.encode = counting_encode  # type: ignore[method-assign]
+
+    def send(kind: str, *events: dict[str, object]) -> None:
+        engine.process(kind, orjson.dumps(list(events)),  # type: ignore[arg-type]
+                       Source(kind, 0, next(offsets)))
+
+    def as_now(uid: str) -> bytes:
+        unit = units.load_any(uid)
+        assert unit is not None
+        return encode(unit)
+
+    send("calls", call("c1", "u1", 0), call("c2", "u2", 1))
+    checkpointer.plan()  # both written, both used since the last park: they stay hot
+    assert set(units.hot) == {"u1", "u2"} and encoded.count("u1") == 1
+    send("calls", call("c3", "u2", 2))  # u2 changes, u1 is idle
+    checkpointer.plan()
+    assert "u1" in units.parked and encoded.count("u1") == 1  # its first checkpoint's bytes
+    assert units.parked["u1"] == as_now("u1")
+    assert "u2" in units.hot and encoded.count("u2") == 2
+    checkpointer.plan()  # u2 idle now: parked as the last checkpoint wrote it
+    assert encoded.count("u2") == 2 and units.parked["u2"] == as_now("u2")
+
+    # Read back from its bytes and changed: written again, then parked as it is now.
+    send("calls", call("c4", "u1", 3, reported_cost="0.5", currency="USD"))
+    assert "u1" in units.hot
+    checkpointer.plan()
+    checkpointer.plan()
+    assert units.parked["u1"] == as_now("u1")
+    unit = units.load_any("u1")
+    assert unit is not None and unit.calls == 2
+    # Read back and not changed (a duplicate): parked from the bytes it was read from.
+    send("calls", call("c4", "u1", 3, reported_cost="0.5", currency="USD"))
+    count = encoded.count("u1")
+    checkpointer.plan()
+    checkpointer.plan()
+    assert encoded.count("u1") == count and units.parked["u1"] == as_now("u1")

@@ -78,6 +78,11 @@ class UnitStore:
         self.vocabulary = Vocabulary()
         self.hot: dict[str, UnitState] = {}
         self.parked: dict[str, bytes] = {}
+        # Bytes of hot units as they are now: their last checkpoint's dump, or the parked
+        # bytes they were read from. A unit that changes is dirty, so the next checkpoint
+        # dumps it again and its new bytes replace these; parking a unit that did not
+        # change reuses them instead of serializing it again.
+        self.clean: dict[str, bytes] = {}
         self.touched: set[str] = set()
         self.evicted: dict[str, bytes] = {}  # summaries the next checkpoint writes
         # The last durable checkpoint of each life of this partition's state (a life ends
@@ -95,16 +100,19 @@ class UnitStore:
                 return None
             unit = self.decode(unit_id, data)
             self.hot[unit_id] = unit
+            self.clean[unit_id] = data
         self.touched.add(unit_id)
         return unit
 
     def add(self, unit: UnitState) -> None:
         self.hot[unit.unit_id] = unit
+        self.clean.pop(unit.unit_id, None)  # a new object: no bytes of it yet
         self.touched.add(unit.unit_id)
 
     def remove(self, unit_id: str) -> None:
         self.hot.pop(unit_id, None)
         self.parked.pop(unit_id, None)
+        self.clean.pop(unit_id, None)
         self.touched.discard(unit_id)
 
     def load_any(self, unit_id: str) -> UnitState | None:
@@ -122,13 +130,26 @@ class UnitStore:
         return UnitState.load(unit_id, data, self.vocabulary)
 
     def park_idle(self, dumped: dict[str, bytes]) -> int:
-        """Park units not used since the last call; reuse bytes already serialized."""
+        """Park units not used since the last call, called by each checkpoint with the
+        bytes it serialized (``dumped``: every unit changed since the last one). Bytes
+        already serialized are reused: this checkpoint's, or a unit's clean bytes."""
         idle = [uid for uid in self.hot if uid not in self.touched]
+        clean = self.clean
         for uid in idle:
             unit = self.hot.pop(uid)
+            fresh = dumped.get(uid)
+            if fresh is None:
+                fresh = clean.pop(uid, None) or self.encode(unit)
+            else:
+                clean.pop(uid, None)
             # A copy: orjson's output keeps its ~4 KiB working buffer allocated behind a
             # ~500-byte value; kept for every parked unit, that was 8x the state.
-            self.parked[uid] = bytes(memoryview(dumped.get(uid) or self.encode(unit)))
+            self.parked[uid] = bytes(memoryview(fresh))
+        # The units that stay hot, as this checkpoint wrote them (copies, as above).
+        hot = self.hot
+        for uid, data in dumped.items():
+            if uid in hot:
+                clean[uid] = bytes(memoryview(data))
         self.touched = set()
         return len(idle)
 
