@@ -137,14 +137,13 @@ class UnitStore:
         clean = self.clean
         for uid in idle:
             unit = self.hot.pop(uid)
-            fresh = dumped.get(uid)
-            if fresh is None:
-                fresh = clean.pop(uid, None) or self.encode(unit)
-            else:
-                clean.pop(uid, None)
-            # A copy: orjson's output keeps its ~4 KiB working buffer allocated behind a
-            # ~500-byte value; kept for every parked unit, that was 8x the state.
-            self.parked[uid] = bytes(memoryview(fresh))
+            kept, data = clean.pop(uid, None), dumped.get(uid)
+            if data is not None or kept is None:
+                # A copy: the serializer's output keeps its ~4 KiB working buffer behind
+                # a ~500-byte value; kept for every parked unit, that was 8x the state.
+                # (Clean bytes are such copies already.)
+                kept = bytes(memoryview(data if data is not None else self.encode(unit)))
+            self.parked[uid] = kept
         # The units that stay hot, as this checkpoint wrote them (copies, as above).
         hot = self.hot
         for uid, data in dumped.items():
