@@ -332,14 +332,14 @@ class Bench:
         if kept > 0:
             r[f"{prefix}worker_cpu_us_per_event"] = round(used.cores("worker") / kept * 1e6, 1)
         rate = r.get(f"{prefix}rate_events_per_second", 0)
-        left = (os.cpu_count() or 1) - publisher - used.cores("broker")
+        left = max(0.0, (os.cpu_count() or 1) - publisher - used.cores("broker"))
         if rate > 0:
-            r[f"{prefix}worker_cpu_us_per_event_affordable"] = round(max(left, 0) / rate * 1e6, 1)
+            r[f"{prefix}worker_cpu_us_per_event_affordable"] = round(left / rate * 1e6, 1)
         say(f"latency: while publishing, the publisher used {publisher:.2f} cores, the "
             f"broker {used.cores('broker'):.2f} and the worker {used.cores('worker'):.2f}, "
             f"storing {kept:,.0f} events/s; at {rate:,} events/s a worker could spend "
             f"{r.get(f'{prefix}worker_cpu_us_per_event_affordable', 0):,} µs of CPU per event "
-            f"on the {max(left, 0):.2f} cores left")
+            f"on the {left:.2f} cores left")
 
     async def _attribution_times(self, published: dict[str, float], topic: str
                                  ) -> list[float]:
