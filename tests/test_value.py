@@ -6,9 +6,12 @@ the order of the events or a change of rule."""
 from __future__ import annotations
 
 import itertools
+import json
 from decimal import Context, Decimal
+from pathlib import Path
 from typing import Any
 
+import orjson
 import ormsgpack
 import pytest
 
@@ -18,10 +21,10 @@ from streams.core.unit import (
     BOOKED_FIELDS,
     FORMAT,
     FORMAT_4,
+    FORMAT_5,
     PREVIOUS_FORMAT,
     UnitState,
     Vocabulary,
-    _money,
 )
 from streams.core.workflows import WorkflowRegistry, WorkflowRule
 from tests.core_harness import Harness, call, cost, outcome
@@ -321,21 +324,59 @@ def test_a_units_new_state_survives_its_summary_and_old_summaries_still_load() -
         assert getattr(again, name) == getattr(unit, name), name
     # A summary written before this format: the new fields are empty, and the booking is
     # what the old rule booked (decided, and accepted by the status alone).
-    old = ormsgpack.unpackb(unit.dump(vocabulary))
-    assert old[0] == FORMAT
+    old = _money_as_text(ormsgpack.unpackb(unit.dump(vocabulary)))
     old[0] = PREVIOUS_FORMAT
     old[11] = old[11][:7]
     loaded = UnitState.load("U", ormsgpack.packb(old[:-1]), vocabulary)
     assert loaded.cost_items == 0 and loaded.verdict is None
+    assert (loaded.cost, loaded.value) == (unit.cost, unit.value)
     assert loaded.booked == (unit.decider.occurred_ms, "support", "triage",
                              (1, 1, *[0] * (len(BOOKED_FIELDS) - 2)), (), -1)
 
 
+def _money(atto: int | None) -> str | None:
+    """An amount as formats 3 to 5 stored it: decimal text."""
+    return None if atto is None else atto_text(atto)
+
+
+def _text(stored: int | str | None) -> str | None:
+    return _money(stored) if type(stored) is int else stored  # type: ignore[return-value]
+
+
+def _money_as_text(record: list[Any]) -> list[Any]:
+    """A format 6 record with every amount as text: the record format 5 wrote."""
+    assert record[0] == FORMAT
+    record[0] = FORMAT_5
+    record[7][:6] = [_text(x) for x in record[7][:6]]
+    for entry in record[9]:
+        entry[4] = _text(entry[4])
+    added = (record[13] or []) + [None] * 10
+    if added[1] is not None:  # the booking: its money figures and its cost
+        figures = added[1][3]
+        for i in (5, 6):
+            if i < len(figures):
+                figures[i] = _text(figures[i])
+        added[1][5] = _text(added[1][5])
+    if added[5] is not None:
+        added[5] = _text(added[5])
+    for pair in added[6] or []:
+        pair[1] = _text(pair[1])
+    if added[8] is not None:  # the verdict's value at risk
+        added[8][3] = _text(added[8][3])
+    if record[13] is not None:
+        record[13] = added[:len(record[13])]
+    return record
+
+
+def _format_5(unit: UnitState, vocabulary: Vocabulary) -> bytes:
+    return ormsgpack.packb(_money_as_text(ormsgpack.unpackb(unit.dump(vocabulary))))
+
+
 def _format_4(unit: UnitState, vocabulary: Vocabulary) -> bytes:
-    """The summary the previous format (4, until 2026-12-02) wrote for ``unit``: its value
-    fields in their first order, every one present, the booking in full."""
+    """The summary format 4 (until 2026-12-02) wrote for ``unit``: its value fields in
+    their first order, every one present, the booking in full, amounts as text."""
     ref, t0 = vocabulary.ref, unit.first_ms
-    record = ormsgpack.unpackb(unit.dump(vocabulary))
+    record = _money_as_text(ormsgpack.unpackb(unit.dump(vocabulary)))
     record[0] = FORMAT_4
     seen = sorted(unit.seen)
     verdict = None
@@ -359,7 +400,7 @@ FIELDS = ("other_cost", "other_by_kind", "cost_items", "max_latency_ms", "verdic
           "customer", "extra_dims", "booked", "decider", "stage")
 
 
-def test_summaries_leave_out_what_the_unit_says_and_format_4_still_loads() -> None:
+def test_summaries_leave_out_what_the_unit_says_and_formats_4_and_5_still_load() -> None:
     harness = Harness(workflows=(rule(max_latency_ms=100),))
     harness.send([
         # A plain decided unit: its booking is its decider's time, series and cost.
@@ -373,17 +414,18 @@ def test_summaries_leave_out_what_the_unit_says_and_format_4_still_loads() -> No
     for uid in ("plain", "U"):
         unit = harness.engines[0].units.get(uid)
         assert unit is not None and unit.booked is not None
-        new, old = unit.dump(vocabulary), _format_4(unit, vocabulary)
-        for data in (new, old):
+        new, five, old = (unit.dump(vocabulary), _format_5(unit, vocabulary),
+                          _format_4(unit, vocabulary))
+        for data in (new, five, old):
             again = UnitState.load(uid, data, vocabulary)
             for name in FIELDS:
                 assert getattr(again, name) == getattr(unit, name), (uid, name)
         assert ormsgpack.unpackb(new)[0] == FORMAT
-        assert len(new) < len(old), uid
+        assert len(five) < len(old), uid
     plain = harness.engines[0].units.get("plain")
     assert plain is not None
     # Its booking's time, series and cost are left out, and its figures' trailing zeros.
-    assert len(_format_4(plain, vocabulary)) - len(plain.dump(vocabulary)) >= 15
+    assert len(_format_4(plain, vocabulary)) - len(_format_5(plain, vocabulary)) >= 15
 
 
 def test_a_units_money_of_any_size_survives_its_summary_exactly() -> None:
@@ -393,12 +435,55 @@ def test_a_units_money_of_any_size_survives_its_summary_exactly() -> None:
     harness.send([call("c1", "U", 0), outcome("o1", "U", 10)])
     unit = harness.engines[0].units.get("U")
     assert unit is not None
-    amounts = (10**22 + 1, -(10**40 + 7), 10**18, 1, -1, 1234500000000000, 0)
+    amounts = (10**22 + 1, -(10**40 + 7), 10**18, 1, -1, 1234500000000000, 0,
+               2**63 - 1, 2**63, -(2**63), -(2**63) - 1)  # 64 bits' edges: integer or text
     vocabulary = Vocabulary()
     for amount in amounts:
         unit.cost = unit.value = unit.other_cost = amount
         again = UnitState.load("U", unit.dump(vocabulary), vocabulary)
         assert (again.cost, again.value, again.other_cost) == (amount, amount, amount)
+
+
+FORMAT_5_UNITS = Path(__file__).parent / "fixtures" / "unit_format5.json"
+
+
+def test_units_the_previous_code_wrote_in_format_5_load_to_the_same_state() -> None:
+    # tests/fixtures/unit_format5.json: events, and the bytes f46d175's UnitState.dump
+    # wrote for the units they make (amounts as text): a decided unit, one with a cost
+    # item, a user, a customer and a verdict, one past 64 bits of atto (13.5 of cost,
+    # 123,456.789 of value) with two models, a pending one with a call awaiting a price.
+    fixture = json.loads(FORMAT_5_UNITS.read_text())
+    harness = Harness(workflows=(rule(max_latency_ms=100),))
+    harness.send(fixture["events"])
+    vocabulary = Vocabulary()
+    vocabulary.load([orjson.dumps(fixture["vocabulary"])])
+    for uid, hex_bytes in fixture["units"].items():
+        data = bytes.fromhex(hex_bytes)
+        assert ormsgpack.unpackb(data)[0] == FORMAT_5
+        unit = harness.engines[0].units.get(uid)
+        assert unit is not None
+        loaded = UnitState.load(uid, data, vocabulary)
+        for name in UnitState.__slots__:
+            assert getattr(loaded, name) == getattr(unit, name), (uid, name)
+        # Written again, it is format 6, and reads back to the same state.
+        again = UnitState.load(uid, loaded.dump(vocabulary), vocabulary)
+        assert ormsgpack.unpackb(loaded.dump(vocabulary))[0] == FORMAT
+        for name in UnitState.__slots__:
+            assert getattr(again, name) == getattr(unit, name), (uid, name)
+
+
+def test_a_units_amounts_are_integers_within_64_bits_and_text_past_them() -> None:
+    harness = Harness()
+    harness.send([call("c1", "small", 0), outcome("o1", "small", 10, value="9"),
+                  call("c2", "large", 0), outcome("o2", "large", 10, value="9.3")])
+    vocabulary = Vocabulary()
+    small, large = (harness.engines[0].units.get(uid) for uid in ("small", "large"))
+    assert small is not None and large is not None
+    small_money = ormsgpack.unpackb(small.dump(vocabulary))[7]
+    large_money = ormsgpack.unpackb(large.dump(vocabulary))[7]
+    assert small_money[0] == small.cost and small_money[3] == 9 * 10**18
+    assert large_money[3] == "9.3"  # 9.3 * 10^18 atto passes 2^63
+    assert UnitState.load("large", large.dump(vocabulary), vocabulary).value == 93 * 10**17
 
 
 @pytest.mark.parametrize(("atto", "text"), [

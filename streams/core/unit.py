@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -20,9 +20,10 @@ import ormsgpack
 
 from schemas.errors import StateError
 from schemas.events import ACCEPTING_STATUSES, SHARED_PREFIX
-from streams.core.money import ATTO, atto_of_text, atto_text
+from streams.core.money import atto_of_text, atto_text
 
-FORMAT = 5
+FORMAT = 6
+FORMAT_5 = 5  # still read: every amount as decimal text (before 2026-12-03)
 FORMAT_4 = 4  # still read: the value fields in their first layout (before 2026-12-02)
 PREVIOUS_FORMAT = 3  # still read: the fields added since take their defaults
 
@@ -250,16 +251,19 @@ class UnitState:
         """Compact bytes of the whole state (a live unit's checkpoint, an evicted unit's
         summary), as MessagePack without the unit's id (its key holds it): strings as
         their number in the partition's vocabulary, times relative to the first event,
-        the event hashes as 8 raw bytes each, money as plain decimal text (exact, and
-        atto amounts pass 64 bits). An evicted unit costs its summary's bytes on disk,
-        so every byte counts."""
+        the event hashes as 8 raw bytes each, money as its atto integer while that fits
+        64 bits (under about 9.2 currency units: most of a unit's amounts) and as plain
+        decimal text past it (exact at any size). Integers because a unit is written
+        again in most checkpoints it lives through under live traffic, and text cost a
+        quarter of this function's time (format 5). An evicted unit costs its summary's
+        bytes on disk, so every byte counts."""
         ref = vocabulary.ref
         t0 = self.first_ms
         seen = sorted(self.seen)
         position = {h: i for i, h in enumerate(seen)}
-        dims = [ref(x) for x in (self.team, self.workflow, self.owner, self.task_type,
-                                  self.service, self.environment, self.agent,
-                                  self.outcome_team, self.outcome_workflow)]
+        dims = vocabulary.refs((self.team, self.workflow, self.owner, self.task_type,
+                                self.service, self.environment, self.agent,
+                                self.outcome_team, self.outcome_workflow))
         dims_key = None if self.dims_key is None else \
             [self.dims_key[0], self.dims_key[1] - t0, position[self.dims_key[2]]]
         decider = None
@@ -270,7 +274,7 @@ class UnitState:
                        None if strategic is None else str(strategic)]
         spend = [[start - t0, ref(team), ref(workflow), ref(model), _money(cost)]
                  for start, team, workflow, model, cost in self.spend]
-        providers = [ref(p) for p in self.providers]
+        providers = vocabulary.refs(self.providers)
         verdict = None
         if self.verdict is not None:
             v_at, v_hash, v_text, v_risk = self.verdict
@@ -282,9 +286,13 @@ class UnitState:
             # unit's; figures end in zeros. A decided unit's summary is ~20 bytes less.
             b_at, b_team, b_workflow, figures, b_dims, b_cost = self.booked
             at_decider = self.decider is not None and b_at == self.decider.occurred_ms
-            packed = [_money(x) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)]
-            while packed and packed[-1] in (0, "0"):
-                packed.pop()
+            packed: list[Any] = list(figures)
+            for i in _BOOKED_MONEY:
+                packed[i] = _money(packed[i])
+            end = len(packed)
+            while end and not packed[end - 1]:  # every figure is a number
+                end -= 1
+            del packed[end:]
             booked = [None if at_decider else b_at - t0,
                       None if b_team == self.outcome_team else ref(b_team),
                       None if b_workflow == self.outcome_workflow else ref(b_workflow),
@@ -330,7 +338,7 @@ class UnitState:
         version = decoded[0]
         if version == PREVIOUS_FORMAT:
             decoded.append(None)
-        elif version not in (FORMAT, FORMAT_4):
+        elif version not in (FORMAT, FORMAT_5, FORMAT_4):
             raise StateError(f"unknown unit state format {version!r}", unit_id=unit_id)
         (version, flags, dims, t0, times, dims_key, counts, money, providers, spend, seen,
          decider, unpriced_calls, added) = decoded
@@ -340,7 +348,7 @@ class UnitState:
         text = vocabulary.text
         (unit.team, unit.workflow, unit.owner, unit.task_type, unit.service,
          unit.environment, unit.agent, unit.outcome_team, unit.outcome_workflow) = \
-            (text(i) for i in dims)
+            vocabulary.texts(dims)
         unit.first_ms = t0
         unit.last_ms = t0 + times[0]
         unit.first_spend_ms, unit.link_ms, unit.expired_ms = (_abs(x, t0) for x in times[1:])
@@ -351,12 +359,12 @@ class UnitState:
         (unit.events, unit.calls, unit.retries, unit.failed, unit.input_tokens,
          unit.output_tokens, unit.cached_tokens, unit.write_tokens, unit.reasoning_tokens,
          unit.system_tokens, unit.context_tokens, unit.unpriced, unit.outcomes) = counts
-        unit.cost, unit.computed = _atto(money[0]) or 0, _atto(money[1]) or 0
-        unit.reported, unit.value = _atto(money[2]), _atto(money[3])
-        unit.human_cost, unit.baseline = _atto(money[4]) or 0, _atto(money[5])
+        unit.cost, unit.computed = _amount(money[0]) or 0, _amount(money[1]) or 0
+        unit.reported, unit.value = _amount(money[2]), _amount(money[3])
+        unit.human_cost, unit.baseline = _amount(money[4]) or 0, _amount(money[5])
         unit.review_minutes = Decimal(money[6])
-        unit.providers = [text(i) for i in providers]
-        unit.spend = [[t0 + start, text(team), text(workflow), text(model), _atto(cost) or 0]
+        unit.providers = vocabulary.texts(providers)
+        unit.spend = [[t0 + start, text(team), text(workflow), text(model), _amount(cost) or 0]
                       for start, team, workflow, model, cost in spend]
         if decider is not None:
             final, at, h, status, quality, confidence, dimension = decider[:7]
@@ -365,7 +373,7 @@ class UnitState:
                                    confidence, None if dimension is None else text(dimension),
                                    None if strategic is None else Decimal(strategic))
         unit.unpriced_calls = unpriced_calls or []
-        if added is not None and version == FORMAT:
+        if added is not None and version >= FORMAT_5:
             (unit.max_latency_ms, booked, unit.stage, user, customer, other, by_kind,
              unit.cost_items, verdict, extra) = added + _ADDED_DEFAULTS[len(added):]
         elif added is not None:  # format 4: every field, in their first order
@@ -373,13 +381,13 @@ class UnitState:
              extra, booked) = added[:9]
             unit.stage = added[9] if len(added) > 9 else 0
         if added is not None:
-            unit.other_cost = _atto(other) or 0
-            unit.other_by_kind = {text(k): _atto(v) or 0 for k, v in by_kind}
+            unit.other_cost = _amount(other) or 0
+            unit.other_by_kind = {text(k): _amount(v) or 0 for k, v in by_kind}
             unit.user, unit.customer = text(user), text(customer)
             unit.extra_dims = tuple(text(x) for x in extra)
             if verdict is not None:
                 unit.verdict = Verdict(t0 + verdict[0], hashes[verdict[1]], text(verdict[2]),
-                                       _atto(verdict[3]))
+                                       _amount(verdict[3]))
             if booked is not None:
                 unit.booked = _booking(unit, unit_id, t0, booked, text)
         elif version == PREVIOUS_FORMAT and unit.decider is not None and not unit.bucket:
@@ -394,7 +402,7 @@ class UnitState:
 
 def _booking(unit: UnitState, unit_id: str, t0: int, booked: list[Any],
              text: Callable[[int | str], str]) -> Booking:
-    """A stored booking; in format 5 a None is what the unit's own fields say (the
+    """A stored booking; since format 5 a None is what the unit's own fields say (the
     decider's time, the outcome's series, the unit's cost) and trailing zero figures are
     left out."""
     b_at, b_team, b_workflow, figures, b_dims, b_cost = booked
@@ -406,10 +414,10 @@ def _booking(unit: UnitState, unit_id: str, t0: int, booked: list[Any],
     return (t0 + b_at,
             unit.outcome_team if b_team is None else text(b_team),
             unit.outcome_workflow if b_workflow is None else text(b_workflow),
-            tuple((_atto(x) or 0) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)),
+            tuple((_amount(x) or 0) if i in _BOOKED_MONEY else x for i, x in enumerate(figures)),
             tuple(text(x) for x in b_dims),
             unit.loaded_cost if b_cost is None
-            else _atto(b_cost) or 0)
+            else _amount(b_cost) or 0)
 
 
 #: The booked figures' fields (cells.DECISION_FIELDS, in order); which of them are money.
@@ -417,7 +425,7 @@ BOOKED_FIELDS = ("decided", "accepted", "quality_failed", "latency_failed", "int
                  "accepted_value", "at_risk", "strategic_units", "strategic_score",
                  "strategic_confidence", "strategic_confident", "evidence_confidence",
                  "evidence_confident")
-_BOOKED_MONEY = frozenset({5, 6})
+_BOOKED_MONEY = (5, 6)
 #: Format 5's ``added`` fields when left out: max latency, booking, stage, user,
 #: customer, other cost, other cost by kind, cost items, verdict, promoted dimensions.
 _ADDED_DEFAULTS: list[Any] = [0, None, 0, "", "", None, [], 0, None, []]
@@ -456,6 +464,17 @@ class Vocabulary:
     def text(self, ref: int | str) -> str:
         return ref if isinstance(ref, str) else self.strings[ref]
 
+    # A unit's checkpoint names a dozen strings; these save a call per string.
+    def refs(self, texts: Iterable[str]) -> list[int | str]:
+        """:meth:`ref` of each of ``texts``."""
+        get, ref = self.numbers.get, self.ref
+        return [number if (number := get(text)) is not None else ref(text) for text in texts]
+
+    def texts(self, refs: Iterable[int | str]) -> list[str]:
+        """:meth:`text` of each of ``refs``."""
+        strings = self.strings
+        return [strings[ref] if type(ref) is int else ref for ref in refs]  # type: ignore[misc]
+
     def take_writes(self, key: Callable[[int], bytes]) -> list[tuple[bytes, bytes]]:
         if self.written == len(self.strings):
             return []
@@ -482,17 +501,23 @@ def _abs(value: int | None, t0: int) -> int | None:
     return None if value is None else t0 + value
 
 
-def _money(atto: int | None) -> str | None:
-    """Atto money as its shortest exact decimal text ("0.0012124", not 19 digits)."""
-    return None if atto is None else atto_text(atto)
+_INT64 = 2**63
 
 
-def _atto(text: str | int | None) -> int | None:
-    """Stored money back to atto: its text, or the int 0 a booking's trailing zero
-    figures are padded with when read."""
-    if text is None:
-        return None
-    return text * ATTO if isinstance(text, int) else atto_of_text(text)
+def _money(atto: int | None) -> int | str | None:
+    """Atto money as stored: the integer itself while MessagePack's 64 bits hold it,
+    else its shortest exact decimal text ("12.0012124")."""
+    if atto is None or -_INT64 <= atto < _INT64:
+        return atto
+    return atto_text(atto)
+
+
+def _amount(stored: str | int | None) -> int | None:
+    """Stored money back to atto: an integer is atto (format 6, and the 0 a booking's
+    trailing figures are padded with when read), text is decimal (every format)."""
+    if stored is None or type(stored) is int:
+        return stored
+    return atto_of_text(stored)  # type: ignore[arg-type]
 
 
 def _pack_hashes(hashes: list[int]) -> bytes:
