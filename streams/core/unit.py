@@ -426,7 +426,7 @@ BOOKED_FIELDS = ("decided", "accepted", "quality_failed", "latency_failed", "int
                  "strategic_confidence", "strategic_confident", "evidence_confidence",
                  "evidence_confident")
 _BOOKED_MONEY = (5, 6)
-#: Format 5's ``added`` fields when left out: max latency, booking, stage, user,
+#: The ``added`` fields (since format 5) when left out: max latency, booking, stage, user,
 #: customer, other cost, other cost by kind, cost items, verdict, promoted dimensions.
 _ADDED_DEFAULTS: list[Any] = [0, None, 0, "", "", None, [], 0, None, []]
 
