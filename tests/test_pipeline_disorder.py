@@ -35,7 +35,11 @@ TEAMS = [("support", "triage"), ("support", "reply"), ("sales", "research")]
 
 def disordered_stream(seed: int = 13) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    # Anchored at half past an hour: the stream then spans the same three hours of
+    # event time whatever minute the test starts at. Anchored at "now", a start in
+    # minutes 5 to 9 of an hour left only one of its three hours final, however long
+    # the test waited (the test failed in CI that way).
+    base = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=3)
     timed: list[tuple[datetime, dict[str, Any]]] = []
     for u in range(240):
         unit = f"d{u}"
