@@ -377,12 +377,13 @@ class Bench:
             engine.process("calls", batch, Source("calls", 0, offset))
         hot = tracemalloc.take_snapshot()
         # As in the worker, which checkpoints every second: a checkpoint parks the units
-        # untouched since the previous one as their serialized bytes.
+        # unused for ``park_after_checkpoints`` checkpoints as their serialized bytes.
         checkpointer = Checkpointer(engine)
         plan = checkpointer.plan()
         saved = sum(len(k) + len(v) for k, v in plan.writes) + sum(map(len, plan.meta))
         del plan  # written to the state store by now, in the worker
-        checkpointer.plan()
+        for _ in range(engine.config.park_after_checkpoints):
+            checkpointer.plan()
         gc.collect()
         parked = tracemalloc.take_snapshot()
         tracemalloc.stop()

@@ -46,8 +46,17 @@ def varied_outputs() -> Outputs:
     ]
     harness = Harness()
     harness.send(events)
+    # Pending units, one of them over three UTC days (its rows on the earlier two are
+    # tombstones), as a checkpoint takes them for work_units_by_day.
+    harness.send([call("p1", "P", 0, reported_cost="0.25", currency="USD"),
+                  call("p2", "P", 2 * 86_400 + 7, agent="writer"),
+                  cost("k9", "P", 8, amount="2.5")])  # fully loaded > model cost
+    pending = [unit for engine in harness.engines.values() for unit in engine.pending_units()]
     harness.finish()
     out = harness.run.outputs
+    out.pending_units = pending
+    assert any(unit.last_ms // 86_400_000 - unit.first_ms // 86_400_000 == 2
+               and unit.loaded_atto > unit.cost_atto for unit in pending)
     out.windows = list(harness.run.windows.values())  # the rollup's rows
     assert out.calls and out.outcomes and out.attributions and out.windows and out.cost_items
     return out

@@ -368,14 +368,59 @@ def test_a_checkpoint_takes_the_rows_of_the_pending_units_it_changed() -> None:
     assert "u1" not in {row.unit_id for row in engine.pending_units()}
 
 
-def test_parking_reuses_the_bytes_of_a_unit_that_did_not_change() -> None:
-    """A unit written by one checkpoint and idle until the next is parked from the bytes
-    the first wrote, not serialized again; a unit that changed in between, or was read
-    back from its parked bytes and changed, is parked as it is now."""
+@pytest.mark.parametrize("park_after", [2, 3, 10])
+def test_a_unit_is_parked_after_the_configured_idle_checkpoints(park_after: int) -> None:
+    """A unit stays an object until it goes unused for ``park_after_checkpoints``
+    checkpoints (live traffic touches a unit every few seconds: read back from its bytes
+    each time, it cost a decode per event); a use in between starts the count again, an
+    eviction forgets it, and a parked unit holds exactly the state it had."""
     now_ms = int(T0.timestamp() * 1000) + 86_400_000
     engine = PartitionEngine(0, EngineConfig(partitions=1, deadline_seconds=3600,
                                              retention_seconds=3600,
-                                             allowed_lateness_seconds=120),
+                                             allowed_lateness_seconds=120,
+                                             park_after_checkpoints=park_after),
+                             lambda: BOOK, lambda: now_ms, store={})
+    checkpointer, units = Checkpointer(engine), engine.units
+    offsets = iter(range(1000))
+
+    def send(*events: dict[str, object]) -> None:
+        engine.process("calls", orjson.dumps(list(events)), Source("calls", 0, next(offsets)))
+
+    send(call("c1", "u1", 0), call("c2", "u2", 1))
+    expected = units.load_any("u1")
+    assert expected is not None
+    before = expected.dump(units.vocabulary)
+    checkpointer.plan()  # the interval both were used in
+    for idle in range(1, park_after):
+        if idle == 1:
+            send(call("c3", "u2", 2))  # u2 used again: its count starts over
+        checkpointer.plan()
+        assert set(units.hot) == {"u1", "u2"}, idle
+    checkpointer.plan()  # u1 unused for park_after checkpoints now
+    assert "u1" in units.parked and "u1" not in units.hot and "u2" in units.hot
+    assert units.parked["u1"] == before
+    for _ in range(park_after - 1):
+        checkpointer.plan()
+    assert set(units.parked) == {"u1", "u2"} and not units.hot
+    # Read back: an object again, and the same state; removed: no interval holds it.
+    send(call("c4", "u1", 3))
+    unit = units.load_any("u1")
+    assert "u1" in units.hot and unit is not None and unit.calls == 2
+    checkpointer.plan()
+    units.remove("u1")
+    assert all("u1" not in used for used in units.earlier)
+
+
+def test_parking_reuses_the_bytes_of_a_unit_that_did_not_change() -> None:
+    """A unit written by one checkpoint and idle until the next is parked from the bytes
+    the first wrote, not serialized again; a unit that changed in between, or was read
+    back from its parked bytes and changed, is parked as it is now (units parked after
+    one idle checkpoint)."""
+    now_ms = int(T0.timestamp() * 1000) + 86_400_000
+    engine = PartitionEngine(0, EngineConfig(partitions=1, deadline_seconds=3600,
+                                             retention_seconds=3600,
+                                             allowed_lateness_seconds=120,
+                                             park_after_checkpoints=1),
                              lambda: BOOK, lambda: now_ms, store={})
     checkpointer, units = Checkpointer(engine), engine.units
     offsets = iter(range(1000))

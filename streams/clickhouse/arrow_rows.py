@@ -37,6 +37,7 @@ _INTEGERS = {"UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(),
              "Int32": pa.int32(), "Int64": pa.int64(), "Float32": pa.float32(),
              "Float64": pa.float64()}
 _MS = pa.timestamp("ms", tz="UTC")
+_DATE = pa.date32()
 _US = pa.timestamp("us", tz="UTC")
 _INT64 = pa.int64()
 _WIDE = pa.decimal128(38, 0)  # any int64, unscaled
@@ -47,6 +48,9 @@ ATTO_COLUMNS: dict[str, dict[str, Callable[[Any], int | None]]] = {
                     "computed_cost": attrgetter("computed_atto")},
     "outcomes": {"value": attrgetter("value_atto"), "human_cost": attrgetter("human_atto"),
                  "value_at_risk": attrgetter("at_risk_atto")},
+    # Rows of sink.unit_days: (PendingUnit, day, is_deleted).
+    "work_units_by_day": {"model_cost": lambda row: row[0].cost_atto,
+                          "fully_loaded_cost": lambda row: row[0].loaded_atto},
 }
 
 
@@ -101,6 +105,8 @@ def _arrow_type(kind: str) -> pa.DataType | None:
         return pa.decimal128(int(decimal[1]), int(decimal[2]))
     if kind == "DateTime64(3, 'UTC')":
         return _MS
+    if kind == "Date":
+        return _DATE
     inner = None
     if kind.startswith("Array("):
         inner = _arrow_type(kind[len("Array("):-1])

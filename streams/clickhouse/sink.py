@@ -348,7 +348,7 @@ WORKFLOW_COLUMNS: list[tuple[str, Callable[[WorkflowRow], Any]]] = [
 #: tests/test_arrow_rows.py); the others (few rows, bytes and JSON columns) through
 #: clickhouse-connect.
 ARROW_TABLES = frozenset({"model_calls", "outcomes", "attributions",
-                          "cost_per_outcome_windows"})
+                          "cost_per_outcome_windows", "work_units_by_day"})
 
 
 def _ms(ms: int) -> datetime:

@@ -108,7 +108,8 @@ class PartitionEngine:
         self.now_ms = now_ms
         registry = WorkflowRegistry(config.workflows)
         self.workflows = workflows or (lambda: registry)
-        self.units = UnitStore(partition, store if store is not None else NoStore())
+        self.units = UnitStore(partition, store if store is not None else NoStore(),
+                               config.park_after_checkpoints)
         self.wheel = DueWheel()
         self.index = SummaryIndex(partition, config.horizon_seconds * 1000)
         self.book = WindowBook(tuple(s * 1000 for s in config.window_seconds))

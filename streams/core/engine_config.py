@@ -23,6 +23,9 @@ class EngineSettings(BaseModel):
     horizon_seconds: int = Field(35 * 86_400, gt=0)
     max_future_skew_seconds: int = Field(3_600, ge=0)
     input_idle_seconds: int = Field(30, ge=0)
+    park_after_checkpoints: int = Field(
+        10, ge=1, description="Checkpoints a live unit goes unused before it is kept as "
+                              "its bytes instead of an object")
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     fx_rates: dict[str, Decimal] = Field(
         default_factory=dict, description="Units of `currency` per unit of the key currency."

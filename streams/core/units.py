@@ -11,6 +11,7 @@ many index chunks list the summaries that expire then.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -72,9 +73,13 @@ def decode_summary(record: bytes) -> list[Version]:
 class UnitStore:
     """Live units (hot and parked), and summaries of evicted ones."""
 
-    def __init__(self, partition: int, reader: StoreReader) -> None:
+    def __init__(self, partition: int, reader: StoreReader, park_after: int = 1) -> None:
         self.partition = partition
         self.reader = reader
+        # A unit is parked once it went unused for this many checkpoints. Live traffic
+        # touches a unit every few seconds: parked after one idle checkpoint, nearly
+        # every event read its unit back from bytes (a decode per event).
+        self.park_after = park_after
         self.vocabulary = Vocabulary()
         self.hot: dict[str, UnitState] = {}
         self.parked: dict[str, bytes] = {}
@@ -83,7 +88,10 @@ class UnitStore:
         # dumps it again and its new bytes replace these; parking a unit that did not
         # change reuses them instead of serializing it again.
         self.clean: dict[str, bytes] = {}
-        self.touched: set[str] = set()
+        self.touched: set[str] = set()  # used since the last checkpoint
+        # The units used in each of the previous ``park_after`` intervals between
+        # checkpoints, oldest first: every hot unit is in one of them or in ``touched``.
+        self.earlier: deque[set[str]] = deque()
         self.evicted: dict[str, bytes] = {}  # summaries the next checkpoint writes
         # The last durable checkpoint of each life of this partition's state (a life ends
         # with a crash). A summary written by a checkpoint no meta vouches for (one that
@@ -114,6 +122,8 @@ class UnitStore:
         self.parked.pop(unit_id, None)
         self.clean.pop(unit_id, None)
         self.touched.discard(unit_id)
+        for used in self.earlier:  # else an evicted unit's id stays held for a while
+            used.discard(unit_id)
 
     def load_any(self, unit_id: str) -> UnitState | None:
         """A live unit without marking it used (reporting, sweeps)."""
@@ -130,10 +140,11 @@ class UnitStore:
         return UnitState.load(unit_id, data, self.vocabulary)
 
     def park_idle(self, dumped: dict[str, bytes]) -> int:
-        """Park units not used since the last call, called by each checkpoint with the
-        bytes it serialized (``dumped``: every unit changed since the last one). Bytes
-        already serialized are reused: this checkpoint's, or a unit's clean bytes."""
-        idle = [uid for uid in self.hot if uid not in self.touched]
+        """Park the units unused for ``park_after`` checkpoints, called by each
+        checkpoint with the bytes it serialized (``dumped``: every unit changed since the
+        last one). Bytes already serialized are reused: this checkpoint's, or a unit's
+        clean bytes."""
+        idle = self._idle()
         clean = self.clean
         for uid in idle:
             unit = self.hot.pop(uid)
@@ -149,8 +160,21 @@ class UnitStore:
         for uid, data in dumped.items():
             if uid in hot:
                 clean[uid] = bytes(memoryview(data))
+        self.earlier.append(self.touched)
         self.touched = set()
         return len(idle)
+
+    def _idle(self) -> list[str]:
+        """The hot units unused for ``park_after`` checkpoints, this one included."""
+        earlier = self.earlier
+        if len(earlier) < self.park_after:
+            return []
+        # Only units used in the interval that leaves the window can have been idle for
+        # ``park_after`` intervals: those not used again in a later one.
+        oldest, hot = earlier.popleft(), self.hot
+        later = [*earlier, self.touched]
+        return [uid for uid in oldest
+                if uid in hot and not any(uid in used for used in later)]
 
     def __len__(self) -> int:
         return len(self.hot) + len(self.parked)
