@@ -73,7 +73,7 @@ def decode_summary(record: bytes) -> list[Version]:
 class UnitStore:
     """Live units (hot and parked), and summaries of evicted ones."""
 
-    def __init__(self, partition: int, reader: StoreReader, park_after: int = 1) -> None:
+    def __init__(self, partition: int, reader: StoreReader, park_after: int) -> None:
         self.partition = partition
         self.reader = reader
         # A unit is parked once it went unused for this many checkpoints. Live traffic
